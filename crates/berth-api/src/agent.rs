@@ -1,0 +1,131 @@
+//! The agent protocol: how a node agent (`berth-agent`) and the control plane talk over HTTP
+//! (DESIGN §2: the agent never touches the store; it goes through these endpoints even when both
+//! run in one process).
+//!
+//! Endpoints, all JSON, served by the control plane under `/_berth/agent/`:
+//! - `GET  /_berth/agent/assignments?instance=<id>&after=<version>&wait=<seconds>`
+//!   -> [`Assignments`]. Long poll: answers at once when the assignment version is greater than
+//!   `after`, else when it changes, else after `wait` seconds (max 60). Level-triggered: it lists
+//!   every task placed on this instance that is not yet STOPPED, with its desired status.
+//! - `POST /_berth/agent/tasks/<task-id>/state` with [`TaskStateReport`] -> 204.
+//! - `POST /_berth/agent/logs` with [`LogBatch`] -> 204.
+//!
+//! Time values are epoch seconds as `f64`, like the ECS API's timestamps.
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the control plane wants running on one instance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Assignments {
+    /// Increases whenever the set or any desired status changes.
+    pub version: u64,
+    pub tasks: Vec<TaskAssignment>,
+}
+
+/// One task placed on the instance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskAssignment {
+    pub spec: TaskSpec,
+    /// `RUNNING` or `STOPPED` (ECS `desiredStatus`).
+    pub desired_status: String,
+}
+
+/// A task fully resolved for running: overrides applied, images as written in the task
+/// definition, sizes in ECS units.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskSpec {
+    /// 32 hex characters, the last part of the task ARN.
+    pub task_id: String,
+    pub task_arn: String,
+    pub cluster_name: String,
+    /// Task CPU in CPU units (1024 = 1 vCPU); `None` means unlimited.
+    pub cpu: Option<u32>,
+    /// Task memory hard limit in MiB; `None` means unlimited.
+    pub memory: Option<u32>,
+    pub containers: Vec<ContainerSpec>,
+}
+
+/// One container of a [`TaskSpec`], from the ECS `ContainerDefinition` plus `containerOverrides`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ContainerSpec {
+    pub name: String,
+    /// Image reference as written (`repo:tag`, `host:port/repo@sha256:...`,
+    /// `<acct>.dkr.ecr.<region>.amazonaws.com/repo:tag`).
+    pub image: String,
+    /// Replaces the image's Entrypoint when set.
+    pub entry_point: Option<Vec<String>>,
+    /// Replaces the image's Cmd when set.
+    pub command: Option<Vec<String>>,
+    /// Added to (and overriding) the image's Env, in order.
+    pub environment: Vec<(String, String)>,
+    pub working_directory: Option<String>,
+    pub user: Option<String>,
+    pub essential: bool,
+    /// Seconds between SIGTERM and SIGKILL on stop (ECS `stopTimeout`, default 30).
+    pub stop_timeout: u32,
+    /// Relative CPU share in CPU units (ECS container `cpu`), 0 = unset.
+    pub cpu: u32,
+    /// Hard limit in MiB (ECS container `memory`).
+    pub memory: Option<u32>,
+    /// Soft limit in MiB (ECS `memoryReservation`).
+    pub memory_reservation: Option<u32>,
+    pub readonly_root_filesystem: bool,
+    /// Where stdout/stderr lines go (`awslogs`); `None` drops them.
+    pub log: Option<LogDestination>,
+}
+
+/// A CloudWatch Logs destination for a container's output.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogDestination {
+    pub group: String,
+    /// `<awslogs-stream-prefix>/<container-name>/<task-id>`.
+    pub stream: String,
+}
+
+/// What the agent observed about a task; the control plane folds it into the task record.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TaskStateReport {
+    /// `PENDING`, `RUNNING` or `STOPPED`.
+    pub last_status: String,
+    pub pull_started_at: Option<f64>,
+    pub pull_stopped_at: Option<f64>,
+    pub started_at: Option<f64>,
+    pub stopped_at: Option<f64>,
+    /// Set with STOPPED: `TaskFailedToStart` or `EssentialContainerExited` (the control plane
+    /// replaces it with `UserInitiated` when the stop was asked for).
+    pub stop_code: Option<String>,
+    /// Set with STOPPED, e.g. `Essential container in task exited` or
+    /// `CannotPullContainerError: ...`.
+    pub stopped_reason: Option<String>,
+    pub containers: Vec<ContainerStateReport>,
+}
+
+/// One container's observed state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ContainerStateReport {
+    pub name: String,
+    /// `PENDING`, `RUNNING` or `STOPPED`.
+    pub last_status: String,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    /// The OCI runtime's container id.
+    pub runtime_id: Option<String>,
+    /// `sha256:...` of the manifest that was run.
+    pub image_digest: Option<String>,
+}
+
+/// A batch of log events from container output.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LogBatch {
+    pub events: Vec<LogLine>,
+}
+
+/// One line of container output.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogLine {
+    pub group: String,
+    pub stream: String,
+    /// Milliseconds since the epoch.
+    pub timestamp: i64,
+    pub message: String,
+}
