@@ -46,3 +46,18 @@ mod tests {
         assert_eq!(next_task_status("STOPPED", "RUNNING"), "STOPPED");
     }
 }
+
+/// Container `lastStatus` order: PENDING -> RUNNING -> STOPPED; never backwards.
+pub fn next_container_status<'a>(current: &'a str, reported: &'a str) -> &'a str {
+    let rank = |s: &str| match s {
+        "PENDING" => 0,
+        "RUNNING" => 1,
+        "STOPPED" => 2,
+        _ => 0,
+    };
+    if rank(reported) >= rank(current) {
+        reported
+    } else {
+        current
+    }
+}

@@ -1,0 +1,99 @@
+//! ECS operations (awsJson1.1 target prefix `AmazonEC2ContainerServiceV20141113`).
+//!
+//! Store layout: `ecs.cluster/<name>` -> [`Cluster`](berth_api::ecs::Cluster);
+//! `ecs.taskdef/<family>:<revision, 10 digits>` -> `TaskDefinition`;
+//! `ecs.task/<cluster>/<task-id>` -> [`tasks::TaskRecord`]; `ecs.active/<task-id>` -> the cluster
+//! name of every task that is not STOPPED yet (what agents are assigned).
+
+mod clusters;
+mod task_definitions;
+pub(crate) mod tasks;
+
+use berth_api::proto::{parse_body, AwsError};
+use serde_json::Value;
+
+use crate::ControlPlane;
+
+pub(crate) const CLUSTER: &str = "ecs.cluster";
+pub(crate) const TASKDEF: &str = "ecs.taskdef";
+pub(crate) const TASK: &str = "ecs.task";
+pub(crate) const ACTIVE: &str = "ecs.active";
+
+/// The cluster a request names (`cluster` member: name or ARN), `default` when absent.
+pub(crate) fn cluster_name(cluster: Option<&str>) -> String {
+    berth_core::arn::short_name(cluster.unwrap_or("default")).to_string()
+}
+
+/// Encodes a list position as a `nextToken` (opaque to clients).
+pub(crate) fn next_token(last_key: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last_key)
+}
+
+/// Decodes a `nextToken`; a token berth did not issue is an `InvalidParameterException`.
+pub(crate) fn decode_token(token: Option<&str>) -> Result<Option<String>, AwsError> {
+    use base64::Engine;
+    match token {
+        None => Ok(None),
+        Some(t) => base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(t)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .map(Some)
+            .ok_or_else(|| AwsError::invalid_parameter("Invalid nextToken.")),
+    }
+}
+
+/// `maxResults` for List operations: 1..=100, default 100.
+pub(crate) fn max_results(v: Option<i64>) -> Result<usize, AwsError> {
+    match v {
+        None => Ok(100),
+        Some(n) if (1..=100).contains(&n) => Ok(n as usize),
+        Some(_) => Err(AwsError::invalid_parameter(
+            "maxResults must be between 1 and 100.",
+        )),
+    }
+}
+
+/// Pages `keys` (sorted) after the token position; returns the page and the next token.
+pub(crate) fn page<T>(items: Vec<(String, T)>, token: Option<String>, max: usize) -> (Vec<T>, Option<String>) {
+    let mut it = items
+        .into_iter()
+        .filter(|(k, _)| token.as_ref().is_none_or(|t| k.as_str() > t.as_str()))
+        .peekable();
+    let mut out = Vec::new();
+    let mut last = None;
+    while out.len() < max {
+        match it.next() {
+            Some((k, v)) => {
+                last = Some(k);
+                out.push(v);
+            }
+            None => break,
+        }
+    }
+    let more = it.peek().is_some();
+    (out, if more { last.map(|k| next_token(&k)) } else { None })
+}
+
+impl ControlPlane {
+    /// Runs one ECS operation; `body` is the raw JSON request.
+    pub async fn handle_ecs(&self, operation: &str, body: &[u8]) -> Result<Value, AwsError> {
+        match operation {
+            "CreateCluster" => self.create_cluster(parse_body(body)?),
+            "DescribeClusters" => self.describe_clusters(parse_body(body)?),
+            "ListClusters" => self.list_clusters(parse_body(body)?),
+            "DeleteCluster" => self.delete_cluster(parse_body(body)?),
+            "RegisterTaskDefinition" => self.register_task_definition(parse_body(body)?),
+            "DescribeTaskDefinition" => self.describe_task_definition(parse_body(body)?),
+            "ListTaskDefinitions" => self.list_task_definitions(parse_body(body)?),
+            "ListTaskDefinitionFamilies" => self.list_task_definition_families(parse_body(body)?),
+            "DeregisterTaskDefinition" => self.deregister_task_definition(parse_body(body)?),
+            "RunTask" => self.run_task(parse_body(body)?),
+            "StopTask" => self.stop_task(parse_body(body)?),
+            "DescribeTasks" => self.describe_tasks(parse_body(body)?),
+            "ListTasks" => self.list_tasks(parse_body(body)?),
+            _ => Err(AwsError::unknown_operation()),
+        }
+    }
+}

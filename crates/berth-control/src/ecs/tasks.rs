@@ -1,0 +1,504 @@
+//! RunTask, StopTask, DescribeTasks, ListTasks (ECS API reference), and how agent reports move a
+//! task through its life cycle (PROVISIONING -> PENDING -> RUNNING -> STOPPED).
+
+use berth_api::agent::{ContainerSpec, LogDestination, TaskSpec, TaskStateReport};
+use berth_api::ecs::{
+    Attachment, Container, DescribeTasksRequest, Failure, KeyValuePair, ListRequest, RunTaskRequest,
+    StopTaskRequest, Task, TaskOverride,
+};
+use berth_api::proto::AwsError;
+use berth_core::{epoch_now, fargate, status};
+use berth_store::{Expect, Op, Store, StoreError, StoreExt};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::task_definitions::TaskDefRecord;
+use super::{cluster_name, decode_token, max_results, page, ACTIVE, TASK};
+use crate::{store_err, ControlPlane};
+
+/// What is stored per task: the API view, the resolved spec agents run, and bookkeeping.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TaskRecord {
+    pub task: Task,
+    pub spec: TaskSpec,
+    /// The container instance the task is placed on.
+    pub instance: String,
+    /// Set when StopTask asked for the stop (then the stop code is UserInitiated).
+    #[serde(default)]
+    pub user_stop_reason: Option<String>,
+}
+
+fn task_key(cluster: &str, id: &str) -> String {
+    format!("{cluster}/{id}")
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Builds the agent's view of one container: definition + override, sizes in ECS units.
+fn container_spec(
+    def: &berth_api::ecs::ContainerDefinition,
+    ov: Option<&berth_api::ecs::ContainerOverride>,
+    task_id: &str,
+) -> ContainerSpec {
+    let name = def.name.clone().unwrap_or_default();
+    let mut environment: Vec<(String, String)> = Vec::new();
+    let mut push_env = |list: &Option<Vec<KeyValuePair>>| {
+        for kv in list.iter().flatten() {
+            if let Some(n) = &kv.name {
+                let v = kv.value.clone().unwrap_or_default();
+                environment.retain(|(k, _)| k != n);
+                environment.push((n.clone(), v));
+            }
+        }
+    };
+    push_env(&def.environment);
+    if let Some(o) = ov {
+        push_env(&o.environment);
+    }
+    let log = def.log_configuration.as_ref().and_then(|l| {
+        if l.log_driver != "awslogs" {
+            return None;
+        }
+        let opts = l.options.as_ref()?;
+        let group = opts.get("awslogs-group")?.clone();
+        let stream = match opts.get("awslogs-stream-prefix") {
+            Some(p) => format!("{p}/{name}/{task_id}"),
+            None => format!("{name}/{task_id}"),
+        };
+        Some(LogDestination { group, stream })
+    });
+    let pos = |v: Option<i64>| v.filter(|x| *x > 0).map(|x| x as u32);
+    ContainerSpec {
+        name: name.clone(),
+        image: def.image.clone().unwrap_or_default(),
+        entry_point: def.entry_point.clone(),
+        command: ov.and_then(|o| o.command.clone()).or_else(|| def.command.clone()),
+        environment,
+        working_directory: def.working_directory.clone(),
+        user: def.user.clone(),
+        essential: def.essential.unwrap_or(true),
+        stop_timeout: def.stop_timeout.map(|s| s.clamp(0, 120) as u32).unwrap_or(30),
+        cpu: ov.and_then(|o| o.cpu).or(def.cpu).unwrap_or(0).max(0) as u32,
+        memory: pos(ov.and_then(|o| o.memory).or(def.memory)),
+        memory_reservation: pos(ov.and_then(|o| o.memory_reservation).or(def.memory_reservation)),
+        readonly_root_filesystem: def.readonly_root_filesystem.unwrap_or(false),
+        log,
+    }
+}
+
+impl ControlPlane {
+    pub(crate) fn load_task(&self, cluster: &str, id: &str) -> Result<Option<TaskRecord>, AwsError> {
+        Ok(self
+            .store
+            .get_json::<TaskRecord>(TASK, &task_key(cluster, id))
+            .map_err(store_err)?
+            .map(|(r, _)| r))
+    }
+
+    pub(super) fn run_task(&self, req: RunTaskRequest) -> Result<Value, AwsError> {
+        let cluster = cluster_name(req.cluster.as_deref());
+        let cluster_rec = self.active_cluster(&cluster)?;
+        let count = req.count.unwrap_or(1);
+        if !(1..=10).contains(&count) {
+            return Err(AwsError::invalid_parameter(
+                "count must be between 1 and 10.",
+            ));
+        }
+        let TaskDefRecord {
+            task_definition: td,
+            tags: td_tags,
+        } = self.resolve_task_definition(&req.task_definition)?;
+        if td.status != "ACTIVE" {
+            return Err(AwsError::client_exception(
+                "TaskDefinition is inactive",
+            ));
+        }
+        let launch_type = match (&req.launch_type, &req.capacity_provider_strategy) {
+            (Some(_), Some(_)) => {
+                return Err(AwsError::invalid_parameter(
+                    "Specifying both a launch type and capacity provider strategy is not supported. Remove one and try again.",
+                ))
+            }
+            (Some(l), None) => l.clone(),
+            _ => "FARGATE".to_string(),
+        };
+        if !matches!(launch_type.as_str(), "FARGATE" | "EC2" | "EXTERNAL") {
+            return Err(AwsError::invalid_parameter(format!(
+                "Invalid launchType: {launch_type}"
+            )));
+        }
+        if launch_type == "FARGATE" && !td.compatibilities.iter().any(|c| c == "FARGATE") {
+            return Err(AwsError::invalid_parameter(
+                "Task definition does not support launch_type FARGATE.",
+            ));
+        }
+        let awsvpc = td.network_mode.as_deref() == Some("awsvpc");
+        let vpc = req
+            .network_configuration
+            .as_ref()
+            .and_then(|n| n.awsvpc_configuration.clone());
+        if awsvpc && vpc.is_none() {
+            return Err(AwsError::invalid_parameter(
+                "Network Configuration must be provided when networkMode 'awsvpc' is specified.",
+            ));
+        }
+        if let Some(v) = &vpc {
+            if v.subnets.is_empty() {
+                return Err(AwsError::invalid_parameter(
+                    "subnets can not be empty.",
+                ));
+            }
+        }
+        let overrides = req.overrides.clone().unwrap_or_default();
+        for o in &overrides.container_overrides {
+            let n = o.name.as_deref().unwrap_or("");
+            if !td.container_definitions.iter().any(|c| c.name.as_deref() == Some(n)) {
+                return Err(AwsError::invalid_parameter(format!(
+                    "Override for container named {n} is not a container in the TaskDefinition."
+                )));
+            }
+        }
+        let parse = |v: &Option<String>, f: fn(&str) -> Option<u32>, what: &str| -> Result<Option<u32>, AwsError> {
+            match v {
+                Some(s) => f(s)
+                    .map(Some)
+                    .ok_or_else(|| AwsError::invalid_parameter(format!("Invalid '{what}' override: {s}"))),
+                None => Ok(None),
+            }
+        };
+        let cpu = parse(&overrides.cpu, fargate::parse_cpu, "cpu")?
+            .or_else(|| td.cpu.as_deref().and_then(fargate::parse_cpu));
+        let memory = parse(&overrides.memory, fargate::parse_memory, "memory")?
+            .or_else(|| td.memory.as_deref().and_then(fargate::parse_memory));
+        if launch_type == "FARGATE" && (overrides.cpu.is_some() || overrides.memory.is_some()) {
+            let ok = matches!((cpu, memory), (Some(c), Some(m)) if fargate::valid_size(c, m));
+            if !ok {
+                return Err(AwsError::client_exception(format!(
+                    "No Fargate configuration exists for given values: {} CPU, {} memory. See the Amazon ECS documentation for the possible combinations.",
+                    cpu.unwrap_or(0),
+                    memory.unwrap_or(0)
+                )));
+            }
+        }
+        let now = epoch_now();
+        let mut ops = Vec::new();
+        let mut tasks = Vec::new();
+        for _ in 0..count {
+            let id = new_id();
+            let task_arn = self.scope.task(&cluster, &id);
+            let containers: Vec<ContainerSpec> = td
+                .container_definitions
+                .iter()
+                .map(|d| {
+                    let ov = overrides
+                        .container_overrides
+                        .iter()
+                        .find(|o| o.name == d.name);
+                    container_spec(d, ov, &id)
+                })
+                .collect();
+            let api_containers = containers
+                .iter()
+                .map(|c| Container {
+                    container_arn: self.scope.container(&cluster, &id, &new_id()),
+                    task_arn: task_arn.clone(),
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                    last_status: "PENDING".into(),
+                    health_status: "UNKNOWN".into(),
+                    cpu: c.cpu.to_string(),
+                    memory: c.memory.map(|m| m.to_string()),
+                    memory_reservation: c.memory_reservation.map(|m| m.to_string()),
+                    ..Default::default()
+                })
+                .collect();
+            let attachments = vpc
+                .as_ref()
+                .map(|v| {
+                    vec![Attachment {
+                        id: uuid::Uuid::new_v4().to_string(),
+                        attachment_type: "ElasticNetworkInterface".into(),
+                        status: "ATTACHED".into(),
+                        details: vec![KeyValuePair {
+                            name: Some("subnetId".into()),
+                            value: Some(v.subnets[0].clone()),
+                        }],
+                    }]
+                })
+                .unwrap_or_default();
+            let task = Task {
+                attachments,
+                availability_zone: format!("{}a", self.scope.region),
+                cluster_arn: cluster_rec.cluster_arn.clone(),
+                connectivity: "CONNECTED".into(),
+                connectivity_at: now,
+                containers: api_containers,
+                cpu: cpu.map(|c| c.to_string()),
+                created_at: now,
+                desired_status: "RUNNING".into(),
+                enable_execute_command: req.enable_execute_command.unwrap_or(false),
+                group: Some(req.group.clone().unwrap_or_else(|| format!("family:{}", td.family))),
+                health_status: "UNKNOWN".into(),
+                last_status: "PROVISIONING".into(),
+                launch_type: launch_type.clone(),
+                memory: memory.map(|m| m.to_string()),
+                overrides: TaskOverride {
+                    container_overrides: overrides.container_overrides.clone(),
+                    ..overrides.clone()
+                },
+                platform_version: (launch_type == "FARGATE")
+                    .then(|| req.platform_version.clone().unwrap_or_else(|| "1.4.0".into())),
+                platform_family: (launch_type == "FARGATE").then(|| "Linux".into()),
+                started_by: req.started_by.clone(),
+                tags: Some(req.tags.clone().unwrap_or_else(|| td_tags.clone())),
+                task_arn: task_arn.clone(),
+                task_definition_arn: td.task_definition_arn.clone(),
+                version: 1,
+                ephemeral_storage: (launch_type == "FARGATE").then(|| json!({"sizeInGiB": 20})),
+                ..Default::default()
+            };
+            let rec = TaskRecord {
+                spec: TaskSpec {
+                    task_id: id.clone(),
+                    task_arn,
+                    cluster_name: cluster.clone(),
+                    cpu,
+                    memory,
+                    containers,
+                },
+                task: task.clone(),
+                instance: self.instance_id.clone(),
+                user_stop_reason: None,
+            };
+            ops.push(Op::put(TASK, &task_key(&cluster, &id), &rec, Expect::Absent).map_err(store_err)?);
+            ops.push(Op::put(ACTIVE, &id, &cluster, Expect::Absent).map_err(store_err)?);
+            tasks.push(task);
+        }
+        self.store.commit(ops).map_err(store_err)?;
+        self.bump();
+        Ok(json!({ "tasks": tasks, "failures": [] }))
+    }
+
+    /// Applies `f` to a task record under optimistic concurrency; returns the stored result.
+    /// `f` returns false to leave the record unchanged.
+    fn update_task(
+        &self,
+        cluster: &str,
+        id: &str,
+        mut f: impl FnMut(&mut TaskRecord) -> bool,
+    ) -> Result<Option<TaskRecord>, AwsError> {
+        let key = task_key(cluster, id);
+        loop {
+            let Some((mut rec, rev)) = self
+                .store
+                .get_json::<TaskRecord>(TASK, &key)
+                .map_err(store_err)?
+            else {
+                return Ok(None);
+            };
+            if !f(&mut rec) {
+                return Ok(Some(rec));
+            }
+            rec.task.version += 1;
+            let mut ops = vec![Op::put(TASK, &key, &rec, Expect::Revision(rev)).map_err(store_err)?];
+            if rec.task.last_status == "STOPPED" {
+                ops.push(Op::delete(ACTIVE, id, Expect::Any));
+            }
+            match self.store.commit(ops) {
+                Ok(()) => {
+                    self.bump();
+                    return Ok(Some(rec));
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(store_err(e)),
+            }
+        }
+    }
+
+    pub(super) fn stop_task(&self, req: StopTaskRequest) -> Result<Value, AwsError> {
+        let cluster = cluster_name(req.cluster.as_deref());
+        self.active_cluster(&cluster)?;
+        let id = berth_core::arn::short_name(&req.task).to_string();
+        let reason = req
+            .reason
+            .clone()
+            .unwrap_or_else(|| "Task stopped by user".to_string());
+        let rec = self
+            .update_task(&cluster, &id, |rec| {
+                if rec.task.desired_status == "STOPPED" {
+                    return false;
+                }
+                rec.task.desired_status = "STOPPED".into();
+                rec.task.stopping_at = Some(epoch_now());
+                rec.task.stop_code = Some(status::stop_code::USER_INITIATED.into());
+                rec.task.stopped_reason = Some(reason.clone());
+                rec.user_stop_reason = Some(reason.clone());
+                true
+            })?
+            .ok_or_else(|| AwsError::invalid_parameter("The referenced task was not found."))?;
+        Ok(json!({ "task": rec.task }))
+    }
+
+    pub(super) fn describe_tasks(&self, req: DescribeTasksRequest) -> Result<Value, AwsError> {
+        let cluster = cluster_name(req.cluster.as_deref());
+        self.active_cluster(&cluster)?;
+        if req.tasks.len() > 100 {
+            return Err(AwsError::invalid_parameter(
+                "tasks can have at most 100 items.",
+            ));
+        }
+        let include_tags = req.include.as_ref().is_some_and(|i| i.iter().any(|x| x == "TAGS"));
+        let mut tasks = Vec::new();
+        let mut failures = Vec::new();
+        for t in &req.tasks {
+            let id = berth_core::arn::short_name(t);
+            match self.load_task(&cluster, id)? {
+                Some(mut rec) => {
+                    if !include_tags {
+                        rec.task.tags = None;
+                    }
+                    tasks.push(rec.task)
+                }
+                None => failures.push(Failure {
+                    arn: if t.starts_with("arn:") {
+                        t.clone()
+                    } else {
+                        self.scope.task(&cluster, id)
+                    },
+                    reason: "MISSING".into(),
+                    detail: None,
+                }),
+            }
+        }
+        Ok(json!({ "tasks": tasks, "failures": failures }))
+    }
+
+    pub(super) fn list_tasks(&self, req: ListRequest) -> Result<Value, AwsError> {
+        let cluster = cluster_name(req.cluster.as_deref());
+        self.active_cluster(&cluster)?;
+        let max = max_results(req.max_results)?;
+        let token = decode_token(req.next_token.as_deref())?;
+        let desired = req.desired_status.as_deref().unwrap_or("RUNNING");
+        if !matches!(desired, "RUNNING" | "PENDING" | "STOPPED") {
+            return Err(AwsError::invalid_parameter(format!(
+                "Invalid desiredStatus: {desired}"
+            )));
+        }
+        let family = req.family.as_deref();
+        let items: Vec<(String, String)> = self
+            .store
+            .list_json::<TaskRecord>(TASK, &format!("{cluster}/"))
+            .map_err(store_err)?
+            .into_iter()
+            .map(|r| r.task)
+            .filter(|t| match desired {
+                "PENDING" => t.desired_status == "RUNNING" && t.last_status != "RUNNING",
+                d => t.desired_status == d,
+            })
+            .filter(|t| {
+                family.is_none_or(|f| {
+                    berth_core::arn::task_definition_ref(&t.task_definition_arn)
+                        .is_some_and(|(fam, _)| fam == f)
+                })
+            })
+            .filter(|t| req.started_by.as_ref().is_none_or(|s| t.started_by.as_ref() == Some(s)))
+            .filter(|t| req.launch_type.as_ref().is_none_or(|l| &t.launch_type == l))
+            .map(|t| (berth_core::arn::short_name(&t.task_arn).to_string(), t.task_arn))
+            .collect();
+        let (arns, next) = page(items, token, max);
+        Ok(json!({ "taskArns": arns, "nextToken": next }))
+    }
+
+    /// Every not-yet-STOPPED task placed on `instance`, with its desired status.
+    pub(crate) fn assigned_tasks(&self, instance: &str) -> Result<Vec<TaskRecord>, AwsError> {
+        let mut out = Vec::new();
+        for r in self.store.list(ACTIVE, "").map_err(store_err)? {
+            let cluster: String = r.decode().map_err(store_err)?;
+            if let Some(rec) = self.load_task(&cluster, &r.key)? {
+                if rec.instance == instance && rec.task.last_status != "STOPPED" {
+                    out.push(rec);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Folds an agent's report into the task: statuses only move forward, timestamps are set
+    /// once, a stop asked for by StopTask keeps its UserInitiated code and reason.
+    pub(crate) fn apply_report(&self, task_id: &str, report: &TaskStateReport) -> Result<bool, AwsError> {
+        let Some(r) = self.store.get(ACTIVE, task_id).map_err(store_err)? else {
+            return Ok(false);
+        };
+        let cluster: String = r.decode().map_err(store_err)?;
+        let updated = self.update_task(&cluster, task_id, |rec| {
+            let t = &mut rec.task;
+            if t.last_status == "STOPPED" {
+                return false;
+            }
+            t.last_status = status::next_task_status(&t.last_status, &report.last_status).to_string();
+            t.pull_started_at = t.pull_started_at.or(report.pull_started_at);
+            t.pull_stopped_at = t.pull_stopped_at.or(report.pull_stopped_at);
+            t.started_at = t.started_at.or(report.started_at);
+            for c in &report.containers {
+                if let Some(tc) = t.containers.iter_mut().find(|x| x.name == c.name) {
+                    tc.last_status = status::next_container_status(&tc.last_status, &c.last_status).to_string();
+                    tc.exit_code = c.exit_code.or(tc.exit_code);
+                    tc.reason = c.reason.clone().or(tc.reason.take());
+                    tc.runtime_id = c.runtime_id.clone().or(tc.runtime_id.take());
+                    tc.image_digest = c.image_digest.clone().or(tc.image_digest.take());
+                }
+            }
+            if t.last_status == "STOPPED" {
+                let now = epoch_now();
+                t.desired_status = "STOPPED".into();
+                t.stopped_at = Some(report.stopped_at.unwrap_or(now));
+                t.execution_stopped_at = t.stopped_at;
+                t.stopping_at = t.stopping_at.or(t.stopped_at);
+                if let Some(reason) = &rec.user_stop_reason {
+                    t.stop_code = Some(status::stop_code::USER_INITIATED.into());
+                    t.stopped_reason = Some(reason.clone());
+                } else {
+                    t.stop_code = report.stop_code.clone();
+                    t.stopped_reason = report.stopped_reason.clone();
+                }
+                for c in &mut t.containers {
+                    c.last_status = "STOPPED".into();
+                }
+            }
+            true
+        })?;
+        Ok(updated.is_some())
+    }
+
+    /// At server start, with the agent in the same process: tasks an agent had already taken
+    /// (past PROVISIONING) lost their containers with the old process. They are marked STOPPED
+    /// with a reason that says so, so nothing stays RUNNING forever. Returns how many.
+    pub fn stop_orphaned_tasks(&self) -> Result<usize, AwsError> {
+        let mut n = 0;
+        for rec in self.assigned_tasks(&self.instance_id.clone())? {
+            if rec.task.last_status == "PROVISIONING" {
+                continue;
+            }
+            let started = rec.task.started_at.is_some();
+            let report = TaskStateReport {
+                last_status: "STOPPED".into(),
+                stop_code: Some(if started {
+                    status::stop_code::ESSENTIAL_CONTAINER_EXITED.into()
+                } else {
+                    status::stop_code::TASK_FAILED_TO_START.into()
+                }),
+                stopped_reason: Some(
+                    "Task stopped because berth restarted while it was running; its containers were lost"
+                        .into(),
+                ),
+                ..Default::default()
+            };
+            if self.apply_report(&rec.spec.task_id, &report)? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
