@@ -1,0 +1,434 @@
+//! Harness for black-box tests: starts a real `berth server` process on a free loopback port
+//! with its own data directory, and drives it with the real AWS CLI (`aws`) and `skopeo`.
+//!
+//! Environment: `BERTH_BIN` (default `target/debug/berth`), `BERTH_RUNTIME` (default `crun`),
+//! `BERTH_TEST_IMAGE` (an OCI layout with tag `1`; built with `scripts/build-test-image.py` when
+//! unset), `aws` and `skopeo` on `PATH` (the Makefile puts `.venv/bin` first).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The repository root (where `Cargo.toml` of the workspace is).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn berth_bin() -> PathBuf {
+    std::env::var_os("BERTH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/debug/berth"))
+}
+
+/// A fresh directory under the system temp dir, removed by the caller.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "berth-{tag}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The OCI image layout of the busybox test image (tag `1`), built once per test process.
+pub fn test_image() -> PathBuf {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            if let Some(p) = std::env::var_os("BERTH_TEST_IMAGE") {
+                let p = PathBuf::from(p);
+                if p.join("index.json").exists() {
+                    return p;
+                }
+            }
+            let out = temp_dir("image").join("busybox-oci");
+            let st = Command::new("python3")
+                .arg(repo_root().join("scripts/build-test-image.py"))
+                .arg(&out)
+                .status()
+                .expect("python3");
+            assert!(st.success(), "building the test image failed");
+            out
+        })
+        .clone()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `berth server` with its own port and data directory. Dropping it stops the
+/// tasks it runs, stops the process and removes the data directory.
+pub struct Server {
+    pub port: u16,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+    keep_data: bool,
+}
+
+impl Server {
+    /// Starts a server on a free port with a new data directory.
+    pub fn start() -> Server {
+        Self::start_in(temp_dir("data"))
+    }
+
+    /// Starts a server on a free port over an existing data directory.
+    pub fn start_in(data_dir: PathBuf) -> Server {
+        let port = free_port();
+        let mut s = Server {
+            port,
+            data_dir,
+            child: None,
+            keep_data: false,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let runtime = std::env::var("BERTH_RUNTIME").unwrap_or_else(|_| "crun".into());
+        let log = std::fs::File::create(self.data_dir.join("server.log")).unwrap();
+        let child = Command::new(berth_bin())
+            .args(["server", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--runtime", &runtime])
+            .env("BERTH_LOG", "info,berth=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting berth server (build it first: cargo build)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("berth server exited with {st}:\n{}", self.log());
+            }
+            if http(self.port, "GET", "/v2/", &[], b"").is_ok_and(|(s, _, _)| s == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("berth server did not answer:\n{}", self.log());
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:<port>` (the registry host).
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the process with SIGKILL (no cleanup), keeping the data directory.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills the process with SIGKILL and starts a new one over the same data directory and port.
+    pub fn restart_after_kill9(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Runs `aws --endpoint-url <server> <args...> --output json`; Ok(parsed stdout) on exit 0,
+    /// Err(stderr) otherwise.
+    pub fn aws(&self, args: &[&str]) -> Result<Value, String> {
+        let out = Command::new("aws")
+            .arg("--endpoint-url")
+            .arg(self.endpoint())
+            .args(["--region", "us-east-1", "--output", "json"])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_MAX_ATTEMPTS", "1")
+            .env("AWS_RETRY_MODE", "standard")
+            .env("AWS_PAGER", "")
+            .output()
+            .expect("running aws (is the AWS CLI on PATH? make deps installs it in .venv)");
+        if out.status.success() {
+            let s = String::from_utf8_lossy(&out.stdout);
+            if s.trim().is_empty() {
+                Ok(Value::Null)
+            } else {
+                serde_json::from_str(&s).map_err(|e| format!("bad JSON from aws: {e}: {s}"))
+            }
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Like [`Server::aws`] but panics with the server log on failure.
+    pub fn aws_ok(&self, args: &[&str]) -> Value {
+        self.aws(args)
+            .unwrap_or_else(|e| panic!("aws {args:?} failed: {e}\nserver log:\n{}", self.log()))
+    }
+
+    /// Creates ECR repository `repo` and pushes the test image to it as `repo:tag` with skopeo.
+    pub fn push_test_image(&self, repo: &str, tag: &str) {
+        let _ = self.aws(&["ecr", "create-repository", "--repository-name", repo]);
+        let out = Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:1", test_image().display()))
+            .arg(format!("docker://{}/{repo}:{tag}", self.host()))
+            .output()
+            .expect("running skopeo");
+        assert!(
+            out.status.success(),
+            "skopeo push failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+    }
+
+    /// Registers a task definition given as JSON; returns `family:revision`.
+    pub fn register(&self, td: &Value) -> String {
+        let v = self.aws_ok(&[
+            "ecs",
+            "register-task-definition",
+            "--cli-input-json",
+            &td.to_string(),
+        ]);
+        format!(
+            "{}:{}",
+            v["taskDefinition"]["family"].as_str().unwrap(),
+            v["taskDefinition"]["revision"]
+        )
+    }
+
+    /// Runs one FARGATE task of `taskdef` in `cluster` with optional overrides JSON; returns
+    /// the task ARN.
+    pub fn run_task(&self, cluster: &str, taskdef: &str, overrides: Option<&Value>) -> String {
+        let mut args = vec![
+            "ecs",
+            "run-task",
+            "--cluster",
+            cluster,
+            "--task-definition",
+            taskdef,
+            "--launch-type",
+            "FARGATE",
+            "--network-configuration",
+            "awsvpcConfiguration={subnets=[subnet-12345678]}",
+        ];
+        let ov = overrides.map(|o| o.to_string());
+        if let Some(o) = &ov {
+            args.push("--overrides");
+            args.push(o);
+        }
+        let v = self.aws_ok(&args);
+        assert_eq!(v["failures"], serde_json::json!([]), "{v}");
+        v["tasks"][0]["taskArn"].as_str().unwrap().to_string()
+    }
+
+    /// DescribeTasks for one task.
+    pub fn describe_task(&self, cluster: &str, task: &str) -> Value {
+        let v = self.aws_ok(&["ecs", "describe-tasks", "--cluster", cluster, "--tasks", task]);
+        v["tasks"][0].clone()
+    }
+
+    /// Polls DescribeTasks until `lastStatus` is `status` (or STOPPED), at most `timeout`.
+    pub fn wait_status(&self, cluster: &str, task: &str, status: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let t = self.describe_task(cluster, task);
+            let s = t["lastStatus"].as_str().unwrap_or("");
+            if s == status || s == "STOPPED" {
+                return t;
+            }
+            if Instant::now() > deadline {
+                panic!("task never reached {status}: {t}\nserver log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn stop_everything(&self) {
+        let Ok(clusters) = self.aws(&["ecs", "list-clusters"]) else {
+            return;
+        };
+        let mut pending = Vec::new();
+        for c in clusters["clusterArns"].as_array().into_iter().flatten() {
+            let c = c.as_str().unwrap();
+            if let Ok(tasks) = self.aws(&["ecs", "list-tasks", "--cluster", c]) {
+                for t in tasks["taskArns"].as_array().into_iter().flatten() {
+                    let t = t.as_str().unwrap();
+                    let _ = self.aws(&["ecs", "stop-task", "--cluster", c, "--task", t]);
+                    pending.push((c.to_string(), t.to_string()));
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(40);
+        for (c, t) in pending {
+            while Instant::now() < deadline {
+                let v = self.describe_task(&c, &t);
+                if v["lastStatus"] == "STOPPED" {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+
+    /// Keeps the data directory after drop (for a restart test that moves it to a new server).
+    pub fn keep_data(&mut self) {
+        self.keep_data = true;
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.stop_everything();
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && c.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if self.keep_data {
+            return;
+        }
+        // Anything still mounted under the data dir (a failed test) goes first.
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+            let dir = self.data_dir.to_string_lossy().to_string();
+            let mut targets: Vec<&str> = mounts
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .filter(|m| m.starts_with(&dir))
+                .collect();
+            targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+            for t in targets {
+                let _ = nix::mount::umount2(t, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// A minimal HTTP/1.1 request on loopback (for raw-protocol tests): returns
+/// (status, headers lowercased, body).
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no header end"))?;
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("bad status line"))?;
+    let hdrs = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = buf[split + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    Ok((status, hdrs, body))
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[eol + 2 + n + 2..];
+    }
+}
+
+/// A FARGATE task definition for the test image in `server`'s registry (ECR hostname form),
+/// logging to `/ecs/<family>` with stream prefix `ecs`.
+pub fn fargate_taskdef(family: &str, repo: &str, container: Value) -> Value {
+    let mut c = serde_json::json!({
+        "name": "app",
+        "image": format!("000000000000.dkr.ecr.us-east-1.amazonaws.com/{repo}:1"),
+        "essential": true,
+        "logConfiguration": {
+            "logDriver": "awslogs",
+            "options": {
+                "awslogs-group": format!("/ecs/{family}"),
+                "awslogs-region": "us-east-1",
+                "awslogs-stream-prefix": "ecs"
+            }
+        }
+    });
+    if let (Some(dst), Some(src)) = (c.as_object_mut(), container.as_object()) {
+        for (k, v) in src {
+            dst.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::json!({
+        "family": family,
+        "networkMode": "awsvpc",
+        "requiresCompatibilities": ["FARGATE"],
+        "cpu": "256",
+        "memory": "512",
+        "containerDefinitions": [c]
+    })
+}
+
+/// The task id (last ARN part).
+pub fn task_id(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap()
+}
