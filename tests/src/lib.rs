@@ -16,7 +16,10 @@ use serde_json::Value;
 
 /// The repository root (where `Cargo.toml` of the workspace is).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn berth_bin() -> PathBuf {
@@ -247,7 +250,14 @@ impl Server {
 
     /// DescribeTasks for one task.
     pub fn describe_task(&self, cluster: &str, task: &str) -> Value {
-        let v = self.aws_ok(&["ecs", "describe-tasks", "--cluster", cluster, "--tasks", task]);
+        let v = self.aws_ok(&[
+            "ecs",
+            "describe-tasks",
+            "--cluster",
+            cluster,
+            "--tasks",
+            task,
+        ]);
         v["tasks"][0].clone()
     }
 
@@ -261,7 +271,10 @@ impl Server {
                 return t;
             }
             if Instant::now() > deadline {
-                panic!("task never reached {status}: {t}\nserver log:\n{}", self.log());
+                panic!(
+                    "task never reached {status}: {t}\nserver log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -376,7 +389,10 @@ pub fn http(
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     let mut body = buf[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body = dechunk(&body);
     }
     Ok((status, hdrs, body))

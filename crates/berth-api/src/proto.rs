@@ -17,7 +17,9 @@ pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 
 /// Splits `X-Amz-Target: <prefix>.<Operation>` into its two parts.
 pub fn split_target(target: &str) -> Option<(&str, &str)> {
-    target.split_once('.').filter(|(p, o)| !p.is_empty() && !o.is_empty())
+    target
+        .split_once('.')
+        .filter(|(p, o)| !p.is_empty() && !o.is_empty())
 }
 
 /// An AWS error as sent on the wire: HTTP `status` plus the JSON body
@@ -126,7 +128,10 @@ mod tests {
     fn scope_and_target() {
         let h = "AWS4-HMAC-SHA256 Credential=AKID/20261124/eu-west-1/ecs/aws4_request, SignedHeaders=host, Signature=x";
         let s = credential_scope(h).unwrap();
-        assert_eq!((s.region.as_str(), s.service.as_str()), ("eu-west-1", "ecs"));
+        assert_eq!(
+            (s.region.as_str(), s.service.as_str()),
+            ("eu-west-1", "ecs")
+        );
         assert_eq!(
             split_target("AmazonEC2ContainerServiceV20141113.RunTask"),
             Some((ECS_PREFIX, "RunTask"))

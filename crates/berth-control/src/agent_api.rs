@@ -50,7 +50,10 @@ async fn assignments(State(cp): State<Arc<ControlPlane>>, Query(q): Query<PollQu
             };
             return Json(body).into_response();
         }
-        if tokio::time::timeout_at(deadline, rx.changed()).await.is_ok_and(|r| r.is_err()) {
+        if tokio::time::timeout_at(deadline, rx.changed())
+            .await
+            .is_ok_and(|r| r.is_err())
+        {
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
         }
     }

@@ -55,6 +55,10 @@ pub(crate) fn store_err(e: StoreError) -> AwsError {
 }
 
 /// Builds the shared control plane.
-pub fn control_plane(store: Arc<SqliteStore>, scope: Scope, instance_id: String) -> Arc<ControlPlane> {
+pub fn control_plane(
+    store: Arc<SqliteStore>,
+    scope: Scope,
+    instance_id: String,
+) -> Arc<ControlPlane> {
     Arc::new(ControlPlane::new(store, scope, instance_id))
 }

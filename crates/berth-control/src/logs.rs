@@ -79,7 +79,11 @@ impl ControlPlane {
         if req.log_group_name.is_empty() || req.log_group_name.len() > 512 {
             return Err(AwsError::invalid_parameter("Invalid logGroupName."));
         }
-        if !self.store.create_log_group(&req.log_group_name).map_err(store_err)? {
+        if !self
+            .store
+            .create_log_group(&req.log_group_name)
+            .map_err(store_err)?
+        {
             return Err(AwsError::client(
                 "ResourceAlreadyExistsException",
                 "The specified log group already exists",
@@ -133,7 +137,11 @@ impl ControlPlane {
             .log_groups(req.log_group_name_prefix.as_deref().unwrap_or(""))
             .map_err(store_err)?
             .into_iter()
-            .filter(|g| req.log_group_name_pattern.as_ref().is_none_or(|p| g.name.contains(p.as_str())))
+            .filter(|g| {
+                req.log_group_name_pattern
+                    .as_ref()
+                    .is_none_or(|p| g.name.contains(p.as_str()))
+            })
             .filter(|g| after.as_ref().is_none_or(|a| g.name.as_str() > a.as_str()))
             .map(|g| {
                 json!({
@@ -298,7 +306,9 @@ impl ControlPlane {
             .into_iter()
             .filter(|e| terms.iter().all(|t| e.message.contains(t.as_str())))
             .collect();
-        let next = (events.len() == max).then(|| events.last().map(|e| e.id.to_string())).flatten();
+        let next = (events.len() == max)
+            .then(|| events.last().map(|e| e.id.to_string()))
+            .flatten();
         let out: Vec<Value> = events
             .iter()
             .map(|e| {

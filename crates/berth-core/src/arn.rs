@@ -10,7 +10,10 @@ pub struct Scope {
 impl Scope {
     /// `arn:aws:ecs:{region}:{account}:cluster/{name}`
     pub fn cluster(&self, name: &str) -> String {
-        format!("arn:aws:ecs:{}:{}:cluster/{name}", self.region, self.account)
+        format!(
+            "arn:aws:ecs:{}:{}:cluster/{name}",
+            self.region, self.account
+        )
     }
     /// `arn:aws:ecs:{region}:{account}:task-definition/{family}:{revision}`
     pub fn task_definition(&self, family: &str, revision: u32) -> String {
@@ -21,7 +24,10 @@ impl Scope {
     }
     /// `arn:aws:ecs:{region}:{account}:task/{cluster}/{id}`
     pub fn task(&self, cluster: &str, id: &str) -> String {
-        format!("arn:aws:ecs:{}:{}:task/{cluster}/{id}", self.region, self.account)
+        format!(
+            "arn:aws:ecs:{}:{}:task/{cluster}/{id}",
+            self.region, self.account
+        )
     }
     /// `arn:aws:ecs:{region}:{account}:container/{cluster}/{task-id}/{uuid}`
     pub fn container(&self, cluster: &str, task_id: &str, uuid: &str) -> String {
@@ -32,11 +38,17 @@ impl Scope {
     }
     /// `arn:aws:ecr:{region}:{account}:repository/{name}`
     pub fn repository(&self, name: &str) -> String {
-        format!("arn:aws:ecr:{}:{}:repository/{name}", self.region, self.account)
+        format!(
+            "arn:aws:ecr:{}:{}:repository/{name}",
+            self.region, self.account
+        )
     }
     /// `arn:aws:logs:{region}:{account}:log-group:{name}:*`
     pub fn log_group(&self, name: &str) -> String {
-        format!("arn:aws:logs:{}:{}:log-group:{name}:*", self.region, self.account)
+        format!(
+            "arn:aws:logs:{}:{}:log-group:{name}:*",
+            self.region, self.account
+        )
     }
     /// `arn:aws:logs:{region}:{account}:log-group:{group}:log-stream:{stream}`
     pub fn log_stream(&self, group: &str, stream: &str) -> String {

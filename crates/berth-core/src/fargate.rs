@@ -38,7 +38,7 @@ pub fn valid_size(cpu: u32, memory: u32) -> bool {
         16384 => (32768, 122880, 8192),
         _ => return false,
     };
-    memory >= lo && memory <= hi && (memory - lo) % step == 0
+    memory >= lo && memory <= hi && (memory - lo).is_multiple_of(step)
 }
 
 #[cfg(test)]

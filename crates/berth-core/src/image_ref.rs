@@ -30,7 +30,9 @@ impl ImageRef {
             None => (s, None),
         };
         let (registry, path) = match rest.split_once('/') {
-            Some((first, p)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            Some((first, p))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
                 (Some(first.to_string()), p)
             }
             _ => (None, rest),
@@ -68,7 +70,8 @@ impl ImageRef {
     pub fn is_ecr_host(&self) -> bool {
         self.registry.as_deref().is_some_and(|h| {
             let h = h.split(':').next().unwrap_or(h);
-            h.contains(".dkr.ecr.") && (h.ends_with(".amazonaws.com") || h.ends_with(".amazonaws.com.cn"))
+            h.contains(".dkr.ecr.")
+                && (h.ends_with(".amazonaws.com") || h.ends_with(".amazonaws.com.cn"))
         })
     }
 }

@@ -35,18 +35,6 @@ pub mod stop_code {
     pub const SERVICE_SCHEDULER_INITIATED: &str = "ServiceSchedulerInitiated";
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn monotonic() {
-        assert_eq!(next_task_status("RUNNING", "PENDING"), "RUNNING");
-        assert_eq!(next_task_status("PENDING", "RUNNING"), "RUNNING");
-        assert_eq!(next_task_status("STOPPED", "RUNNING"), "STOPPED");
-    }
-}
-
 /// Container `lastStatus` order: PENDING -> RUNNING -> STOPPED; never backwards.
 pub fn next_container_status<'a>(current: &'a str, reported: &'a str) -> &'a str {
     let rank = |s: &str| match s {
@@ -59,5 +47,17 @@ pub fn next_container_status<'a>(current: &'a str, reported: &'a str) -> &'a str
         reported
     } else {
         current
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monotonic() {
+        assert_eq!(next_task_status("RUNNING", "PENDING"), "RUNNING");
+        assert_eq!(next_task_status("PENDING", "RUNNING"), "RUNNING");
+        assert_eq!(next_task_status("STOPPED", "RUNNING"), "STOPPED");
     }
 }

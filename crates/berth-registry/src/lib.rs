@@ -1,1 +1,92 @@
-//! berth-registry
+//! berth-registry: the image registry (DESIGN §4).
+//!
+//! - [`blobs`]: the global content-addressed blob store on disk (`blobs/sha256/<hex>`).
+//! - [`uploads`]: blob upload sessions (`uploads/<id>`), verified before they become blobs.
+//! - [`manifests`]: manifest parsing/validation (OCI manifest + index, Docker schema 2 + list).
+//! - [`images`]: pushing, resolving and deleting manifests and tags in a repository.
+//! - [`records`]: what lives in the state store (repositories, images, tags, blob links).
+//! - [`oci`]: the OCI Distribution v1.1 HTTP API under `/v2/` and its error table.
+//! - [`ecr`]: ECR awsJson1.1 operations and their AWS error table.
+//! - [`auth`]: GetAuthorizationToken tokens and `Authorization: Basic` checks.
+
+pub mod auth;
+pub mod blobs;
+pub mod digest;
+pub mod ecr;
+mod error;
+pub mod images;
+pub mod manifests;
+pub mod names;
+pub mod oci;
+pub mod records;
+pub mod uploads;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use berth_core::arn::Scope;
+use berth_store::Store;
+
+pub use error::RegistryError;
+
+/// One registry: blob store, upload sessions and token authority under a data directory, plus
+/// repository/image/tag records in the shared state [`Store`].
+pub struct Registry {
+    store: Arc<dyn Store>,
+    scope: Scope,
+    public_host: String,
+    blobs: blobs::BlobStore,
+    uploads: uploads::Uploads,
+    auth: auth::TokenAuthority,
+}
+
+impl Registry {
+    /// Opens the registry rooted at `data_dir` (created if missing; holds `blobs/sha256/<hex>`,
+    /// `uploads/<id>` and `auth.key`). `public_host` is the `host:port` clients reach the
+    /// registry at; it prefixes `repositoryUri` (`<public_host>/<name>`) and forms the
+    /// `proxyEndpoint` (`http://<public_host>`).
+    pub fn open(
+        data_dir: &Path,
+        store: Arc<dyn Store>,
+        scope: Scope,
+        public_host: String,
+    ) -> Result<Self, RegistryError> {
+        std::fs::create_dir_all(data_dir)?;
+        let uploads = uploads::Uploads::open(data_dir)?;
+        let blobs = blobs::BlobStore::open(data_dir, uploads.dir())?;
+        let auth = auth::TokenAuthority::open(data_dir)?;
+        Ok(Self {
+            store,
+            scope,
+            public_host,
+            blobs,
+            uploads,
+            auth,
+        })
+    }
+
+    /// The axum router serving the OCI distribution API at `/v2/...` (literal paths; merge it at
+    /// the root). Requests without `Authorization` are served; a `Basic` header must carry a
+    /// valid GetAuthorizationToken token, else 401 with `WWW-Authenticate: Basic realm="berth"`.
+    pub fn router(self: Arc<Self>) -> axum::Router {
+        oci::router(self)
+    }
+
+    /// Runs one ECR awsJson1.1 operation (`X-Amz-Target:
+    /// AmazonEC2ContainerRegistry_V20150921.<operation>`) on a JSON request `body`, returning the
+    /// JSON response body or the AWS error to send (see [`ecr`]).
+    pub async fn handle_ecr(
+        &self,
+        operation: &str,
+        body: &[u8],
+    ) -> Result<serde_json::Value, berth_api::proto::AwsError> {
+        ecr::handle(self, operation, body).await
+    }
+
+    fn records(&self) -> records::Records<'_> {
+        records::Records(self.store.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod testutil;

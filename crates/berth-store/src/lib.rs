@@ -121,10 +121,19 @@ pub trait StoreExt: Store {
     }
     /// Lists and decodes the records of `kind` under `prefix`.
     fn list_json<T: DeserializeOwned>(&self, kind: &str, prefix: &str) -> Result<Vec<T>> {
-        self.list(kind, prefix)?.iter().map(|r| r.decode()).collect()
+        self.list(kind, prefix)?
+            .iter()
+            .map(|r| r.decode())
+            .collect()
     }
     /// Writes one JSON value under `expect`.
-    fn put_json<T: Serialize>(&self, kind: &str, key: &str, value: &T, expect: Expect) -> Result<()> {
+    fn put_json<T: Serialize>(
+        &self,
+        kind: &str,
+        key: &str,
+        value: &T,
+        expect: Expect,
+    ) -> Result<()> {
         self.commit(vec![Op::put(kind, key, value, expect)?])
     }
 }
@@ -197,8 +206,8 @@ fn check(expect: Expect, found: Option<i64>, kind: &str, key: &str) -> Result<()
 impl Store for SqliteStore {
     fn get(&self, kind: &str, key: &str) -> Result<Option<Record>> {
         let conn = self.lock();
-        let mut stmt =
-            conn.prepare_cached("SELECT key, revision, value FROM records WHERE kind=?1 AND key=?2")?;
+        let mut stmt = conn
+            .prepare_cached("SELECT key, revision, value FROM records WHERE kind=?1 AND key=?2")?;
         Ok(stmt
             .query_row(params![kind, key], |r| {
                 Ok(Record {
@@ -290,7 +299,12 @@ mod tests {
         assert!(err.is_err());
         assert!(s.get("k", "b").unwrap().is_none());
         s.put_json("k", "ab", &4, Expect::Any).unwrap();
-        let keys: Vec<String> = s.list("k", "a").unwrap().into_iter().map(|r| r.key).collect();
+        let keys: Vec<String> = s
+            .list("k", "a")
+            .unwrap()
+            .into_iter()
+            .map(|r| r.key)
+            .collect();
         assert_eq!(keys, vec!["a", "ab"]);
         assert_eq!(s.next_sequence("x").unwrap(), 1);
         assert_eq!(s.next_sequence("x").unwrap(), 2);

@@ -124,7 +124,11 @@ impl SqliteStore {
     pub fn log_group_exists(&self, name: &str) -> Result<bool> {
         let conn = self.lock();
         Ok(conn
-            .query_row("SELECT 1 FROM log_groups WHERE name=?1", params![name], |_| Ok(()))
+            .query_row(
+                "SELECT 1 FROM log_groups WHERE name=?1",
+                params![name],
+                |_| Ok(()),
+            )
             .optional()?
             .is_some())
     }
@@ -150,7 +154,12 @@ impl SqliteStore {
     }
 
     /// Appends events `(timestamp_ms, message)` to `group/stream`, creating both when missing.
-    pub fn append_log_events(&self, group: &str, stream: &str, events: &[(i64, String)]) -> Result<()> {
+    pub fn append_log_events(
+        &self,
+        group: &str,
+        stream: &str,
+        events: &[(i64, String)],
+    ) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let now = now_ms();
@@ -192,7 +201,12 @@ impl SqliteStore {
             "SELECT id, stream, ts, ingestion, message FROM log_events WHERE grp = ?1",
         );
         let mut args: Vec<rusqlite::types::Value> = vec![group.to_string().into()];
-        fn arg(sql: &mut String, args: &mut Vec<rusqlite::types::Value>, clause: &str, v: rusqlite::types::Value) {
+        fn arg(
+            sql: &mut String,
+            args: &mut Vec<rusqlite::types::Value>,
+            clause: &str,
+            v: rusqlite::types::Value,
+        ) {
             args.push(v);
             sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
         }
@@ -207,7 +221,12 @@ impl SqliteStore {
             sql.push(')');
         }
         if let Some(p) = &q.stream_prefix {
-            arg(&mut sql, &mut args, " AND substr(stream, 1, length(?)) = ?", p.clone().into());
+            arg(
+                &mut sql,
+                &mut args,
+                " AND substr(stream, 1, length(?)) = ?",
+                p.clone().into(),
+            );
         }
         if let Some(t) = q.start_time {
             arg(&mut sql, &mut args, " AND ts >= ?", t.into());
@@ -216,7 +235,12 @@ impl SqliteStore {
             arg(&mut sql, &mut args, " AND ts < ?", t.into());
         }
         if let Some(c) = &q.contains {
-            arg(&mut sql, &mut args, " AND instr(message, ?) > 0", c.clone().into());
+            arg(
+                &mut sql,
+                &mut args,
+                " AND instr(message, ?) > 0",
+                c.clone().into(),
+            );
         }
         if let Some(id) = q.after_id {
             arg(&mut sql, &mut args, " AND id > ?", id.into());
@@ -256,10 +280,23 @@ mod tests {
     #[test]
     fn append_and_query() {
         let s = SqliteStore::open_in_memory().unwrap();
-        s.append_log_events("/ecs/x", "p/c/1", &[(1, "hello".into()), (2, "world".into())])
+        s.append_log_events(
+            "/ecs/x",
+            "p/c/1",
+            &[(1, "hello".into()), (2, "world".into())],
+        )
+        .unwrap();
+        s.append_log_events("/ecs/x", "p/c/2", &[(3, "other".into())])
             .unwrap();
-        s.append_log_events("/ecs/x", "p/c/2", &[(3, "other".into())]).unwrap();
-        let all = s.log_events("/ecs/x", &EventQuery { limit: 100, ..Default::default() }).unwrap();
+        let all = s
+            .log_events(
+                "/ecs/x",
+                &EventQuery {
+                    limit: 100,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
         assert_eq!(all.len(), 3);
         let q = EventQuery {
             streams: vec!["p/c/1".into()],

@@ -1,6 +1,9 @@
 //! CreateCluster, DescribeClusters, ListClusters, DeleteCluster (ECS API reference).
 
-use berth_api::ecs::{Cluster, CreateClusterRequest, DeleteClusterRequest, DescribeClustersRequest, Failure, ListRequest};
+use berth_api::ecs::{
+    Cluster, CreateClusterRequest, DeleteClusterRequest, DescribeClustersRequest, Failure,
+    ListRequest,
+};
 use berth_api::proto::AwsError;
 use berth_store::{Expect, Store, StoreExt};
 use serde_json::{json, Value};
@@ -19,7 +22,11 @@ fn valid_cluster_name(name: &str) -> bool {
 impl ControlPlane {
     /// Loads an ACTIVE cluster or fails with `ClusterNotFoundException` ("Cluster not found.").
     pub(crate) fn active_cluster(&self, name: &str) -> Result<Cluster, AwsError> {
-        match self.store.get_json::<Cluster>(CLUSTER, name).map_err(store_err)? {
+        match self
+            .store
+            .get_json::<Cluster>(CLUSTER, name)
+            .map_err(store_err)?
+        {
             Some((c, _)) if c.status == "ACTIVE" => Ok(c),
             _ => Err(AwsError::client(
                 "ClusterNotFoundException",
@@ -60,7 +67,10 @@ impl ControlPlane {
             ));
         }
         loop {
-            let existing = self.store.get_json::<Cluster>(CLUSTER, &name).map_err(store_err)?;
+            let existing = self
+                .store
+                .get_json::<Cluster>(CLUSTER, &name)
+                .map_err(store_err)?;
             let expect = match &existing {
                 Some((c, _)) if c.status == "ACTIVE" => {
                     // CreateCluster is idempotent for an existing ACTIVE cluster.
@@ -93,7 +103,10 @@ impl ControlPlane {
         }
     }
 
-    pub(super) fn describe_clusters(&self, req: DescribeClustersRequest) -> Result<Value, AwsError> {
+    pub(super) fn describe_clusters(
+        &self,
+        req: DescribeClustersRequest,
+    ) -> Result<Value, AwsError> {
         let names = req.clusters.unwrap_or_else(|| vec!["default".to_string()]);
         let include_tags = req
             .include
@@ -103,7 +116,11 @@ impl ControlPlane {
         let mut failures = Vec::new();
         for n in &names {
             let name = cluster_name(Some(n));
-            match self.store.get_json::<Cluster>(CLUSTER, &name).map_err(store_err)? {
+            match self
+                .store
+                .get_json::<Cluster>(CLUSTER, &name)
+                .map_err(store_err)?
+            {
                 Some((c, _)) => clusters.push(self.with_counts(c, include_tags)?),
                 None => failures.push(Failure {
                     arn: self.scope.cluster(&name),
@@ -133,7 +150,11 @@ impl ControlPlane {
     pub(super) fn delete_cluster(&self, req: DeleteClusterRequest) -> Result<Value, AwsError> {
         let name = cluster_name(Some(&req.cluster));
         loop {
-            let (mut c, rev) = match self.store.get_json::<Cluster>(CLUSTER, &name).map_err(store_err)? {
+            let (mut c, rev) = match self
+                .store
+                .get_json::<Cluster>(CLUSTER, &name)
+                .map_err(store_err)?
+            {
                 Some((c, rev)) if c.status == "ACTIVE" => (c, rev),
                 _ => {
                     return Err(AwsError::client(
@@ -150,7 +171,10 @@ impl ControlPlane {
                 ));
             }
             c.status = "INACTIVE".into();
-            match self.store.put_json(CLUSTER, &name, &c, Expect::Revision(rev)) {
+            match self
+                .store
+                .put_json(CLUSTER, &name, &c, Expect::Revision(rev))
+            {
                 Ok(()) => return Ok(json!({ "cluster": counted_inactive(counted) })),
                 Err(berth_store::StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(store_err(e)),

@@ -56,7 +56,11 @@ pub(crate) fn max_results(v: Option<i64>) -> Result<usize, AwsError> {
 }
 
 /// Pages `keys` (sorted) after the token position; returns the page and the next token.
-pub(crate) fn page<T>(items: Vec<(String, T)>, token: Option<String>, max: usize) -> (Vec<T>, Option<String>) {
+pub(crate) fn page<T>(
+    items: Vec<(String, T)>,
+    token: Option<String>,
+    max: usize,
+) -> (Vec<T>, Option<String>) {
     let mut it = items
         .into_iter()
         .filter(|(k, _)| token.as_ref().is_none_or(|t| k.as_str() > t.as_str()))
@@ -73,7 +77,14 @@ pub(crate) fn page<T>(items: Vec<(String, T)>, token: Option<String>, max: usize
         }
     }
     let more = it.peek().is_some();
-    (out, if more { last.map(|k| next_token(&k)) } else { None })
+    (
+        out,
+        if more {
+            last.map(|k| next_token(&k))
+        } else {
+            None
+        },
+    )
 }
 
 impl ControlPlane {

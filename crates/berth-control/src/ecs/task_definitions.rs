@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use berth_api::ecs::{ListRequest, RegisterTaskDefinitionRequest, Tag, TaskDefinition, TaskDefinitionRequest};
+use berth_api::ecs::{
+    ListRequest, RegisterTaskDefinitionRequest, Tag, TaskDefinition, TaskDefinitionRequest,
+};
 use berth_api::proto::AwsError;
 use berth_core::fargate;
 use berth_store::{Expect, Store, StoreExt};
@@ -28,7 +30,8 @@ pub(crate) fn taskdef_key(family: &str, revision: u32) -> String {
 fn valid_family(f: &str) -> bool {
     !f.is_empty()
         && f.len() <= 255
-        && f.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && f.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 fn not_found() -> AwsError {
@@ -79,7 +82,9 @@ fn validate(req: &RegisterTaskDefinitionRequest) -> Result<(Option<u32>, Option<
         }
         if let Some(img) = c.image.as_deref() {
             berth_core::image_ref::ImageRef::parse(img).map_err(|e| {
-                AwsError::client_exception(format!("Invalid setting for container '{name}': image {e}"))
+                AwsError::client_exception(format!(
+                    "Invalid setting for container '{name}': image {e}"
+                ))
             })?;
         }
         if memory.is_none() && c.memory.is_none() && c.memory_reservation.is_none() {
@@ -138,7 +143,10 @@ fn validate(req: &RegisterTaskDefinitionRequest) -> Result<(Option<u32>, Option<
 impl ControlPlane {
     /// Resolves `family`, `family:revision` or a task-definition ARN. A bare family means its
     /// latest ACTIVE revision.
-    pub(crate) fn resolve_task_definition(&self, reference: &str) -> Result<TaskDefRecord, AwsError> {
+    pub(crate) fn resolve_task_definition(
+        &self,
+        reference: &str,
+    ) -> Result<TaskDefRecord, AwsError> {
         let (family, revision) =
             berth_core::arn::task_definition_ref(reference).ok_or_else(not_found)?;
         match revision {
@@ -159,7 +167,10 @@ impl ControlPlane {
         }
     }
 
-    pub(super) fn register_task_definition(&self, req: RegisterTaskDefinitionRequest) -> Result<Value, AwsError> {
+    pub(super) fn register_task_definition(
+        &self,
+        req: RegisterTaskDefinitionRequest,
+    ) -> Result<Value, AwsError> {
         let (cpu, memory) = validate(&req)?;
         let revision = self
             .store
@@ -211,15 +222,27 @@ impl ControlPlane {
             tags: req.tags.clone().unwrap_or_default(),
         };
         self.store
-            .put_json(TASKDEF, &taskdef_key(&req.family, revision), &rec, Expect::Absent)
+            .put_json(
+                TASKDEF,
+                &taskdef_key(&req.family, revision),
+                &rec,
+                Expect::Absent,
+            )
             .map_err(store_err)?;
         Ok(json!({ "taskDefinition": td, "tags": rec.tags }))
     }
 
-    pub(super) fn describe_task_definition(&self, req: TaskDefinitionRequest) -> Result<Value, AwsError> {
+    pub(super) fn describe_task_definition(
+        &self,
+        req: TaskDefinitionRequest,
+    ) -> Result<Value, AwsError> {
         let rec = self.resolve_task_definition(&req.task_definition)?;
         let mut out = json!({ "taskDefinition": rec.task_definition });
-        if req.include.as_ref().is_some_and(|i| i.iter().any(|x| x == "TAGS")) {
+        if req
+            .include
+            .as_ref()
+            .is_some_and(|i| i.iter().any(|x| x == "TAGS"))
+        {
             out["tags"] = json!(rec.tags);
         }
         Ok(out)
@@ -229,7 +252,11 @@ impl ControlPlane {
         let max = max_results(req.max_results)?;
         let token = decode_token(req.next_token.as_deref())?;
         let status = req.status.as_deref().unwrap_or("ACTIVE");
-        let prefix = req.family_prefix.as_deref().map(|f| format!("{f}:")).unwrap_or_default();
+        let prefix = req
+            .family_prefix
+            .as_deref()
+            .map(|f| format!("{f}:"))
+            .unwrap_or_default();
         let mut items: Vec<(String, String)> = self
             .store
             .list_json::<TaskDefRecord>(TASKDEF, &prefix)
@@ -254,7 +281,10 @@ impl ControlPlane {
         Ok(json!({ "taskDefinitionArns": arns, "nextToken": next }))
     }
 
-    pub(super) fn list_task_definition_families(&self, req: ListRequest) -> Result<Value, AwsError> {
+    pub(super) fn list_task_definition_families(
+        &self,
+        req: ListRequest,
+    ) -> Result<Value, AwsError> {
         let max = max_results(req.max_results)?;
         let token = decode_token(req.next_token.as_deref())?;
         let status = req.status.as_deref().unwrap_or("ACTIVE");
@@ -273,9 +303,12 @@ impl ControlPlane {
         Ok(json!({ "families": families, "nextToken": next }))
     }
 
-    pub(super) fn deregister_task_definition(&self, req: TaskDefinitionRequest) -> Result<Value, AwsError> {
-        let (family, revision) = berth_core::arn::task_definition_ref(&req.task_definition)
-            .ok_or_else(not_found)?;
+    pub(super) fn deregister_task_definition(
+        &self,
+        req: TaskDefinitionRequest,
+    ) -> Result<Value, AwsError> {
+        let (family, revision) =
+            berth_core::arn::task_definition_ref(&req.task_definition).ok_or_else(not_found)?;
         let Some(revision) = revision else {
             return Err(AwsError::client_exception(
                 "Revision must be specified to deregister a task definition.",
@@ -287,12 +320,17 @@ impl ControlPlane {
                 .store
                 .get_json::<TaskDefRecord>(TASKDEF, &key)
                 .map_err(store_err)?
-                .ok_or_else(|| AwsError::client_exception("The specified task definition does not exist."))?;
+                .ok_or_else(|| {
+                    AwsError::client_exception("The specified task definition does not exist.")
+                })?;
             if rec.task_definition.status == "ACTIVE" {
                 rec.task_definition.status = "INACTIVE".into();
                 rec.task_definition.deregistered_at = Some(berth_core::epoch_now());
             }
-            match self.store.put_json(TASKDEF, &key, &rec, Expect::Revision(rev)) {
+            match self
+                .store
+                .put_json(TASKDEF, &key, &rec, Expect::Revision(rev))
+            {
                 Ok(()) => return Ok(json!({ "taskDefinition": rec.task_definition })),
                 Err(berth_store::StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(store_err(e)),

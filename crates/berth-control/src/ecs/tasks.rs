@@ -3,8 +3,8 @@
 
 use berth_api::agent::{ContainerSpec, LogDestination, TaskSpec, TaskStateReport};
 use berth_api::ecs::{
-    Attachment, Container, DescribeTasksRequest, Failure, KeyValuePair, ListRequest, RunTaskRequest,
-    StopTaskRequest, Task, TaskOverride,
+    Attachment, Container, DescribeTasksRequest, Failure, KeyValuePair, ListRequest,
+    RunTaskRequest, StopTaskRequest, Task, TaskOverride,
 };
 use berth_api::proto::AwsError;
 use berth_core::{epoch_now, fargate, status};
@@ -74,22 +74,33 @@ fn container_spec(
         name: name.clone(),
         image: def.image.clone().unwrap_or_default(),
         entry_point: def.entry_point.clone(),
-        command: ov.and_then(|o| o.command.clone()).or_else(|| def.command.clone()),
+        command: ov
+            .and_then(|o| o.command.clone())
+            .or_else(|| def.command.clone()),
         environment,
         working_directory: def.working_directory.clone(),
         user: def.user.clone(),
         essential: def.essential.unwrap_or(true),
-        stop_timeout: def.stop_timeout.map(|s| s.clamp(0, 120) as u32).unwrap_or(30),
+        stop_timeout: def
+            .stop_timeout
+            .map(|s| s.clamp(0, 120) as u32)
+            .unwrap_or(30),
         cpu: ov.and_then(|o| o.cpu).or(def.cpu).unwrap_or(0).max(0) as u32,
         memory: pos(ov.and_then(|o| o.memory).or(def.memory)),
-        memory_reservation: pos(ov.and_then(|o| o.memory_reservation).or(def.memory_reservation)),
+        memory_reservation: pos(ov
+            .and_then(|o| o.memory_reservation)
+            .or(def.memory_reservation)),
         readonly_root_filesystem: def.readonly_root_filesystem.unwrap_or(false),
         log,
     }
 }
 
 impl ControlPlane {
-    pub(crate) fn load_task(&self, cluster: &str, id: &str) -> Result<Option<TaskRecord>, AwsError> {
+    pub(crate) fn load_task(
+        &self,
+        cluster: &str,
+        id: &str,
+    ) -> Result<Option<TaskRecord>, AwsError> {
         Ok(self
             .store
             .get_json::<TaskRecord>(TASK, &task_key(cluster, id))
@@ -111,9 +122,7 @@ impl ControlPlane {
             tags: td_tags,
         } = self.resolve_task_definition(&req.task_definition)?;
         if td.status != "ACTIVE" {
-            return Err(AwsError::client_exception(
-                "TaskDefinition is inactive",
-            ));
+            return Err(AwsError::client_exception("TaskDefinition is inactive"));
         }
         let launch_type = match (&req.launch_type, &req.capacity_provider_strategy) {
             (Some(_), Some(_)) => {
@@ -146,25 +155,30 @@ impl ControlPlane {
         }
         if let Some(v) = &vpc {
             if v.subnets.is_empty() {
-                return Err(AwsError::invalid_parameter(
-                    "subnets can not be empty.",
-                ));
+                return Err(AwsError::invalid_parameter("subnets can not be empty."));
             }
         }
         let overrides = req.overrides.clone().unwrap_or_default();
         for o in &overrides.container_overrides {
             let n = o.name.as_deref().unwrap_or("");
-            if !td.container_definitions.iter().any(|c| c.name.as_deref() == Some(n)) {
+            if !td
+                .container_definitions
+                .iter()
+                .any(|c| c.name.as_deref() == Some(n))
+            {
                 return Err(AwsError::invalid_parameter(format!(
                     "Override for container named {n} is not a container in the TaskDefinition."
                 )));
             }
         }
-        let parse = |v: &Option<String>, f: fn(&str) -> Option<u32>, what: &str| -> Result<Option<u32>, AwsError> {
+        let parse = |v: &Option<String>,
+                     f: fn(&str) -> Option<u32>,
+                     what: &str|
+         -> Result<Option<u32>, AwsError> {
             match v {
-                Some(s) => f(s)
-                    .map(Some)
-                    .ok_or_else(|| AwsError::invalid_parameter(format!("Invalid '{what}' override: {s}"))),
+                Some(s) => f(s).map(Some).ok_or_else(|| {
+                    AwsError::invalid_parameter(format!("Invalid '{what}' override: {s}"))
+                }),
                 None => Ok(None),
             }
         };
@@ -239,7 +253,11 @@ impl ControlPlane {
                 created_at: now,
                 desired_status: "RUNNING".into(),
                 enable_execute_command: req.enable_execute_command.unwrap_or(false),
-                group: Some(req.group.clone().unwrap_or_else(|| format!("family:{}", td.family))),
+                group: Some(
+                    req.group
+                        .clone()
+                        .unwrap_or_else(|| format!("family:{}", td.family)),
+                ),
                 health_status: "UNKNOWN".into(),
                 last_status: "PROVISIONING".into(),
                 launch_type: launch_type.clone(),
@@ -248,8 +266,11 @@ impl ControlPlane {
                     container_overrides: overrides.container_overrides.clone(),
                     ..overrides.clone()
                 },
-                platform_version: (launch_type == "FARGATE")
-                    .then(|| req.platform_version.clone().unwrap_or_else(|| "1.4.0".into())),
+                platform_version: (launch_type == "FARGATE").then(|| {
+                    req.platform_version
+                        .clone()
+                        .unwrap_or_else(|| "1.4.0".into())
+                }),
                 platform_family: (launch_type == "FARGATE").then(|| "Linux".into()),
                 started_by: req.started_by.clone(),
                 tags: Some(req.tags.clone().unwrap_or_else(|| td_tags.clone())),
@@ -272,7 +293,9 @@ impl ControlPlane {
                 instance: self.instance_id.clone(),
                 user_stop_reason: None,
             };
-            ops.push(Op::put(TASK, &task_key(&cluster, &id), &rec, Expect::Absent).map_err(store_err)?);
+            ops.push(
+                Op::put(TASK, &task_key(&cluster, &id), &rec, Expect::Absent).map_err(store_err)?,
+            );
             ops.push(Op::put(ACTIVE, &id, &cluster, Expect::Absent).map_err(store_err)?);
             tasks.push(task);
         }
@@ -302,7 +325,8 @@ impl ControlPlane {
                 return Ok(Some(rec));
             }
             rec.task.version += 1;
-            let mut ops = vec![Op::put(TASK, &key, &rec, Expect::Revision(rev)).map_err(store_err)?];
+            let mut ops =
+                vec![Op::put(TASK, &key, &rec, Expect::Revision(rev)).map_err(store_err)?];
             if rec.task.last_status == "STOPPED" {
                 ops.push(Op::delete(ACTIVE, id, Expect::Any));
             }
@@ -349,7 +373,10 @@ impl ControlPlane {
                 "tasks can have at most 100 items.",
             ));
         }
-        let include_tags = req.include.as_ref().is_some_and(|i| i.iter().any(|x| x == "TAGS"));
+        let include_tags = req
+            .include
+            .as_ref()
+            .is_some_and(|i| i.iter().any(|x| x == "TAGS"));
         let mut tasks = Vec::new();
         let mut failures = Vec::new();
         for t in &req.tasks {
@@ -403,9 +430,18 @@ impl ControlPlane {
                         .is_some_and(|(fam, _)| fam == f)
                 })
             })
-            .filter(|t| req.started_by.as_ref().is_none_or(|s| t.started_by.as_ref() == Some(s)))
+            .filter(|t| {
+                req.started_by
+                    .as_ref()
+                    .is_none_or(|s| t.started_by.as_ref() == Some(s))
+            })
             .filter(|t| req.launch_type.as_ref().is_none_or(|l| &t.launch_type == l))
-            .map(|t| (berth_core::arn::short_name(&t.task_arn).to_string(), t.task_arn))
+            .map(|t| {
+                (
+                    berth_core::arn::short_name(&t.task_arn).to_string(),
+                    t.task_arn,
+                )
+            })
             .collect();
         let (arns, next) = page(items, token, max);
         Ok(json!({ "taskArns": arns, "nextToken": next }))
@@ -427,7 +463,11 @@ impl ControlPlane {
 
     /// Folds an agent's report into the task: statuses only move forward, timestamps are set
     /// once, a stop asked for by StopTask keeps its UserInitiated code and reason.
-    pub(crate) fn apply_report(&self, task_id: &str, report: &TaskStateReport) -> Result<bool, AwsError> {
+    pub(crate) fn apply_report(
+        &self,
+        task_id: &str,
+        report: &TaskStateReport,
+    ) -> Result<bool, AwsError> {
         let Some(r) = self.store.get(ACTIVE, task_id).map_err(store_err)? else {
             return Ok(false);
         };
@@ -437,13 +477,15 @@ impl ControlPlane {
             if t.last_status == "STOPPED" {
                 return false;
             }
-            t.last_status = status::next_task_status(&t.last_status, &report.last_status).to_string();
+            t.last_status =
+                status::next_task_status(&t.last_status, &report.last_status).to_string();
             t.pull_started_at = t.pull_started_at.or(report.pull_started_at);
             t.pull_stopped_at = t.pull_stopped_at.or(report.pull_stopped_at);
             t.started_at = t.started_at.or(report.started_at);
             for c in &report.containers {
                 if let Some(tc) = t.containers.iter_mut().find(|x| x.name == c.name) {
-                    tc.last_status = status::next_container_status(&tc.last_status, &c.last_status).to_string();
+                    tc.last_status =
+                        status::next_container_status(&tc.last_status, &c.last_status).to_string();
                     tc.exit_code = c.exit_code.or(tc.exit_code);
                     tc.reason = c.reason.clone().or(tc.reason.take());
                     tc.runtime_id = c.runtime_id.clone().or(tc.runtime_id.take());

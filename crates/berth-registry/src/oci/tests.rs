@@ -1,0 +1,751 @@
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use base64::Engine as _;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use crate::digest::Digest;
+use crate::manifests::{DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+use crate::testutil::{ecr, registry};
+use crate::Registry;
+
+struct Resp {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, k: &str) -> &str {
+        self.headers
+            .get(k)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("")
+    }
+    fn code(&self) -> String {
+        let v: Value = serde_json::from_slice(&self.body).unwrap();
+        v["errors"][0]["code"].as_str().unwrap().to_string()
+    }
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+async fn call(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Vec<u8>>,
+) -> Resp {
+    let mut req = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::from(body.into())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap()
+        .to_vec();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn setup(repos: &[&str]) -> (Arc<Registry>, Router, crate::testutil::TempDir) {
+    let (reg, dir) = registry();
+    for r in repos {
+        ecr(&reg, "CreateRepository", json!({"repositoryName": r})).await;
+    }
+    let app = reg.clone().router();
+    (reg, app, dir)
+}
+
+/// Monolithic upload of `data` into `repo`; returns its digest.
+async fn push_blob(app: &Router, repo: &str, data: &[u8]) -> String {
+    let d = Digest::of(data).to_string();
+    let r = call(
+        app,
+        Method::POST,
+        &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
+        &[],
+        data,
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.header("docker-content-digest"), d);
+    d
+}
+
+fn image_manifest(media_type: &str, config: (&str, usize), layers: &[(&str, usize)]) -> Vec<u8> {
+    json!({
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.0, "size": config.1},
+        "layers": layers.iter().map(|(d, s)| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": s})).collect::<Vec<_>>(),
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn base_and_unknown_names() {
+    let (_reg, app, _dir) = setup(&["web"]).await;
+    let r = call(&app, Method::GET, "/v2/", &[], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("docker-distribution-api-version"), "registry/2.0");
+    let r = call(&app, Method::GET, "/v2", &[], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = call(&app, Method::POST, "/v2/nope/blobs/uploads/", &[], "").await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::NOT_FOUND, "NAME_UNKNOWN")
+    );
+    assert_eq!(r.header("docker-distribution-api-version"), "registry/2.0");
+    let r = call(&app, Method::GET, "/v2/Bad/tags/list", &[], "").await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::BAD_REQUEST, "NAME_INVALID")
+    );
+    let r = call(
+        &app,
+        Method::GET,
+        "/v2/web/manifests/sha256:totallywrong",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::BAD_REQUEST, "DIGEST_INVALID")
+    );
+    let r = call(&app, Method::GET, "/v2/web/blobs/sha256:xyz", &[], "").await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::BAD_REQUEST, "DIGEST_INVALID")
+    );
+    let missing = Digest::of(b"missing").to_string();
+    let r = call(
+        &app,
+        Method::HEAD,
+        &format!("/v2/web/blobs/{missing}"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = call(&app, Method::GET, "/v2/web/manifests/latest", &[], "").await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN")
+    );
+}
+
+#[tokio::test]
+async fn chunked_upload_flow() {
+    let (_reg, app, dir) = setup(&["team/web"]).await;
+    let r = call(&app, Method::POST, "/v2/team/web/blobs/uploads/", &[], "").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let loc = r.header("location").to_string();
+    let id = r.header("docker-upload-uuid").to_string();
+    assert_eq!(loc, format!("/v2/team/web/blobs/uploads/{id}"));
+    assert_eq!(r.header("range"), "0-0");
+
+    let r = call(
+        &app,
+        Method::PATCH,
+        &loc,
+        &[("content-range", "0-4")],
+        "hello",
+    )
+    .await;
+    assert_eq!((r.status, r.header("range")), (StatusCode::ACCEPTED, "0-4"));
+    assert_eq!(r.header("location"), loc);
+    // Out of order and repeated chunks.
+    let r = call(
+        &app,
+        Method::PATCH,
+        &loc,
+        &[("content-range", "10-14")],
+        "xxxxx",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    let r = call(
+        &app,
+        Method::PATCH,
+        &loc,
+        &[("content-range", "0-4")],
+        "hello",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    // Length not matching Content-Range: rejected, nothing kept.
+    let r = call(&app, Method::PATCH, &loc, &[("content-range", "5-9")], "ab").await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID")
+    );
+    let r = call(&app, Method::GET, &loc, &[], "").await;
+    assert_eq!(
+        (r.status, r.header("range")),
+        (StatusCode::NO_CONTENT, "0-4")
+    );
+    assert_eq!(r.header("location"), loc);
+    // Another repository cannot touch the session.
+    let r = call(
+        &app,
+        Method::GET,
+        &format!("/v2/nope/blobs/uploads/{id}"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // A streamed chunk (no Content-Range) appends.
+    let r = call(&app, Method::PATCH, &loc, &[], " worl").await;
+    assert_eq!(r.header("range"), "0-9");
+    let d = Digest::of(b"hello world!").to_string();
+    let r = call(&app, Method::PUT, &format!("{loc}?digest={d}"), &[], "d!").await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.header("location"), format!("/v2/team/web/blobs/{d}"));
+    assert_eq!(r.header("docker-content-digest"), d);
+    // The session is gone; the blob is readable.
+    assert_eq!(
+        call(&app, Method::GET, &loc, &[], "").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let r = call(
+        &app,
+        Method::HEAD,
+        &format!("/v2/team/web/blobs/{d}"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.header("content-length")),
+        (StatusCode::OK, "12")
+    );
+    assert_eq!(r.header("docker-content-digest"), d);
+    assert!(r.body.is_empty());
+    let r = call(
+        &app,
+        Method::GET,
+        &format!("/v2/team/web/blobs/{d}"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.body, b"hello world!");
+    let r = call(
+        &app,
+        Method::GET,
+        &format!("/v2/team/web/blobs/{d}"),
+        &[("range", "bytes=6-10")],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (StatusCode::PARTIAL_CONTENT, &b"world"[..])
+    );
+    let hex = d.strip_prefix("sha256:").unwrap();
+    assert!(dir.path().join("data/blobs/sha256").join(hex).exists());
+    // Uploads dir holds nothing left over.
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("data/uploads"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn digest_mismatch_leaves_nothing_visible() {
+    let (_reg, app, dir) = setup(&["web"]).await;
+    let r = call(&app, Method::POST, "/v2/web/blobs/uploads/", &[], "").await;
+    let loc = r.header("location").to_string();
+    call(&app, Method::PATCH, &loc, &[], "content").await;
+    let claimed = Digest::of(b"other").to_string();
+    let r = call(
+        &app,
+        Method::PUT,
+        &format!("{loc}?digest={claimed}"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::BAD_REQUEST, "DIGEST_INVALID")
+    );
+    let actual = Digest::of(b"content").to_string();
+    for d in [&claimed, &actual] {
+        let r = call(&app, Method::HEAD, &format!("/v2/web/blobs/{d}"), &[], "").await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("data/blobs/sha256"))
+            .unwrap()
+            .count(),
+        0
+    );
+    // Monolithic push with a wrong digest, and malformed digests.
+    let r = call(
+        &app,
+        Method::POST,
+        &format!("/v2/web/blobs/uploads/?digest={claimed}"),
+        &[],
+        "content",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::BAD_REQUEST, "DIGEST_INVALID")
+    );
+    let r = call(
+        &app,
+        Method::POST,
+        "/v2/web/blobs/uploads/?digest=sha256:zz",
+        &[],
+        "content",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::BAD_REQUEST, "DIGEST_INVALID")
+    );
+    let r = call(&app, Method::POST, "/v2/web/blobs/uploads/", &[], "").await;
+    let loc = r.header("location").to_string();
+    let r = call(
+        &app,
+        Method::PUT,
+        &format!("{loc}?digest=md5:abc"),
+        &[],
+        "x",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::BAD_REQUEST, "DIGEST_INVALID")
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("data/blobs/sha256"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn upload_survives_restart() {
+    let (reg, app, dir) = setup(&["web"]).await;
+    let r = call(&app, Method::POST, "/v2/web/blobs/uploads/", &[], "").await;
+    let loc = r.header("location").to_string();
+    call(
+        &app,
+        Method::PATCH,
+        &loc,
+        &[("content-range", "0-2")],
+        "abc",
+    )
+    .await;
+    // A second registry over the same directory and store picks the session up from disk.
+    let reg2 = Arc::new(
+        Registry::open(
+            &dir.path().join("data"),
+            reg.store.clone(),
+            reg.scope.clone(),
+            "h:1".into(),
+        )
+        .unwrap(),
+    );
+    let app2 = reg2.router();
+    let r = call(&app2, Method::GET, &loc, &[], "").await;
+    assert_eq!(
+        (r.status, r.header("range")),
+        (StatusCode::NO_CONTENT, "0-2")
+    );
+    let d = Digest::of(b"abcdef").to_string();
+    let r = call(
+        &app2,
+        Method::PUT,
+        &format!("{loc}?digest={d}"),
+        &[("content-range", "3-5")],
+        "def",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn manifests_tags_and_indexes() {
+    let (reg, app, _dir) = setup(&["team/web", "other"]).await;
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let layer = b"layer bytes";
+    let missing = Digest::of(b"not pushed").to_string();
+    let cd = push_blob(&app, "team/web", config).await;
+    let ld = push_blob(&app, "team/web", layer).await;
+
+    // Missing layer, bad JSON, contradicting types, wrong digest.
+    let m = image_manifest(OCI_MANIFEST, (&cd, config.len()), &[(&missing, 3)]);
+    let r = call(
+        &app,
+        Method::PUT,
+        "/v2/team/web/manifests/1",
+        &[("content-type", OCI_MANIFEST)],
+        m,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN")
+    );
+    let r = call(
+        &app,
+        Method::PUT,
+        "/v2/team/web/manifests/1",
+        &[("content-type", OCI_MANIFEST)],
+        "{oops",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::BAD_REQUEST, "MANIFEST_INVALID")
+    );
+    let m = image_manifest(OCI_MANIFEST, (&cd, config.len()), &[(&ld, layer.len())]);
+    let r = call(
+        &app,
+        Method::PUT,
+        "/v2/team/web/manifests/1",
+        &[("content-type", DOCKER_MANIFEST)],
+        m.clone(),
+    )
+    .await;
+    assert_eq!(r.code(), "MANIFEST_INVALID");
+    let r = call(
+        &app,
+        Method::PUT,
+        &format!("/v2/team/web/manifests/{missing}"),
+        &[("content-type", OCI_MANIFEST)],
+        m.clone(),
+    )
+    .await;
+    assert_eq!(r.code(), "DIGEST_INVALID");
+    // The same blobs are not linked into another repository.
+    let r = call(
+        &app,
+        Method::PUT,
+        "/v2/other/manifests/1",
+        &[("content-type", OCI_MANIFEST)],
+        m.clone(),
+    )
+    .await;
+    assert_eq!(r.code(), "MANIFEST_BLOB_UNKNOWN");
+    assert!(reg.records().images("team/web").unwrap().is_empty());
+
+    let md = Digest::of(&m).to_string();
+    let r = call(
+        &app,
+        Method::PUT,
+        "/v2/team/web/manifests/1",
+        &[("content-type", OCI_MANIFEST)],
+        m.clone(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.header("docker-content-digest"), md);
+    assert_eq!(r.header("location"), format!("/v2/team/web/manifests/{md}"));
+    for reference in ["1", md.as_str()] {
+        let r = call(
+            &app,
+            Method::GET,
+            &format!("/v2/team/web/manifests/{reference}"),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.header("content-type"), OCI_MANIFEST);
+        assert_eq!(r.header("docker-content-digest"), md);
+        assert_eq!(r.body, m);
+        let r = call(
+            &app,
+            Method::HEAD,
+            &format!("/v2/team/web/manifests/{reference}"),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(r.header("content-length"), m.len().to_string());
+        assert!(r.body.is_empty());
+    }
+    // Docker schema 2 with a custom parameterised content type is served back verbatim.
+    let dm = String::from_utf8(image_manifest(
+        DOCKER_MANIFEST,
+        (&cd, config.len()),
+        &[(&ld, layer.len())],
+    ))
+    .unwrap();
+    let ct = format!("{DOCKER_MANIFEST}; charset=utf-8");
+    let r = call(
+        &app,
+        Method::PUT,
+        "/v2/team/web/manifests/docker",
+        &[("content-type", ct.as_str())],
+        dm,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = call(&app, Method::GET, "/v2/team/web/manifests/docker", &[], "").await;
+    assert_eq!(r.header("content-type"), ct);
+
+    // Index: unknown child rejected, known child accepted.
+    let index = |d: &str| {
+        json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{"mediaType": OCI_MANIFEST, "digest": d, "size": 10}]}).to_string()
+    };
+    let r = call(
+        &app,
+        Method::PUT,
+        "/v2/team/web/manifests/multi",
+        &[("content-type", OCI_INDEX)],
+        index(&missing),
+    )
+    .await;
+    assert_eq!(r.code(), "MANIFEST_BLOB_UNKNOWN");
+    let r = call(
+        &app,
+        Method::PUT,
+        "/v2/team/web/manifests/multi",
+        &[("content-type", OCI_INDEX)],
+        index(&md),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+
+    for t in ["b", "a", "c"] {
+        call(
+            &app,
+            Method::PUT,
+            &format!("/v2/team/web/manifests/{t}"),
+            &[("content-type", OCI_MANIFEST)],
+            m.clone(),
+        )
+        .await;
+    }
+    let r = call(&app, Method::GET, "/v2/team/web/tags/list", &[], "").await;
+    assert_eq!(
+        r.json(),
+        json!({"name": "team/web", "tags": ["1", "a", "b", "c", "docker", "multi"]})
+    );
+    let r = call(
+        &app,
+        Method::GET,
+        "/v2/team/web/tags/list?n=2&last=a",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.json()["tags"], json!(["b", "c"]));
+    assert_eq!(
+        r.header("link"),
+        "</v2/team/web/tags/list?n=2&last=c>; rel=\"next\""
+    );
+
+    // ECR sees the images.
+    let li = ecr(
+        &reg,
+        "ListImages",
+        json!({"repositoryName": "team/web", "filter": {"tagStatus": "TAGGED"}}),
+    )
+    .await;
+    assert_eq!(li["imageIds"].as_array().unwrap().len(), 6);
+    let di = ecr(
+        &reg,
+        "DescribeImages",
+        json!({"repositoryName": "team/web", "imageIds": [{"imageTag": "1"}]}),
+    )
+    .await;
+    let detail = &di["imageDetails"][0];
+    assert_eq!(detail["imageDigest"], md);
+    assert_eq!(detail["imageTags"], json!(["1", "a", "b", "c"]));
+    assert_eq!(detail["imageManifestMediaType"], OCI_MANIFEST);
+    let bg = ecr(
+        &reg,
+        "BatchGetImage",
+        json!({"repositoryName": "team/web", "imageIds": [{"imageTag": "1"}, {"imageTag": "zz"}]}),
+    )
+    .await;
+    assert_eq!(
+        bg["images"][0]["imageManifest"]
+            .as_str()
+            .unwrap()
+            .as_bytes(),
+        m.as_slice()
+    );
+    assert_eq!(bg["failures"][0]["failureCode"], "ImageNotFound");
+
+    // Delete by tag removes the tag only; by digest removes the image and its tags.
+    assert_eq!(
+        call(&app, Method::DELETE, "/v2/team/web/manifests/a", &[], "")
+            .await
+            .status,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        call(&app, Method::GET, "/v2/team/web/manifests/a", &[], "")
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        call(&app, Method::GET, "/v2/team/web/manifests/b", &[], "")
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    // DeleteRepository refuses while images remain, unless forced; afterwards pushes fail.
+    let e = reg
+        .handle_ecr("DeleteRepository", br#"{"repositoryName":"team/web"}"#)
+        .await
+        .unwrap_err();
+    assert_eq!(e.error_type, "RepositoryNotEmptyException");
+    ecr(
+        &reg,
+        "DeleteRepository",
+        json!({"repositoryName": "team/web", "force": true}),
+    )
+    .await;
+    let r = call(&app, Method::GET, "/v2/team/web/manifests/b", &[], "").await;
+    assert_eq!(r.code(), "NAME_UNKNOWN");
+    assert!(reg
+        .store
+        .list(crate::records::KIND_TAG, "")
+        .unwrap()
+        .is_empty());
+    assert!(reg
+        .store
+        .list(crate::records::KIND_BLOB, "team/web@")
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn immutable_tags_and_mount() {
+    let (reg, app, _dir) = setup(&["src"]).await;
+    ecr(
+        &reg,
+        "CreateRepository",
+        json!({"repositoryName": "locked", "imageTagMutability": "IMMUTABLE"}),
+    )
+    .await;
+    let config = b"{}";
+    let cd = push_blob(&app, "src", config).await;
+    // Mount into another repository.
+    let r = call(
+        &app,
+        Method::POST,
+        &format!("/v2/locked/blobs/uploads/?mount={cd}&from=src"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.header("docker-content-digest"), cd);
+    let missing = Digest::of(b"nope").to_string();
+    let r = call(
+        &app,
+        Method::POST,
+        &format!("/v2/locked/blobs/uploads/?mount={missing}&from=src"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let m1 = image_manifest(OCI_MANIFEST, (&cd, 2), &[]);
+    let r = call(
+        &app,
+        Method::PUT,
+        "/v2/locked/manifests/v1",
+        &[("content-type", OCI_MANIFEST)],
+        m1.clone(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    // Re-pushing the same content is fine; moving the tag is not.
+    let r = call(
+        &app,
+        Method::PUT,
+        "/v2/locked/manifests/v1",
+        &[("content-type", OCI_MANIFEST)],
+        m1,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let m2 = image_manifest(OCI_MANIFEST, (&cd, 2), &[(&cd, 2)]);
+    let r = call(
+        &app,
+        Method::PUT,
+        "/v2/locked/manifests/v1",
+        &[("content-type", OCI_MANIFEST)],
+        m2,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::BAD_REQUEST, "TAG_INVALID")
+    );
+}
+
+#[tokio::test]
+async fn basic_auth() {
+    let (reg, app, _dir) = setup(&[]).await;
+    let t = ecr(&reg, "GetAuthorizationToken", json!({})).await;
+    let good = format!(
+        "Basic {}",
+        t["authorizationData"][0]["authorizationToken"]
+            .as_str()
+            .unwrap()
+    );
+    let r = call(
+        &app,
+        Method::GET,
+        "/v2/",
+        &[("authorization", good.as_str())],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let (bad_token, _) = (
+        format!("AWS:{}.{}", crate::auth::now_secs() + 100, "00".repeat(32)),
+        (),
+    );
+    let bad = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(bad_token)
+    );
+    for h in [bad.as_str(), "Basic !!!", "Bearer abc"] {
+        let r = call(&app, Method::GET, "/v2/", &[("authorization", h)], "").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{h}");
+        assert_eq!(r.header("www-authenticate"), "Basic realm=\"berth\"");
+        assert_eq!(r.code(), "UNAUTHORIZED");
+    }
+}

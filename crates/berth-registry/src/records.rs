@@ -1,0 +1,185 @@
+//! What the registry keeps in the state [`Store`]: kinds, keys and record shapes.
+//!
+//! | kind             | key                 | value              |
+//! |------------------|---------------------|--------------------|
+//! | `ecr.repository` | `<name>`            | [`RepositoryRecord`] |
+//! | `ecr.image`      | `<name>@<digest>`   | [`ImageRecord`] (the manifest bytes are the blob `<digest>`) |
+//! | `ecr.tag`        | `<name>:<tag>`      | [`TagRecord`]      |
+//! | `ecr.blob`       | `<name>@<digest>`   | [`BlobLink`]       |
+//!
+//! `@` and `:` cannot occur in repository names, so `list(kind, "<name>@")` / `"<name>:"` selects
+//! exactly one repository's records.
+
+use berth_store::{Expect, Op, Store, StoreExt};
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::RegistryError;
+
+/// Repositories (ECR CreateRepository).
+pub const KIND_REPOSITORY: &str = "ecr.repository";
+/// Images: manifests pushed to a repository.
+pub const KIND_IMAGE: &str = "ecr.image";
+/// Tags pointing at images.
+pub const KIND_TAG: &str = "ecr.tag";
+/// Blobs (layers, configs) uploaded or mounted into a repository.
+pub const KIND_BLOB: &str = "ecr.blob";
+
+/// One resource tag (`{"Key": .., "Value": ..}` on the wire).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ResourceTag {
+    #[serde(rename = "Key")]
+    pub key: String,
+    #[serde(rename = "Value", default)]
+    pub value: String,
+}
+
+/// A repository's settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryRecord {
+    pub name: String,
+    /// Epoch seconds.
+    pub created_at: f64,
+    /// MUTABLE | IMMUTABLE | IMMUTABLE_WITH_EXCLUSION | MUTABLE_WITH_EXCLUSION
+    pub image_tag_mutability: String,
+    pub scan_on_push: bool,
+    pub encryption_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<ResourceTag>,
+}
+
+impl RepositoryRecord {
+    /// Whether pushing a tag may move it to another digest.
+    pub fn tags_immutable(&self) -> bool {
+        self.image_tag_mutability.starts_with("IMMUTABLE")
+    }
+}
+
+/// An image (manifest or index) in a repository.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageRecord {
+    pub digest: String,
+    /// The Content-Type it was pushed with (served back unchanged).
+    pub media_type: String,
+    /// Length of the manifest bytes.
+    pub manifest_size: u64,
+    /// Manifest plus referenced blobs, as ECR's imageSizeInBytes.
+    pub image_size: u64,
+    /// Epoch seconds.
+    pub pushed_at: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// The `subject` digest (referrers API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
+/// A tag's target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TagRecord {
+    pub digest: String,
+}
+
+/// A repository's link to a global blob.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlobLink {
+    pub size: u64,
+}
+
+/// Key of an image or blob link.
+pub fn digest_key(repo: &str, digest: &Digest) -> String {
+    format!("{repo}@{digest}")
+}
+
+/// Key of a tag.
+pub fn tag_key(repo: &str, tag: &str) -> String {
+    format!("{repo}:{tag}")
+}
+
+/// Typed access to the registry's records.
+pub struct Records<'a>(pub &'a dyn Store);
+
+impl Records<'_> {
+    /// The repository, or `NameUnknown`.
+    pub fn repository(&self, name: &str) -> Result<(RepositoryRecord, i64), RegistryError> {
+        self.0
+            .get_json(KIND_REPOSITORY, name)?
+            .ok_or_else(|| RegistryError::NameUnknown(name.to_string()))
+    }
+
+    /// All repositories, ordered by name.
+    pub fn repositories(&self) -> Result<Vec<RepositoryRecord>, RegistryError> {
+        Ok(self.0.list_json(KIND_REPOSITORY, "")?)
+    }
+
+    /// The image `digest` in `repo`, if any.
+    pub fn image(&self, repo: &str, digest: &Digest) -> Result<Option<ImageRecord>, RegistryError> {
+        Ok(self
+            .0
+            .get_json(KIND_IMAGE, &digest_key(repo, digest))?
+            .map(|(v, _)| v))
+    }
+
+    /// All images of `repo`, ordered by digest.
+    pub fn images(&self, repo: &str) -> Result<Vec<ImageRecord>, RegistryError> {
+        Ok(self.0.list_json(KIND_IMAGE, &format!("{repo}@"))?)
+    }
+
+    /// The tag's digest and record revision, if any.
+    pub fn tag(&self, repo: &str, tag: &str) -> Result<Option<(String, i64)>, RegistryError> {
+        Ok(self
+            .0
+            .get_json::<TagRecord>(KIND_TAG, &tag_key(repo, tag))?
+            .map(|(t, rev)| (t.digest, rev)))
+    }
+
+    /// All `(tag, digest)` pairs of `repo`, ordered by tag.
+    pub fn tags(&self, repo: &str) -> Result<Vec<(String, String)>, RegistryError> {
+        let prefix = format!("{repo}:");
+        self.0
+            .list(KIND_TAG, &prefix)?
+            .into_iter()
+            .map(|r| {
+                let t: TagRecord = r.decode()?;
+                Ok((r.key[prefix.len()..].to_string(), t.digest))
+            })
+            .collect()
+    }
+
+    /// The size of blob `digest` as linked into `repo`, if linked.
+    pub fn blob_link(&self, repo: &str, digest: &Digest) -> Result<Option<u64>, RegistryError> {
+        Ok(self
+            .0
+            .get_json::<BlobLink>(KIND_BLOB, &digest_key(repo, digest))?
+            .map(|(l, _)| l.size))
+    }
+
+    /// Links blob `digest` of `size` bytes into `repo`.
+    pub fn link_blob(&self, repo: &str, digest: &Digest, size: u64) -> Result<(), RegistryError> {
+        Ok(self.0.put_json(
+            KIND_BLOB,
+            &digest_key(repo, digest),
+            &BlobLink { size },
+            Expect::Any,
+        )?)
+    }
+
+    /// Ops deleting every record of `repo` (repository, images, tags, blob links).
+    pub fn delete_repository_ops(&self, repo: &str) -> Result<Vec<Op>, RegistryError> {
+        let mut ops = vec![Op::delete(KIND_REPOSITORY, repo, Expect::Any)];
+        for (kind, prefix) in [
+            (KIND_IMAGE, format!("{repo}@")),
+            (KIND_TAG, format!("{repo}:")),
+            (KIND_BLOB, format!("{repo}@")),
+        ] {
+            for r in self.0.list(kind, &prefix)? {
+                ops.push(Op::delete(kind, &r.key, Expect::Any));
+            }
+        }
+        Ok(ops)
+    }
+}
