@@ -1,0 +1,405 @@
+//! Image pull over the OCI distribution API, with a content-addressed blob cache under
+//! `<data_dir>/blobs/sha256/<hex>` (manifests, configs and layers, each verified by digest).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::resolve::{resolve, Resolved};
+use crate::snapshot::{chain_ids, digest_hex, Compression, Snapshots};
+use crate::AgentError;
+
+const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const MT_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+#[derive(Debug, Clone, Deserialize)]
+struct Descriptor {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    digest: String,
+    #[serde(default)]
+    platform: Option<Platform>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Platform {
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+/// Either a manifest or an index (the fields that matter).
+#[derive(Debug, Deserialize)]
+struct AnyManifest {
+    #[serde(rename = "mediaType", default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Option<Vec<Descriptor>>,
+    #[serde(default)]
+    manifests: Option<Vec<Descriptor>>,
+}
+
+/// The parts of an image configuration the agent uses.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct ImageConfig {
+    #[serde(default)]
+    pub config: Option<RunConfig>,
+    #[serde(default)]
+    pub rootfs: Option<RootFs>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct RunConfig {
+    #[serde(rename = "Entrypoint", default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(rename = "Cmd", default)]
+    pub cmd: Option<Vec<String>>,
+    #[serde(rename = "Env", default)]
+    pub env: Option<Vec<String>>,
+    #[serde(rename = "WorkingDir", default)]
+    pub working_dir: Option<String>,
+    #[serde(rename = "User", default)]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct RootFs {
+    #[serde(default)]
+    pub diff_ids: Vec<String>,
+}
+
+/// A pulled image, ready to mount.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// Digest of the (platform) manifest that is run.
+    pub digest: String,
+    pub config: ImageConfig,
+    /// Snapshot `fs` directories, bottom layer first.
+    pub layers: Vec<PathBuf>,
+}
+
+/// A pull failure, shaped as ECS reports it.
+#[derive(Debug)]
+pub struct PullError {
+    pub message: String,
+}
+
+pub struct Puller {
+    client: reqwest::Client,
+    server_url: String,
+    blobs: PathBuf,
+    snapshots: Arc<Snapshots>,
+}
+
+fn sha256_digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+fn host_platform() -> (&'static str, Option<&'static str>) {
+    match std::env::consts::ARCH {
+        "x86_64" => ("amd64", None),
+        "aarch64" => ("arm64", Some("v8")),
+        "arm" => ("arm", Some("v7")),
+        "x86" => ("386", None),
+        other => (other, None),
+    }
+}
+
+enum FetchError {
+    NotFound,
+    Other(String),
+}
+
+impl Puller {
+    pub fn new(
+        client: reqwest::Client,
+        server_url: &str,
+        data_dir: &Path,
+        snapshots: Arc<Snapshots>,
+    ) -> Result<Puller, AgentError> {
+        let blobs = data_dir.join("blobs").join("sha256");
+        std::fs::create_dir_all(&blobs)?;
+        Ok(Puller {
+            client,
+            server_url: server_url.trim_end_matches('/').to_string(),
+            blobs,
+            snapshots,
+        })
+    }
+
+    fn blob_path(&self, digest: &str) -> Result<PathBuf, AgentError> {
+        Ok(self.blobs.join(digest_hex(digest)?))
+    }
+
+    async fn read_cached(&self, digest: &str) -> Option<Vec<u8>> {
+        let p = self.blob_path(digest).ok()?;
+        tokio::fs::read(p).await.ok()
+    }
+
+    async fn store_small(&self, digest: &str, data: &[u8]) -> Result<(), AgentError> {
+        let p = self.blob_path(digest)?;
+        let tmp = p.with_extension(format!("tmp-{}", rand_suffix()));
+        tokio::fs::write(&tmp, data).await?;
+        tokio::fs::rename(&tmp, &p).await?;
+        Ok(())
+    }
+
+    /// Pulls `image` (as written): manifests, config, and the layers whose snapshots are
+    /// missing. The error message is ECS's `CannotPullContainerError: ...`.
+    pub async fn pull(&self, image: &str) -> Result<Image, PullError> {
+        let r = resolve(image, &self.server_url).map_err(|e| PullError {
+            message: format!("CannotPullContainerError: {e}"),
+        })?;
+        let fail = |what: String| {
+            PullError {
+            message: format!(
+                "CannotPullContainerError: pull image manifest has been retried 1 time(s): failed to resolve ref {image}: {what}"
+            ),
+        }
+        };
+        match self.pull_resolved(&r).await {
+            Ok(img) => Ok(img),
+            Err(FetchError::NotFound) => Err(fail(format!("{}: not found", r.display))),
+            Err(FetchError::Other(e)) => Err(fail(format!("{}: {e}", r.display))),
+        }
+    }
+
+    async fn get_manifest(
+        &self,
+        r: &Resolved,
+        reference: &str,
+    ) -> Result<(Vec<u8>, String), FetchError> {
+        // A digest reference already in the cache costs no request.
+        if reference.starts_with("sha256:") {
+            if let Some(b) = self.read_cached(reference).await {
+                if sha256_digest(&b) == reference {
+                    return Ok((b, reference.to_string()));
+                }
+            }
+        }
+        let url = format!("{}/v2/{}/manifests/{}", r.base_url, r.repository, reference);
+        let accept =
+            format!("{MT_OCI_MANIFEST}, {MT_OCI_INDEX}, {MT_DOCKER_MANIFEST}, {MT_DOCKER_LIST}");
+        let resp = self
+            .send_retry(|| self.client.get(&url).header("Accept", &accept))
+            .await?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| FetchError::Other(format!("reading manifest: {e}")))?;
+        let digest = sha256_digest(&body);
+        if reference.starts_with("sha256:") && digest != reference {
+            return Err(FetchError::Other(format!(
+                "manifest digest mismatch: got {digest}, expected {reference}"
+            )));
+        }
+        let _ = self.store_small(&digest, &body).await;
+        Ok((body.to_vec(), digest))
+    }
+
+    /// Sends a request, retrying once on a connection error or 5xx.
+    async fn send_retry<F>(&self, make: F) -> Result<reqwest::Response, FetchError>
+    where
+        F: Fn() -> reqwest::RequestBuilder,
+    {
+        let mut last = String::new();
+        for attempt in 0..2 {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            match make().send().await {
+                Ok(resp) => {
+                    let st = resp.status();
+                    if st.is_success() {
+                        return Ok(resp);
+                    }
+                    if st == reqwest::StatusCode::NOT_FOUND {
+                        return Err(FetchError::NotFound);
+                    }
+                    let body = resp.text().await.unwrap_or_default();
+                    last = format!(
+                        "unexpected status {st}: {}",
+                        body.chars().take(200).collect::<String>()
+                    );
+                    if st.is_client_error() {
+                        return Err(FetchError::Other(last));
+                    }
+                }
+                Err(e) => last = format!("{e}"),
+            }
+        }
+        Err(FetchError::Other(last))
+    }
+
+    async fn pull_resolved(&self, r: &Resolved) -> Result<Image, FetchError> {
+        let (mut body, mut digest) = self.get_manifest(r, &r.reference).await?;
+        let mut m: AnyManifest = serde_json::from_slice(&body)
+            .map_err(|e| FetchError::Other(format!("invalid manifest: {e}")))?;
+        if let Some(list) = &m.manifests {
+            if m.config.is_none() {
+                let (arch, variant) = host_platform();
+                let pick = list
+                    .iter()
+                    .filter(|d| {
+                        d.platform
+                            .as_ref()
+                            .is_some_and(|p| p.os == "linux" && p.architecture == arch)
+                    })
+                    .max_by_key(|d| {
+                        let v = d.platform.as_ref().and_then(|p| p.variant.as_deref());
+                        (v == variant) as u8
+                    })
+                    .ok_or_else(|| {
+                        FetchError::Other(format!(
+                            "no matching manifest for linux/{arch} in the manifest list entries"
+                        ))
+                    })?
+                    .clone();
+                let _ = &pick.media_type;
+                (body, digest) = self.get_manifest(r, &pick.digest).await?;
+                m = serde_json::from_slice(&body)
+                    .map_err(|e| FetchError::Other(format!("invalid manifest: {e}")))?;
+            }
+        }
+        let _ = m.media_type;
+        let config_desc = m
+            .config
+            .ok_or_else(|| FetchError::Other("manifest has no config".into()))?;
+        let layers = m.layers.unwrap_or_default();
+        let config_bytes = match self.read_cached(&config_desc.digest).await {
+            Some(b) if sha256_digest(&b) == config_desc.digest => b,
+            _ => {
+                let url = format!(
+                    "{}/v2/{}/blobs/{}",
+                    r.base_url, r.repository, config_desc.digest
+                );
+                let resp = self.send_retry(|| self.client.get(&url)).await?;
+                let b = resp
+                    .bytes()
+                    .await
+                    .map_err(|e| FetchError::Other(format!("reading config: {e}")))?;
+                if sha256_digest(&b) != config_desc.digest {
+                    return Err(FetchError::Other(format!(
+                        "config digest mismatch for {}",
+                        config_desc.digest
+                    )));
+                }
+                let _ = self.store_small(&config_desc.digest, &b).await;
+                b.to_vec()
+            }
+        };
+        let config: ImageConfig = serde_json::from_slice(&config_bytes)
+            .map_err(|e| FetchError::Other(format!("invalid image config: {e}")))?;
+        let diff_ids = config
+            .rootfs
+            .as_ref()
+            .map(|r| r.diff_ids.clone())
+            .unwrap_or_default();
+        if diff_ids.len() != layers.len() {
+            return Err(FetchError::Other(format!(
+                "image config lists {} diff ids for {} layers",
+                diff_ids.len(),
+                layers.len()
+            )));
+        }
+        let chains = chain_ids(&diff_ids);
+        // Every missing layer is fetched and unpacked at once; each snapshot holds one diff.
+        let jobs =
+            layers
+                .iter()
+                .zip(diff_ids.iter())
+                .zip(chains.iter())
+                .map(|((l, d), c)| async move {
+                    if self.snapshots.exists(c) {
+                        return self
+                            .snapshots
+                            .fs_dir(c)
+                            .map_err(|e| FetchError::Other(e.to_string()));
+                    }
+                    let comp = Compression::from_media_type(&l.media_type).ok_or_else(|| {
+                        FetchError::Other(format!(
+                            "unsupported layer media type {:?}",
+                            l.media_type
+                        ))
+                    })?;
+                    let blob = self.fetch_blob(r, &l.digest).await?;
+                    self.snapshots
+                        .ensure(c, d, blob, comp)
+                        .await
+                        .map_err(|e| FetchError::Other(e.to_string()))
+                });
+        let dirs = futures_util::future::join_all(jobs).await;
+        let mut out = Vec::with_capacity(dirs.len());
+        for d in dirs {
+            out.push(d?);
+        }
+        Ok(Image {
+            digest,
+            config,
+            layers: out,
+        })
+    }
+
+    /// Downloads a blob into the cache (streaming, verifying the digest), unless present.
+    async fn fetch_blob(&self, r: &Resolved, digest: &str) -> Result<PathBuf, FetchError> {
+        let path = self
+            .blob_path(digest)
+            .map_err(|e| FetchError::Other(e.to_string()))?;
+        if tokio::fs::metadata(&path).await.is_ok() {
+            return Ok(path);
+        }
+        let url = format!("{}/v2/{}/blobs/{}", r.base_url, r.repository, digest);
+        let resp = self.send_retry(|| self.client.get(&url)).await?;
+        let tmp = path.with_extension(format!("tmp-{}", rand_suffix()));
+        let res = async {
+            let mut f = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut h = Sha256::new();
+            let mut stream = resp.bytes_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| format!("reading blob {digest}: {e}"))?;
+                h.update(&chunk);
+                f.write_all(&chunk).await.map_err(|e| e.to_string())?;
+            }
+            f.flush().await.map_err(|e| e.to_string())?;
+            let got = format!("sha256:{}", hex::encode(h.finalize()));
+            if got != digest {
+                return Err(format!(
+                    "blob digest mismatch: got {got}, expected {digest}"
+                ));
+            }
+            tokio::fs::rename(&tmp, &path)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = res {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(FetchError::Other(e));
+        }
+        Ok(path)
+    }
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}

@@ -1,0 +1,134 @@
+//! `berth server`: one HTTP port for the awsJson APIs (`POST /`, dispatched on `X-Amz-Target`),
+//! the OCI registry (`/v2/`), and the agent protocol (`/_berth/agent/`); plus the local agent.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::serve::ListenerExt;
+use axum::Router;
+use berth_api::proto::{self, AwsError};
+use berth_control::ControlPlane;
+use berth_registry::Registry;
+
+use crate::ServerArgs;
+
+struct Apis {
+    control: Arc<ControlPlane>,
+    registry: Arc<Registry>,
+}
+
+fn aws_response(result: Result<serde_json::Value, AwsError>) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let (status, body) = match result {
+        Ok(v) => (StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default()),
+        Err(e) => (
+            StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+            e.body(),
+        ),
+    };
+    let mut resp = (status, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        "content-type",
+        HeaderValue::from_static(proto::CONTENT_TYPE),
+    );
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        h.insert("x-amzn-requestid", v);
+    }
+    resp
+}
+
+/// `POST /`: awsJson1.1 dispatch on the `X-Amz-Target` prefix.
+async fn aws_json(State(apis): State<Arc<Apis>>, headers: HeaderMap, body: Bytes) -> Response {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let Some((prefix, op)) = proto::split_target(target) else {
+        return aws_response(Err(AwsError::unknown_operation()));
+    };
+    let result = match prefix {
+        proto::ECS_PREFIX => apis.control.handle_ecs(op, &body).await,
+        proto::ECR_PREFIX => apis.registry.handle_ecr(op, &body).await,
+        proto::LOGS_PREFIX => apis.control.handle_logs(op, &body).await,
+        _ => Err(AwsError::unknown_operation()),
+    };
+    if let Err(e) = &result {
+        tracing::debug!(target, error = %e, "request failed");
+    }
+    aws_response(result)
+}
+
+async fn index() -> &'static str {
+    "berth: ECS, ECR and CloudWatch Logs APIs on POST /, the OCI registry on /v2/\n"
+}
+
+/// Runs the server until the process is stopped.
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&args.data_dir)?;
+    let store = Arc::new(berth_store::SqliteStore::open(&data_dir.join("state.db"))?);
+    let scope = berth_core::arn::Scope {
+        region: args.region.clone(),
+        account: args.account_id.clone(),
+    };
+    let host = if args.listen.ip().is_unspecified() {
+        format!("127.0.0.1:{}", args.listen.port())
+    } else {
+        args.listen.to_string()
+    };
+    let registry = Arc::new(Registry::open(
+        &data_dir.join("registry"),
+        store.clone(),
+        scope.clone(),
+        host.clone(),
+    )?);
+    let control = berth_control::control_plane(store, scope, "local".to_string());
+    let agent_config = berth_agent::AgentConfig {
+        server_url: format!("http://{host}"),
+        data_dir: data_dir.join("agent"),
+        runtime: args.runtime.clone(),
+        instance_id: "local".to_string(),
+    };
+    if !args.no_agent {
+        berth_agent::preflight(&agent_config)?;
+        let n = control.stop_orphaned_tasks()?;
+        if n > 0 {
+            tracing::warn!(tasks = n, "marked tasks of the previous run STOPPED");
+        }
+    }
+    let apis = Arc::new(Apis {
+        control: control.clone(),
+        registry: registry.clone(),
+    });
+    let app = Router::new()
+        .route("/", post(aws_json).get(index))
+        .with_state(apis)
+        .merge(registry.router())
+        .merge(berth_control::agent_api::router(control));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?
+        // Small JSON replies must not wait for delayed ACKs.
+        .tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+    tracing::info!(listen = %args.listen, data_dir = %data_dir.display(), "berth server ready");
+    if !args.no_agent {
+        tokio::spawn(async move {
+            if let Err(e) = berth_agent::run(agent_config).await {
+                tracing::error!(error = %e, "agent stopped");
+            }
+        });
+    }
+    axum::serve(listener, app)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    Ok(())
+}
