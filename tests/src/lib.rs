@@ -350,6 +350,9 @@ impl Drop for Server {
     }
 }
 
+/// An HTTP reply: status, headers (names lowercased), body.
+pub type HttpReply = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// A minimal HTTP/1.1 request on loopback (for raw-protocol tests): returns
 /// (status, headers lowercased, body).
 pub fn http(
@@ -358,7 +361,7 @@ pub fn http(
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+) -> std::io::Result<HttpReply> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut req = format!(
