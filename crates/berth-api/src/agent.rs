@@ -72,6 +72,30 @@ pub struct ContainerSpec {
     pub readonly_root_filesystem: bool,
     /// Where stdout/stderr lines go (`awslogs`); `None` drops them.
     pub log: Option<LogDestination>,
+    /// The container health check (ECS `healthCheck`), run inside the container.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckSpec>,
+    /// Containers that must reach a condition before this one starts (ECS `dependsOn`).
+    #[serde(default)]
+    pub depends_on: Vec<ContainerDependencySpec>,
+}
+
+/// ECS `HealthCheck`: `command` is `["CMD", exe, args...]` or `["CMD-SHELL", "shell command"]`;
+/// times in seconds (defaults: interval 30, timeout 5, retries 3, start period 0).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct HealthCheckSpec {
+    pub command: Vec<String>,
+    pub interval: u32,
+    pub timeout: u32,
+    pub retries: u32,
+    pub start_period: u32,
+}
+
+/// ECS `ContainerDependency`: `condition` is START, COMPLETE, SUCCESS or HEALTHY.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ContainerDependencySpec {
+    pub container_name: String,
+    pub condition: String,
 }
 
 /// A CloudWatch Logs destination for a container's output.
@@ -112,6 +136,9 @@ pub struct ContainerStateReport {
     pub runtime_id: Option<String>,
     /// `sha256:...` of the manifest that was run.
     pub image_digest: Option<String>,
+    /// `HEALTHY`, `UNHEALTHY` or `UNKNOWN` (containers with a health check only).
+    #[serde(default)]
+    pub health_status: Option<String>,
 }
 
 /// A batch of log events from container output.

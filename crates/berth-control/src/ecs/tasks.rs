@@ -1,7 +1,10 @@
 //! RunTask, StopTask, DescribeTasks, ListTasks (ECS API reference), and how agent reports move a
 //! task through its life cycle (PROVISIONING -> PENDING -> RUNNING -> STOPPED).
 
-use berth_api::agent::{ContainerSpec, LogDestination, TaskSpec, TaskStateReport};
+use berth_api::agent::{
+    ContainerDependencySpec, ContainerSpec, HealthCheckSpec, LogDestination, TaskSpec,
+    TaskStateReport,
+};
 use berth_api::ecs::{
     Attachment, Container, DescribeTasksRequest, Failure, KeyValuePair, ListRequest,
     RunTaskRequest, StopTaskRequest, Task, TaskOverride,
@@ -92,6 +95,41 @@ fn container_spec(
             .or(def.memory_reservation)),
         readonly_root_filesystem: def.readonly_root_filesystem.unwrap_or(false),
         log,
+        health_check: def.health_check.as_ref().map(|h| HealthCheckSpec {
+            command: h.command.clone(),
+            interval: h.interval.unwrap_or(30).clamp(5, 300) as u32,
+            timeout: h.timeout.unwrap_or(5).clamp(2, 60) as u32,
+            retries: h.retries.unwrap_or(3).clamp(1, 10) as u32,
+            start_period: h.start_period.unwrap_or(0).clamp(0, 300) as u32,
+        }),
+        depends_on: def
+            .depends_on
+            .iter()
+            .flatten()
+            .map(|d| ContainerDependencySpec {
+                container_name: d.container_name.clone(),
+                condition: d.condition.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Task `healthStatus` from its essential containers that have a health check: UNHEALTHY if
+/// any is, HEALTHY if all are, UNKNOWN otherwise (ECS "Container health checks").
+fn task_health(spec: &TaskSpec, containers: &[Container]) -> String {
+    let checked: Vec<&str> = spec
+        .containers
+        .iter()
+        .filter(|c| c.essential && c.health_check.is_some())
+        .filter_map(|c| containers.iter().find(|x| x.name == c.name))
+        .map(|c| c.health_status.as_str())
+        .collect();
+    if checked.contains(&"UNHEALTHY") {
+        "UNHEALTHY".into()
+    } else if !checked.is_empty() && checked.iter().all(|h| *h == "HEALTHY") {
+        "HEALTHY".into()
+    } else {
+        "UNKNOWN".into()
     }
 }
 
@@ -490,8 +528,12 @@ impl ControlPlane {
                     tc.reason = c.reason.clone().or(tc.reason.take());
                     tc.runtime_id = c.runtime_id.clone().or(tc.runtime_id.take());
                     tc.image_digest = c.image_digest.clone().or(tc.image_digest.take());
+                    if let Some(h) = &c.health_status {
+                        tc.health_status = h.clone();
+                    }
                 }
             }
+            t.health_status = task_health(&rec.spec, &t.containers);
             if t.last_status == "STOPPED" {
                 let now = epoch_now();
                 t.desired_status = "STOPPED".into();
