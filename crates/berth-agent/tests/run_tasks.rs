@@ -319,6 +319,11 @@ fn container(name: &str, image: &str, script: &str, task_id: &str) -> ContainerS
 
 /// Nothing of the task may be left: mounts, cgroups, runtime containers, task dir.
 fn assert_clean(runtime: &str, data_dir: &Path, task_id: &str) {
+    // The task directory goes last, after the STOPPED report: give a loaded machine time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while data_dir.join("tasks").join(task_id).exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mi.contains(task_id), "mount left for {task_id}");
     for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {

@@ -1,8 +1,24 @@
 //! ECR operations (awsJson1.1, model `ecr/2015-09-21`; shapes and error names from botocore's
 //! `service-2.json`) on the registry's data, and the AWS error table for [`RegistryError`].
 //!
-//! Served: CreateRepository, DescribeRepositories, DeleteRepository, GetAuthorizationToken,
-//! ListImages, DescribeImages, BatchGetImage. Anything else is `UnknownOperationException`.
+//! Served, by module:
+//! - here: CreateRepository, DescribeRepositories, DeleteRepository, GetAuthorizationToken;
+//! - [`images`]: ListImages, DescribeImages, BatchGetImage, PutImage, BatchDeleteImage;
+//! - [`layers`]: BatchCheckLayerAvailability, InitiateLayerUpload, UploadLayerPart,
+//!   CompleteLayerUpload, GetDownloadUrlForLayer;
+//! - [`settings`]: PutImageTagMutability, PutImageScanningConfiguration,
+//!   Set/Get/DeleteRepositoryPolicy, TagResource, UntagResource, ListTagsForResource,
+//!   DescribeRegistry;
+//! - [`lifecycle_ops`]: Put/Get/DeleteLifecyclePolicy, Start/GetLifecyclePolicyPreview.
+//!
+//! Anything else is `UnknownOperationException`.
+
+mod images;
+mod layers;
+mod lifecycle_ops;
+mod settings;
+
+pub(crate) use images::images_with_tags;
 
 use base64::Engine as _;
 use berth_api::proto::{parse_body, AwsError};
@@ -10,10 +26,8 @@ use berth_store::{Expect, Op, StoreError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::digest::Digest;
-use crate::images::Reference;
 use crate::names::{valid_repository_name, REPOSITORY_NAME_PATTERN};
-use crate::records::{ImageRecord, RepositoryRecord, ResourceTag, KIND_REPOSITORY};
+use crate::records::{ExclusionFilter, RepositoryRecord, ResourceTag, KIND_REPOSITORY};
 use crate::{Registry, RegistryError};
 
 /// The AWS `__type` and message for each [`RegistryError`] kind (the one ECR table).
@@ -35,10 +49,19 @@ pub fn aws_error(account: &str, e: &RegistryError) -> AwsError {
         InvalidTagParameter(m) => AwsError::client("InvalidTagParameterException", m.clone()),
         TooManyTags(m) => AwsError::client("TooManyTagsException", m.clone()),
         ManifestUnknown(m) => AwsError::client("ImageNotFoundException", m.clone()),
-        ManifestBlobUnknown(m) | BlobUnknown(m) => AwsError::client("LayersNotFoundException", m.clone()),
-        TagInvalid(m) => AwsError::client("ImageTagAlreadyExistsException", m.clone()),
+        ManifestBlobUnknown(m) | BlobUnknown(m) | LayersNotFound(m) => AwsError::client("LayersNotFoundException", m.clone()),
+        ReferencedImagesUnknown(m) => AwsError::client("ReferencedImagesNotFoundException", m.clone()),
+        TagImmutable(m) => AwsError::client("ImageTagAlreadyExistsException", m.clone()),
+        ImageAlreadyExists(m) => AwsError::client("ImageAlreadyExistsException", m.clone()),
         DigestInvalid(m) => AwsError::client("ImageDigestDoesNotMatchException", m.clone()),
         UploadUnknown(m) => AwsError::client("UploadNotFoundException", m.clone()),
+        InvalidLayerPart(m) => AwsError::client("InvalidLayerPartException", m.clone()),
+        InvalidLayer(m) => AwsError::client("InvalidLayerException", m.clone()),
+        LayerAlreadyExists(m) => AwsError::client("LayerAlreadyExistsException", m.clone()),
+        EmptyUpload(m) => AwsError::client("EmptyUploadException", m.clone()),
+        LifecyclePolicyNotFound(m) => AwsError::client("LifecyclePolicyNotFoundException", m.clone()),
+        LifecyclePreviewNotFound(m) => AwsError::client("LifecyclePolicyPreviewNotFoundException", m.clone()),
+        RepositoryPolicyNotFound(m) => AwsError::client("RepositoryPolicyNotFoundException", m.clone()),
         Store(_) | Io(_) => AwsError::server(e.to_string()),
         InvalidParameter(m) => AwsError::invalid_parameter(m.clone()),
         other => AwsError::invalid_parameter(other.to_string()),
@@ -55,9 +78,33 @@ pub(crate) async fn handle(reg: &Registry, op: &str, body: &[u8]) -> Result<Valu
             let _: Value = parse_body(body)?;
             Ok(get_authorization_token(reg))
         }
-        "ListImages" => list_images(reg, parse_body(body)?),
-        "DescribeImages" => describe_images(reg, parse_body(body)?),
-        "BatchGetImage" => batch_get_image(reg, parse_body(body)?).await,
+        "ListImages" => images::list_images(reg, parse_body(body)?),
+        "DescribeImages" => images::describe_images(reg, parse_body(body)?),
+        "BatchGetImage" => images::batch_get_image(reg, parse_body(body)?).await,
+        "PutImage" => images::put_image(reg, parse_body(body)?).await,
+        "BatchDeleteImage" => images::batch_delete_image(reg, parse_body(body)?),
+        "BatchCheckLayerAvailability" => layers::batch_check(reg, parse_body(body)?).await,
+        "InitiateLayerUpload" => layers::initiate(reg, parse_body(body)?).await,
+        "UploadLayerPart" => layers::upload_part(reg, parse_body(body)?).await,
+        "CompleteLayerUpload" => layers::complete(reg, parse_body(body)?).await,
+        "GetDownloadUrlForLayer" => layers::download_url(reg, parse_body(body)?).await,
+        "PutImageTagMutability" => settings::put_tag_mutability(reg, parse_body(body)?),
+        "PutImageScanningConfiguration" => settings::put_scanning(reg, parse_body(body)?),
+        "SetRepositoryPolicy" => settings::set_policy(reg, parse_body(body)?),
+        "GetRepositoryPolicy" => settings::get_policy(reg, parse_body(body)?),
+        "DeleteRepositoryPolicy" => settings::delete_policy(reg, parse_body(body)?),
+        "TagResource" => settings::tag_resource(reg, parse_body(body)?),
+        "UntagResource" => settings::untag_resource(reg, parse_body(body)?),
+        "ListTagsForResource" => settings::list_tags(reg, parse_body(body)?),
+        "DescribeRegistry" => {
+            let _: Value = parse_body(body)?;
+            Ok(settings::describe_registry(reg))
+        }
+        "PutLifecyclePolicy" => lifecycle_ops::put(reg, parse_body(body)?),
+        "GetLifecyclePolicy" => lifecycle_ops::get(reg, parse_body(body)?),
+        "DeleteLifecyclePolicy" => lifecycle_ops::delete(reg, parse_body(body)?),
+        "StartLifecyclePolicyPreview" => lifecycle_ops::start_preview(reg, parse_body(body)?),
+        "GetLifecyclePolicyPreview" => lifecycle_ops::get_preview(reg, parse_body(body)?),
         _ => return Err(AwsError::unknown_operation()),
     };
     res.map_err(|e| aws_error(&account, &e))
@@ -111,7 +158,7 @@ impl Registry {
         if let Some(k) = &r.kms_key {
             enc["kmsKey"] = json!(k);
         }
-        json!({
+        let mut v = json!({
             "repositoryArn": self.scope.repository(&r.name),
             "registryId": self.scope.account,
             "repositoryName": r.name,
@@ -120,10 +167,15 @@ impl Registry {
             "imageTagMutability": r.image_tag_mutability,
             "imageScanningConfiguration": {"scanOnPush": r.scan_on_push},
             "encryptionConfiguration": enc,
-        })
+        });
+        if !r.exclusion_filters.is_empty() {
+            v["imageTagMutabilityExclusionFilters"] = json!(r.exclusion_filters);
+        }
+        v
     }
 }
 
+/// `imageScanningConfiguration`.
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct ScanningConfiguration {
@@ -145,6 +197,7 @@ struct CreateRepositoryRequest {
     #[serde(default)]
     tags: Vec<ResourceTag>,
     image_tag_mutability: Option<String>,
+    image_tag_mutability_exclusion_filters: Option<Vec<ExclusionFilter>>,
     image_scanning_configuration: Option<ScanningConfiguration>,
     encryption_configuration: Option<EncryptionConfiguration>,
 }
@@ -157,34 +210,10 @@ fn create_repository(reg: &Registry, req: CreateRepositoryRequest) -> Result<Val
             &format!("must satisfy regular expression '{REPOSITORY_NAME_PATTERN}' and have length between 2 and 256"),
         ));
     }
-    if req.tags.len() > 50 {
-        return Err(RegistryError::TooManyTags(
-            "A resource can have at most 50 tags".into(),
-        ));
-    }
-    for t in &req.tags {
-        if t.key.is_empty() || t.key.len() > 128 || t.value.len() > 256 || t.key.starts_with("aws:")
-        {
-            return Err(RegistryError::InvalidTagParameter(format!(
-                "Invalid tag key or value: {:?}",
-                t.key
-            )));
-        }
-    }
+    settings::validate_tags(&req.tags)?;
     let mutability = req.image_tag_mutability.unwrap_or_else(|| "MUTABLE".into());
-    if ![
-        "MUTABLE",
-        "IMMUTABLE",
-        "IMMUTABLE_WITH_EXCLUSION",
-        "MUTABLE_WITH_EXCLUSION",
-    ]
-    .contains(&mutability.as_str())
-    {
-        return Err(invalid(
-            "imageTagMutability",
-            "Member must satisfy enum value set: [MUTABLE, IMMUTABLE, IMMUTABLE_WITH_EXCLUSION, MUTABLE_WITH_EXCLUSION]",
-        ));
-    }
+    let exclusion_filters =
+        settings::validate_mutability(&mutability, req.image_tag_mutability_exclusion_filters)?;
     let (encryption_type, kms_key) = match req.encryption_configuration {
         None => ("AES256".to_string(), None),
         Some(e) if ["AES256", "KMS", "KMS_DSSE"].contains(&e.encryption_type.as_str()) => {
@@ -208,6 +237,7 @@ fn create_repository(reg: &Registry, req: CreateRepositoryRequest) -> Result<Val
         encryption_type,
         kms_key,
         tags: req.tags,
+        exclusion_filters,
     };
     match reg.store.commit(vec![Op::put(
         KIND_REPOSITORY,
@@ -282,237 +312,8 @@ fn get_authorization_token(reg: &Registry) -> Value {
     }]})
 }
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct ListImagesFilter {
-    tag_status: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ListImagesRequest {
-    repository_name: Option<String>,
-    filter: Option<ListImagesFilter>,
-    next_token: Option<String>,
-    max_results: Option<i64>,
-}
-
-/// `(image, tags)` for every image of `repo`.
-fn images_with_tags(
-    reg: &Registry,
-    repo: &str,
-) -> Result<Vec<(ImageRecord, Vec<String>)>, RegistryError> {
-    let tags = reg.records().tags(repo)?;
-    Ok(reg
-        .records()
-        .images(repo)?
-        .into_iter()
-        .map(|i| {
-            let t = tags
-                .iter()
-                .filter(|(_, d)| *d == i.digest)
-                .map(|(t, _)| t.clone())
-                .collect();
-            (i, t)
-        })
-        .collect())
-}
-
-fn list_images(reg: &Registry, req: ListImagesRequest) -> Result<Value, RegistryError> {
-    let name = req.repository_name.unwrap_or_default();
-    reg.records().repository(&name)?;
-    let status = req
-        .filter
-        .unwrap_or_default()
-        .tag_status
-        .unwrap_or_else(|| "ANY".into());
-    let mut ids = Vec::new();
-    for (image, tags) in images_with_tags(reg, &name)? {
-        if tags.is_empty() && status != "TAGGED" {
-            ids.push(json!({"imageDigest": image.digest}));
-        }
-        if status != "UNTAGGED" {
-            for t in tags {
-                ids.push(json!({"imageDigest": image.digest, "imageTag": t}));
-            }
-        }
-    }
-    let (page, next) = paginate(ids, req.max_results, req.next_token.as_deref())?;
-    let mut out = json!({"imageIds": page});
-    if let Some(t) = next {
-        out["nextToken"] = json!(t);
-    }
-    Ok(out)
-}
-
-#[derive(Deserialize, Clone, Debug)]
-#[serde(rename_all = "camelCase")]
-struct ImageId {
-    image_digest: Option<String>,
-    image_tag: Option<String>,
-}
-
-impl ImageId {
-    fn json(&self) -> Value {
-        let mut v = json!({});
-        if let Some(d) = &self.image_digest {
-            v["imageDigest"] = json!(d);
-        }
-        if let Some(t) = &self.image_tag {
-            v["imageTag"] = json!(t);
-        }
-        v
-    }
-}
-
-/// Resolves an ECR imageId (digest and/or tag) in `repo`; `None` when it names no image.
-fn resolve_id(
-    reg: &Registry,
-    repo: &str,
-    id: &ImageId,
-) -> Result<Option<ImageRecord>, RegistryError> {
-    let by = |r: Result<Reference, RegistryError>| -> Result<Option<ImageRecord>, RegistryError> {
-        match r.and_then(|r| reg.resolve(repo, &r)) {
-            Ok(i) => Ok(Some(i)),
-            Err(
-                RegistryError::ManifestUnknown(_)
-                | RegistryError::DigestInvalid(_)
-                | RegistryError::TagInvalid(_),
-            ) => Ok(None),
-            Err(e) => Err(e),
-        }
-    };
-    let by_digest = id
-        .image_digest
-        .as_deref()
-        .map(|d| by(Digest::parse(d).map(Reference::Digest)))
-        .transpose()?;
-    let by_tag = id
-        .image_tag
-        .as_deref()
-        .map(|t| by(Reference::parse(t)))
-        .transpose()?;
-    Ok(match (by_digest, by_tag) {
-        (Some(d), Some(t)) => d
-            .zip(t)
-            .filter(|(a, b)| a.digest == b.digest)
-            .map(|(a, _)| a),
-        (Some(d), None) => d,
-        (None, Some(t)) => t,
-        (None, None) => None,
-    })
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct DescribeImagesRequest {
-    repository_name: Option<String>,
-    image_ids: Option<Vec<ImageId>>,
-    next_token: Option<String>,
-    max_results: Option<i64>,
-}
-
-fn describe_images(reg: &Registry, req: DescribeImagesRequest) -> Result<Value, RegistryError> {
-    let name = req.repository_name.unwrap_or_default();
-    reg.records().repository(&name)?;
-    let all = images_with_tags(reg, &name)?;
-    let selected: Vec<(ImageRecord, Vec<String>)> = match req.image_ids {
-        None => all,
-        Some(ids) => {
-            let mut out = Vec::new();
-            for id in ids {
-                let image = resolve_id(reg, &name, &id)?.ok_or_else(|| {
-                    RegistryError::ManifestUnknown(format!(
-                        "The image with imageId {{imageDigest:'{}', imageTag:'{}'}} does not exist within the repository with name '{name}' in the registry with id '{}'",
-                        id.image_digest.as_deref().unwrap_or("null"),
-                        id.image_tag.as_deref().unwrap_or("null"),
-                        reg.scope.account
-                    ))
-                })?;
-                if let Some(entry) = all.iter().find(|(i, _)| i.digest == image.digest) {
-                    if !out
-                        .iter()
-                        .any(|(i, _): &(ImageRecord, Vec<String>)| i.digest == image.digest)
-                    {
-                        out.push(entry.clone());
-                    }
-                }
-            }
-            out
-        }
-    };
-    let details: Vec<Value> = selected
-        .into_iter()
-        .map(|(i, tags)| {
-            let mut v = json!({
-                "registryId": reg.scope.account,
-                "repositoryName": name,
-                "imageDigest": i.digest,
-                "imageSizeInBytes": i.image_size,
-                "imagePushedAt": i.pushed_at,
-                "imageManifestMediaType": i.media_type,
-            });
-            if !tags.is_empty() {
-                v["imageTags"] = json!(tags);
-            }
-            if let Some(t) = &i.artifact_type {
-                v["artifactMediaType"] = json!(t);
-            }
-            v
-        })
-        .collect();
-    let (page, next) = paginate(details, req.max_results, req.next_token.as_deref())?;
-    let mut out = json!({"imageDetails": page});
-    if let Some(t) = next {
-        out["nextToken"] = json!(t);
-    }
-    Ok(out)
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct BatchGetImageRequest {
-    repository_name: Option<String>,
-    #[serde(default)]
-    image_ids: Vec<ImageId>,
-}
-
-async fn batch_get_image(
-    reg: &Registry,
-    req: BatchGetImageRequest,
-) -> Result<Value, RegistryError> {
-    let name = req.repository_name.unwrap_or_default();
-    reg.records().repository(&name)?;
-    let (mut images, mut failures) = (Vec::new(), Vec::new());
-    for id in req.image_ids {
-        let found = match resolve_id(reg, &name, &id)? {
-            Some(i) => reg
-                .get_manifest(&name, &Reference::Digest(Digest::parse(&i.digest)?))
-                .await
-                .ok(),
-            None => None,
-        };
-        match found {
-            Some((image, bytes)) => {
-                let mut image_id = id.clone();
-                image_id.image_digest = Some(image.digest.clone());
-                images.push(json!({
-                    "registryId": reg.scope.account,
-                    "repositoryName": name,
-                    "imageId": image_id.json(),
-                    "imageManifest": String::from_utf8_lossy(&bytes),
-                    "imageManifestMediaType": image.media_type,
-                }));
-            }
-            None => failures.push(json!({
-                "imageId": id.json(),
-                "failureCode": "ImageNotFound",
-                "failureReason": "Requested image not found",
-            })),
-        }
-    }
-    Ok(json!({"images": images, "failures": failures}))
-}
-
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_images;

@@ -45,9 +45,50 @@ pub enum RegistryError {
     /// The content is larger than the registry accepts (HTTP 413).
     #[error("too large: {0}")]
     TooLarge(String),
-    /// An invalid tag, or a tag overwrite in an IMMUTABLE repository.
+    /// A malformed tag.
     #[error("tag invalid: {0}")]
     TagInvalid(String),
+    /// A push would move a tag the repository's tag mutability settings make immutable (ECR
+    /// `ImageTagAlreadyExistsException`, OCI `TAG_INVALID`).
+    #[error("{0}")]
+    TagImmutable(String),
+    /// PutImage of an image (and tag) the repository already holds (ECR
+    /// `ImageAlreadyExistsException`).
+    #[error("{0}")]
+    ImageAlreadyExists(String),
+    /// An index references manifests the repository does not hold (ECR
+    /// `ReferencedImagesNotFoundException`, OCI `MANIFEST_BLOB_UNKNOWN`).
+    #[error("manifest references unknown manifest: {0}")]
+    ReferencedImagesUnknown(String),
+    /// GetDownloadUrlForLayer / PutImage: a layer is not in the repository (ECR
+    /// `LayersNotFoundException`).
+    #[error("{0}")]
+    LayersNotFound(String),
+    /// UploadLayerPart: a part that does not continue the upload (ECR
+    /// `InvalidLayerPartException`).
+    #[error("{0}")]
+    InvalidLayerPart(String),
+    /// CompleteLayerUpload: the content does not hash to the given digest (ECR
+    /// `InvalidLayerException`).
+    #[error("{0}")]
+    InvalidLayer(String),
+    /// CompleteLayerUpload of a layer the repository already holds (ECR
+    /// `LayerAlreadyExistsException`).
+    #[error("{0}")]
+    LayerAlreadyExists(String),
+    /// CompleteLayerUpload of an upload that received no bytes (ECR `EmptyUploadException`).
+    #[error("{0}")]
+    EmptyUpload(String),
+    /// No lifecycle policy on the repository (ECR `LifecyclePolicyNotFoundException`).
+    #[error("{0}")]
+    LifecyclePolicyNotFound(String),
+    /// No lifecycle policy preview on the repository (ECR
+    /// `LifecyclePolicyPreviewNotFoundException`).
+    #[error("{0}")]
+    LifecyclePreviewNotFound(String),
+    /// No repository policy on the repository (ECR `RepositoryPolicyNotFoundException`).
+    #[error("{0}")]
+    RepositoryPolicyNotFound(String),
     /// Missing, invalid or expired credentials.
     #[error("unauthorized: {0}")]
     Unauthorized(String),

@@ -2,12 +2,12 @@
 //! blob, record image + tag atomically), resolving a tag or digest, deleting. Shared by the OCI
 //! API and ECR operations.
 
-use berth_store::{Expect, Op, StoreError};
+use berth_store::{Expect, Op, StoreError, StoreExt};
 
 use crate::digest::Digest;
 use crate::manifests::{self, Kind};
 use crate::names::valid_tag;
-use crate::records::{self, ImageRecord, TagRecord, KIND_IMAGE, KIND_TAG};
+use crate::records::{self, ImageRecord, TagRecord, KIND_BLOB, KIND_IMAGE, KIND_TAG};
 use crate::{Registry, RegistryError};
 
 /// A manifest reference from a URL: a tag or a digest.
@@ -36,18 +36,63 @@ impl Reference {
 pub struct Pushed {
     pub digest: Digest,
     pub subject: Option<Digest>,
+    /// Whether the repository held this image before the push.
+    pub existed: bool,
 }
 
 impl Registry {
-    /// Pushes manifest `bytes` (with the request's `content_type`) to `repo` under `reference`.
-    /// Checks: repository exists (`NameUnknown`), size (`TooLarge`), digest references match the
-    /// content (`DigestInvalid`), the manifest is valid (`ManifestInvalid`), every referenced
-    /// blob (image) or manifest (index) is in the repository (`ManifestBlobUnknown`), and an
-    /// IMMUTABLE repository's tag does not move (`TagInvalid`).
+    /// Pushes manifest `bytes` (with the request's `content_type`) to `repo` under `reference`
+    /// (a tag, or the digest the content must have). See [`Registry::push_manifest`].
     pub async fn put_manifest(
         &self,
         repo: &str,
         reference: &Reference,
+        content_type: Option<&str>,
+        bytes: &[u8],
+    ) -> Result<Pushed, RegistryError> {
+        match reference {
+            Reference::Tag(t) => {
+                self.push_manifest(repo, None, std::slice::from_ref(t), content_type, bytes)
+                    .await
+            }
+            Reference::Digest(d) => {
+                self.push_manifest(repo, Some(d), &[], content_type, bytes)
+                    .await
+            }
+        }
+    }
+
+    /// Pushes manifest `bytes` to `repo`, pointing every tag of `tags` at it. The digest is
+    /// sha256 unless `expected` names another algorithm; with `expected` the content must hash to
+    /// it. Checks: repository exists (`NameUnknown`), size (`TooLarge`), digest (`DigestInvalid`),
+    /// validity (`ManifestInvalid`), every referenced blob (image manifest, `ManifestBlobUnknown`)
+    /// or manifest (index, `ReferencedImagesUnknown`) is in the repository, and no immutable tag
+    /// moves (`TagImmutable`, per the repository's tag mutability and exclusion filters). The
+    /// image, its tags and a re-write of every referenced link (so a concurrent delete of a link
+    /// makes the commit fail instead of leaving a dangling reference) commit atomically. After
+    /// the commit the repository's lifecycle policy, if any, is applied.
+    pub async fn push_manifest(
+        &self,
+        repo: &str,
+        expected: Option<&Digest>,
+        tags: &[String],
+        content_type: Option<&str>,
+        bytes: &[u8],
+    ) -> Result<Pushed, RegistryError> {
+        let pushed = self
+            .push_manifest_records(repo, expected, tags, content_type, bytes)
+            .await?;
+        if let Err(e) = self.apply_lifecycle(repo) {
+            tracing::warn!(repo, error = %e, "lifecycle policy after push failed");
+        }
+        Ok(pushed)
+    }
+
+    async fn push_manifest_records(
+        &self,
+        repo: &str,
+        expected: Option<&Digest>,
+        tags: &[String],
         content_type: Option<&str>,
         bytes: &[u8],
     ) -> Result<Pushed, RegistryError> {
@@ -59,8 +104,14 @@ impl Registry {
                 manifests::MAX_MANIFEST_BYTES
             )));
         }
-        let digest = Digest::of(bytes);
-        if let Reference::Digest(d) = reference {
+        for t in tags {
+            if !valid_tag(t) {
+                return Err(RegistryError::TagInvalid(format!("invalid tag {t:?}")));
+            }
+        }
+        let alg = expected.map_or(crate::digest::Algorithm::Sha256, Digest::algorithm);
+        let digest = Digest::of_with(alg, bytes);
+        if let Some(d) = expected {
             if d != &digest {
                 return Err(RegistryError::DigestInvalid(format!(
                     "manifest digest is {digest}, not {d}"
@@ -68,74 +119,102 @@ impl Registry {
             }
         }
         let m = manifests::parse(content_type, bytes)?;
-        let mut image_size = bytes.len() as u64;
-        for r in &m.references {
-            let present = match m.kind {
-                Kind::Image if r.foreign => true,
-                Kind::Image => {
-                    self.records().blob_link(repo, &r.digest)?.is_some()
-                        && self.blobs.size(&r.digest).await?.is_some()
-                }
-                Kind::Index => self.records().image(repo, &r.digest)?.is_some(),
-            };
-            if !present {
-                return Err(RegistryError::ManifestBlobUnknown(r.digest.to_string()));
-            }
-            image_size += r.size;
-        }
         self.blobs.put_bytes(&digest, bytes).await?;
-        let image = ImageRecord {
-            digest: digest.to_string(),
-            media_type: m.media_type.clone(),
-            manifest_size: bytes.len() as u64,
-            image_size,
-            pushed_at: berth_core::epoch_now(),
-            artifact_type: m.artifact_type.clone(),
-            subject: m.subject.as_ref().map(|s| s.to_string()),
-        };
-        // Retry a few times if a concurrent push moves the same tag between read and commit.
+        // Retry a few times if a concurrent push moves a tag or a link between read and commit.
         for _ in 0..5 {
-            let mut ops = vec![Op::put(
-                KIND_IMAGE,
-                &records::digest_key(repo, &digest),
-                &image,
-                Expect::Any,
-            )?];
-            if let Reference::Tag(tag) = reference {
+            let mut ops = Vec::new();
+            let mut image_size = bytes.len() as u64;
+            let mut guarded = std::collections::HashSet::new();
+            for r in &m.references {
+                image_size += r.size;
+                if !guarded.insert(r.digest.clone()) {
+                    continue;
+                }
+                match m.kind {
+                    Kind::Image if r.foreign => {}
+                    Kind::Image => {
+                        let link = self.records().blob_link_record(repo, &r.digest)?;
+                        let present = link.is_some() && self.blobs.size(&r.digest).await?.is_some();
+                        let Some((link, rev)) = link.filter(|_| present) else {
+                            return Err(RegistryError::ManifestBlobUnknown(r.digest.to_string()));
+                        };
+                        ops.push(Op::put(
+                            KIND_BLOB,
+                            &records::digest_key(repo, &r.digest),
+                            &link,
+                            Expect::Revision(rev),
+                        )?);
+                    }
+                    Kind::Index => {
+                        let key = records::digest_key(repo, &r.digest);
+                        let Some((child, rev)) =
+                            self.store.get_json::<ImageRecord>(KIND_IMAGE, &key)?
+                        else {
+                            return Err(RegistryError::ReferencedImagesUnknown(
+                                r.digest.to_string(),
+                            ));
+                        };
+                        ops.push(Op::put(KIND_IMAGE, &key, &child, Expect::Revision(rev))?);
+                    }
+                }
+            }
+            let key = records::digest_key(repo, &digest);
+            let existing = self.store.get_json::<ImageRecord>(KIND_IMAGE, &key)?;
+            let existed = existing.is_some();
+            let image = match existing {
+                // Re-pushing keeps the original push time (ECR's imagePushedAt).
+                Some((old, rev)) => {
+                    ops.push(Op::put(KIND_IMAGE, &key, &old, Expect::Revision(rev))?);
+                    old
+                }
+                None => {
+                    let image = ImageRecord {
+                        digest: digest.to_string(),
+                        media_type: m.media_type.clone(),
+                        manifest_size: bytes.len() as u64,
+                        image_size,
+                        pushed_at: berth_core::epoch_now(),
+                        artifact_type: m.artifact_type.clone(),
+                        subject: m.subject.as_ref().map(|s| s.to_string()),
+                    };
+                    ops.push(Op::put(KIND_IMAGE, &key, &image, Expect::Absent)?);
+                    image
+                }
+            };
+            for tag in tags {
                 let expect = match self.records().tag(repo, tag)? {
-                    Some((old, _)) if old == image.digest => None,
-                    Some((old, _)) if repository.tags_immutable() => {
-                        return Err(RegistryError::TagInvalid(format!(
-                            "The image tag '{tag}' already exists in the '{repo}' repository and cannot be overwritten because the repository is immutable (it points to {old})."
+                    Some((old, _)) if old == image.digest => continue,
+                    Some((old, _)) if repository.tag_immutable(tag) => {
+                        return Err(RegistryError::TagImmutable(format!(
+                            "The image tag '{tag}' already exists in the '{repo}' repository and cannot be overwritten because the tag is immutable (it points to {old})."
                         )))
                     }
-                    Some((_, rev)) => Some(Expect::Revision(rev)),
-                    None => Some(Expect::Absent),
+                    Some((_, rev)) => Expect::Revision(rev),
+                    None => Expect::Absent,
                 };
-                if let Some(expect) = expect {
-                    ops.push(Op::put(
-                        KIND_TAG,
-                        &records::tag_key(repo, tag),
-                        &TagRecord {
-                            digest: image.digest.clone(),
-                        },
-                        expect,
-                    )?);
-                }
+                ops.push(Op::put(
+                    KIND_TAG,
+                    &records::tag_key(repo, tag),
+                    &TagRecord {
+                        digest: image.digest.clone(),
+                    },
+                    expect,
+                )?);
             }
             match self.store.commit(ops) {
                 Ok(()) => {
                     return Ok(Pushed {
                         digest,
                         subject: m.subject,
+                        existed,
                     })
                 }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(RegistryError::TagInvalid(
-            "tag changed concurrently; retry".into(),
+        Err(RegistryError::TagImmutable(
+            "the image's tags or layers changed concurrently; retry the push".into(),
         ))
     }
 
@@ -166,6 +245,38 @@ impl Registry {
             .await
             .map_err(|_| RegistryError::ManifestUnknown(image.digest.clone()))?;
         Ok((image, bytes))
+    }
+
+    /// The parsed manifest of image `image` (read from the blob store), `None` when its bytes are
+    /// missing or no longer parse.
+    pub fn parsed_manifest(&self, image: &ImageRecord) -> Option<manifests::Manifest> {
+        let d = Digest::parse(&image.digest).ok()?;
+        let bytes = std::fs::read(self.blobs.path(&d)).ok()?;
+        manifests::parse(Some(&image.media_type), &bytes).ok()
+    }
+
+    /// The manifests the indexes of `repo` reference: child digest -> parent (index) digests.
+    pub fn index_parents(
+        &self,
+        repo: &str,
+    ) -> Result<std::collections::HashMap<String, Vec<String>>, RegistryError> {
+        let mut out: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for image in self.records().images(repo)? {
+            if manifests::kind_of(&image.media_type) == Some(Kind::Image) {
+                continue;
+            }
+            let Some(m) = self.parsed_manifest(&image) else {
+                continue;
+            };
+            if m.kind == Kind::Index {
+                for r in m.references {
+                    out.entry(r.digest.to_string())
+                        .or_default()
+                        .push(image.digest.clone());
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Deletes by tag (only the tag goes) or by digest (the image and every tag on it go).

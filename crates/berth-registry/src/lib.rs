@@ -8,18 +8,24 @@
 //! - [`oci`]: the OCI Distribution v1.1 HTTP API under `/v2/` and its error table.
 //! - [`ecr`]: ECR awsJson1.1 operations and their AWS error table.
 //! - [`auth`]: GetAuthorizationToken tokens and `Authorization: Basic` checks.
+//! - [`lifecycle`]: lifecycle policy rules, their evaluation and application.
+//! - [`gc`]: garbage collection of unreferenced blobs and abandoned uploads; periodic maintenance.
+//! - [`wildcard`]: `*` patterns (tag mutability exclusions, lifecycle `tagPatternList`).
 
 pub mod auth;
 pub mod blobs;
 pub mod digest;
 pub mod ecr;
 mod error;
+pub mod gc;
 pub mod images;
+pub mod lifecycle;
 pub mod manifests;
 pub mod names;
 pub mod oci;
 pub mod records;
 pub mod uploads;
+pub mod wildcard;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -38,6 +44,7 @@ pub struct Registry {
     blobs: blobs::BlobStore,
     uploads: uploads::Uploads,
     auth: auth::TokenAuthority,
+    auth_required: bool,
 }
 
 impl Registry {
@@ -62,12 +69,25 @@ impl Registry {
             blobs,
             uploads,
             auth,
+            auth_required: false,
         })
     }
 
+    /// Requires credentials on `/v2/` (builder style, after [`Registry::open`]): with `true`,
+    /// every request without a valid `Authorization: Basic base64("AWS:<token>")` (a
+    /// GetAuthorizationToken token, 12 h) answers 401 `UNAUTHORIZED` with `WWW-Authenticate:
+    /// Basic realm="berth"`, so `docker/podman login` really checks the password. A blob
+    /// GET/HEAD may instead carry `?token=<token>` (the URLs GetDownloadUrlForLayer returns).
+    /// Off by default: requests without `Authorization` are served.
+    pub fn with_auth_required(mut self, required: bool) -> Self {
+        self.auth_required = required;
+        self
+    }
+
     /// The axum router serving the OCI distribution API at `/v2/...` (literal paths; merge it at
-    /// the root). Requests without `Authorization` are served; a `Basic` header must carry a
-    /// valid GetAuthorizationToken token, else 401 with `WWW-Authenticate: Basic realm="berth"`.
+    /// the root). A `Basic` header must carry a valid GetAuthorizationToken token, else 401 with
+    /// `WWW-Authenticate: Basic realm=...`; requests without `Authorization` are served unless
+    /// [`Registry::with_auth_required`] was set.
     pub fn router(self: Arc<Self>) -> axum::Router {
         oci::router(self)
     }

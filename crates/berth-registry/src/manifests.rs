@@ -57,8 +57,9 @@ fn invalid(msg: impl Into<String>) -> RegistryError {
     RegistryError::ManifestInvalid(msg.into())
 }
 
-fn kind_of(media_type: &str) -> Option<Kind> {
-    match media_type {
+/// The kind a known manifest media type (parameters after `;` ignored) denotes.
+pub fn kind_of(media_type: &str) -> Option<Kind> {
+    match media_type.split(';').next().unwrap_or("").trim() {
         OCI_MANIFEST | DOCKER_MANIFEST => Some(Kind::Image),
         OCI_INDEX | DOCKER_MANIFEST_LIST => Some(Kind::Index),
         _ => None,

@@ -43,7 +43,17 @@ pub fn status_and_code(e: &RegistryError) -> (StatusCode, &'static str) {
         ManifestBlobUnknown(_) => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
         ManifestUnknown(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
         TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID"),
-        TagInvalid(_) => (StatusCode::BAD_REQUEST, "TAG_INVALID"),
+        TagInvalid(_) | TagImmutable(_) => (StatusCode::BAD_REQUEST, "TAG_INVALID"),
+        ReferencedImagesUnknown(_) | LayersNotFound(_) => {
+            (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN")
+        }
+        InvalidLayerPart(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID"),
+        InvalidLayer(_) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
+        EmptyUpload(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
+        ImageAlreadyExists(_) | LayerAlreadyExists(_) => (StatusCode::CONFLICT, "DENIED"),
+        LifecyclePolicyNotFound(_) | LifecyclePreviewNotFound(_) | RepositoryPolicyNotFound(_) => {
+            (StatusCode::NOT_FOUND, "UNSUPPORTED")
+        }
         Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
         InvalidParameter(_) | InvalidTagParameter(_) | TooManyTags(_) => {
             (StatusCode::BAD_REQUEST, "UNSUPPORTED")
@@ -206,16 +216,16 @@ fn range_header(size: u64) -> String {
 }
 
 async fn handle(reg: &Registry, req: Request) -> Result<Response, RegistryError> {
-    if let Some(v) = req.headers().get(header::AUTHORIZATION) {
-        if !reg
-            .auth
-            .verify_header(v.to_str().unwrap_or(""), crate::auth::now_secs())
-        {
+    let now = crate::auth::now_secs();
+    let authenticated = match req.headers().get(header::AUTHORIZATION) {
+        Some(v) if reg.auth.verify_header(v.to_str().unwrap_or(""), now) => true,
+        Some(_) => {
             return Err(RegistryError::Unauthorized(
                 "invalid or expired token".into(),
-            ));
+            ))
         }
-    }
+        None => false,
+    };
     let path = percent_decode(req.uri().path());
     let tail = path.strip_prefix("/v2").unwrap_or("");
     let tail = tail.strip_prefix('/').unwrap_or(tail);
@@ -223,6 +233,19 @@ async fn handle(reg: &Registry, req: Request) -> Result<Response, RegistryError>
         .ok_or_else(|| RegistryError::NameInvalid(format!("no such endpoint: {path}")))?;
     let method = req.method().clone();
     let head = method == Method::HEAD;
+    if reg.auth_required && !authenticated {
+        // A blob read may carry the token in the URL (GetDownloadUrlForLayer).
+        let token = param(&query(req.uri()), "token")
+            .map(str::to_string)
+            .filter(|t| reg.auth.verify(t, now));
+        let blob_read = matches!(route, Route::Blob(..)) && (method == Method::GET || head);
+        if !(blob_read && token.is_some()) {
+            return Err(RegistryError::Unauthorized(
+                "authentication required: log in with the password of `aws ecr get-login-password`"
+                    .into(),
+            ));
+        }
+    }
     if route == Route::Base {
         return match method {
             Method::GET | Method::HEAD => {
@@ -318,7 +341,19 @@ async fn handle(reg: &Registry, req: Request) -> Result<Response, RegistryError>
             let ct = headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok());
-            let pushed = reg.put_manifest(&name, &reference, ct, &bytes).await?;
+            // end-7b: `PUT /v2/<name>/manifests/<digest>?tag=a&tag=b` tags while pushing.
+            let extra_tags: Vec<String> = q
+                .iter()
+                .filter(|(k, _)| k == "tag")
+                .map(|(_, v)| v.clone())
+                .collect();
+            let pushed = match &reference {
+                Reference::Digest(d) if !extra_tags.is_empty() => {
+                    reg.push_manifest(&name, Some(d), &extra_tags, ct, &bytes)
+                        .await?
+                }
+                _ => reg.put_manifest(&name, &reference, ct, &bytes).await?,
+            };
             let mut h = vec![
                 (
                     "Location",
@@ -329,7 +364,13 @@ async fn handle(reg: &Registry, req: Request) -> Result<Response, RegistryError>
             if let Some(s) = pushed.subject {
                 h.push(("OCI-Subject", s.to_string()));
             }
-            Ok(empty(StatusCode::CREATED, &h))
+            let mut resp = empty(StatusCode::CREATED, &h);
+            if matches!(reference, Reference::Digest(_)) {
+                for t in &extra_tags {
+                    resp.headers_mut().append("OCI-Tag", hv(t));
+                }
+            }
+            Ok(resp)
         }
         (Route::Manifest(_, r), Method::DELETE) => {
             reg.delete_manifest(&name, &Reference::parse(&r)?)?;
@@ -401,11 +442,14 @@ async fn start_upload(
     body: Body,
 ) -> Result<Response, RegistryError> {
     if let Some(m) = param(q, "mount") {
-        // Cross-repository mount: any blob the registry holds can be linked (the spec allows
-        // answering with a new session instead when it cannot).
-        if let Ok(d) = Digest::parse(m) {
-            if let Some(size) = reg.blobs.size(&d).await? {
-                return blob_created(reg, name, &d, size);
+        // Cross-repository mount (end-11): 201 only when `from` names a repository holding the
+        // blob; otherwise (no `from`, unknown blob) a new upload session, as the spec allows.
+        let from = param(q, "from").filter(|f| valid_repository_name(f));
+        if let (Ok(d), Some(from)) = (Digest::parse(m), from) {
+            if reg.records().blob_link(from, &d)?.is_some() && reg.blobs.touch(&d)? {
+                if let Some(size) = reg.blobs.size(&d).await? {
+                    return blob_created(reg, name, &d, size);
+                }
             }
         }
     } else if let Some(d) = param(q, "digest") {

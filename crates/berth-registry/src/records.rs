@@ -6,6 +6,9 @@
 //! | `ecr.image`      | `<name>@<digest>`   | [`ImageRecord`] (the manifest bytes are the blob `<digest>`) |
 //! | `ecr.tag`        | `<name>:<tag>`      | [`TagRecord`]      |
 //! | `ecr.blob`       | `<name>@<digest>`   | [`BlobLink`]       |
+//! | `ecr.lifecycle`  | `<name>`            | [`crate::lifecycle::PolicyRecord`] |
+//! | `ecr.lifecycle-preview` | `<name>`     | [`crate::lifecycle::PreviewRecord`] |
+//! | `ecr.policy`     | `<name>`            | [`PolicyText`]     |
 //!
 //! `@` and `:` cannot occur in repository names, so `list(kind, "<name>@")` / `"<name>:"` selects
 //! exactly one repository's records.
@@ -24,6 +27,12 @@ pub const KIND_IMAGE: &str = "ecr.image";
 pub const KIND_TAG: &str = "ecr.tag";
 /// Blobs (layers, configs) uploaded or mounted into a repository.
 pub const KIND_BLOB: &str = "ecr.blob";
+/// A repository's lifecycle policy ([`crate::lifecycle::PolicyRecord`]).
+pub const KIND_LIFECYCLE: &str = "ecr.lifecycle";
+/// A repository's last lifecycle policy preview ([`crate::lifecycle::PreviewRecord`]).
+pub const KIND_LIFECYCLE_PREVIEW: &str = "ecr.lifecycle-preview";
+/// A repository's repository policy ([`PolicyText`]).
+pub const KIND_POLICY: &str = "ecr.policy";
 
 /// One resource tag (`{"Key": .., "Value": ..}` on the wire).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -32,6 +41,14 @@ pub struct ResourceTag {
     pub key: String,
     #[serde(rename = "Value", default)]
     pub value: String,
+}
+
+/// One `imageTagMutabilityExclusionFilters` entry (`filterType` is always `WILDCARD`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExclusionFilter {
+    pub filter_type: String,
+    pub filter: String,
 }
 
 /// A repository's settings.
@@ -49,12 +66,28 @@ pub struct RepositoryRecord {
     pub kms_key: Option<String>,
     #[serde(default)]
     pub tags: Vec<ResourceTag>,
+    /// Tags matching one of these are the exception to `image_tag_mutability` (only with
+    /// `IMMUTABLE_WITH_EXCLUSION` / `MUTABLE_WITH_EXCLUSION`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclusion_filters: Vec<ExclusionFilter>,
 }
 
 impl RepositoryRecord {
-    /// Whether pushing a tag may move it to another digest.
-    pub fn tags_immutable(&self) -> bool {
-        self.image_tag_mutability.starts_with("IMMUTABLE")
+    /// Whether a push may not move `tag` to another digest: `IMMUTABLE` -> every tag;
+    /// `MUTABLE` -> none; `IMMUTABLE_WITH_EXCLUSION` -> tags matching no filter;
+    /// `MUTABLE_WITH_EXCLUSION` -> tags matching a filter.
+    pub fn tag_immutable(&self, tag: &str) -> bool {
+        let excluded = || {
+            self.exclusion_filters
+                .iter()
+                .any(|f| crate::wildcard::matches(&f.filter, tag))
+        };
+        match self.image_tag_mutability.as_str() {
+            "IMMUTABLE" => true,
+            "IMMUTABLE_WITH_EXCLUSION" => !excluded(),
+            "MUTABLE_WITH_EXCLUSION" => excluded(),
+            _ => false,
+        }
     }
 }
 
@@ -88,6 +121,17 @@ pub struct TagRecord {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BlobLink {
     pub size: u64,
+    /// Epoch seconds of the link (0 for links written before this field existed); garbage
+    /// collection keeps unreferenced links younger than its grace period.
+    #[serde(default)]
+    pub linked_at: f64,
+}
+
+/// A repository policy (SetRepositoryPolicy), stored verbatim.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyText {
+    pub policy_text: String,
 }
 
 /// Key of an image or blob link.
@@ -158,19 +202,51 @@ impl Records<'_> {
             .map(|(l, _)| l.size))
     }
 
+    /// Every blob link of `repo` (`None`: of all repositories) as `(repo, digest, link, revision)`.
+    pub fn blob_links(
+        &self,
+        repo: Option<&str>,
+    ) -> Result<Vec<(String, Digest, BlobLink, i64)>, RegistryError> {
+        let prefix = repo.map(|r| format!("{r}@")).unwrap_or_default();
+        let mut out = Vec::new();
+        for r in self.0.list(KIND_BLOB, &prefix)? {
+            let Some((name, d)) = r.key.split_once('@') else {
+                continue;
+            };
+            let Ok(d) = Digest::parse(d) else { continue };
+            out.push((name.to_string(), d, r.decode()?, r.revision));
+        }
+        Ok(out)
+    }
+
+    /// The link record of blob `digest` in `repo` with its revision, if linked.
+    pub fn blob_link_record(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Option<(BlobLink, i64)>, RegistryError> {
+        Ok(self.0.get_json(KIND_BLOB, &digest_key(repo, digest))?)
+    }
+
     /// Links blob `digest` of `size` bytes into `repo`.
     pub fn link_blob(&self, repo: &str, digest: &Digest, size: u64) -> Result<(), RegistryError> {
         Ok(self.0.put_json(
             KIND_BLOB,
             &digest_key(repo, digest),
-            &BlobLink { size },
+            &BlobLink {
+                size,
+                linked_at: berth_core::epoch_now(),
+            },
             Expect::Any,
         )?)
     }
 
-    /// Ops deleting every record of `repo` (repository, images, tags, blob links).
+    /// Ops deleting every record of `repo` (repository, images, tags, blob links, policies).
     pub fn delete_repository_ops(&self, repo: &str) -> Result<Vec<Op>, RegistryError> {
         let mut ops = vec![Op::delete(KIND_REPOSITORY, repo, Expect::Any)];
+        for kind in [KIND_LIFECYCLE, KIND_LIFECYCLE_PREVIEW, KIND_POLICY] {
+            ops.push(Op::delete(kind, repo, Expect::Any));
+        }
         for (kind, prefix) in [
             (KIND_IMAGE, format!("{repo}@")),
             (KIND_TAG, format!("{repo}:")),

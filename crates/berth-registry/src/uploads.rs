@@ -12,19 +12,18 @@ use std::sync::Mutex;
 
 use axum::body::Body;
 use futures_util::StreamExt;
-use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::blobs::BlobStore;
-use crate::digest::Digest;
+use crate::digest::{Algorithm, Digest, Hasher};
 use crate::RegistryError;
 
 #[derive(Clone)]
 struct Session {
     repo: String,
     size: u64,
-    /// sha256 over the first `size` bytes, when known.
-    hasher: Option<Sha256>,
+    /// sha256 over the first `size` bytes, when known (a sha512 digest is computed at the end).
+    hasher: Option<Hasher>,
 }
 
 /// The upload sessions of one registry (see the module docs).
@@ -93,7 +92,7 @@ impl Uploads {
             Session {
                 repo: repo.to_string(),
                 size: 0,
-                hasher: Some(Sha256::new()),
+                hasher: Some(Algorithm::Sha256.hasher()),
             },
         );
         Ok(id)
@@ -156,6 +155,52 @@ impl Uploads {
         lease.session = None;
         self.remove_files(id).await;
         Ok(())
+    }
+
+    /// Removes sessions (and stray staging files) not written to for at least `max_idle` and not
+    /// in use by a request; returns how many sessions were removed. Safe while uploads run: a
+    /// session is only removed while this holds its lease.
+    pub async fn sweep(&self, max_idle: std::time::Duration) -> Result<usize, RegistryError> {
+        let mut removed = 0;
+        let mut entries = tokio::fs::read_dir(&self.dir).await?;
+        let mut names = Vec::new();
+        while let Some(e) = entries.next_entry().await? {
+            names.push(e.file_name().to_string_lossy().into_owned());
+        }
+        let idle = |path: PathBuf| async move {
+            match tokio::fs::metadata(&path).await.and_then(|m| m.modified()) {
+                Ok(t) => {
+                    std::time::SystemTime::now()
+                        .duration_since(t)
+                        .unwrap_or_default()
+                        >= max_idle
+                }
+                Err(_) => true,
+            }
+        };
+        for name in &names {
+            if let Some(id) = name.strip_suffix(".repo") {
+                if !valid_id(id) || !idle(self.data_path(id)).await {
+                    continue;
+                }
+                let repo = tokio::fs::read_to_string(self.repo_path(id))
+                    .await
+                    .unwrap_or_default();
+                let Ok(mut lease) = self.lease(id, &repo).await else {
+                    continue;
+                };
+                lease.session = None;
+                self.remove_files(id).await;
+                removed += 1;
+            } else if !names.contains(&format!("{name}.repo"))
+                && !lock(&self.busy).contains(name.as_str())
+                && idle(self.dir.join(name)).await
+            {
+                // Staging files of interrupted writes, or data without its `.repo`.
+                let _ = tokio::fs::remove_file(self.dir.join(name)).await;
+            }
+        }
+        Ok(removed)
     }
 
     async fn remove_files(&self, id: &str) {
@@ -266,10 +311,10 @@ impl Lease<'_> {
         let path = self.uploads.data_path(&self.id);
         let size = self.size();
         let hasher = match self.session().hasher.take() {
-            Some(h) => h,
-            None => rehash(&path, size).await?,
+            Some(h) if h.algorithm() == digest.algorithm() => h,
+            _ => rehash(&path, size, digest.algorithm()).await?,
         };
-        let actual = Digest::from_hasher(hasher);
+        let actual = hasher.finish();
         // From here the session is consumed whatever happens.
         self.session = None;
         if &actual != digest {
@@ -284,9 +329,9 @@ impl Lease<'_> {
     }
 }
 
-async fn rehash(path: &Path, size: u64) -> Result<Sha256, RegistryError> {
+async fn rehash(path: &Path, size: u64, alg: Algorithm) -> Result<Hasher, RegistryError> {
     let mut f = tokio::fs::File::open(path).await?.take(size);
-    let mut h = Sha256::new();
+    let mut h = alg.hasher();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = f.read(&mut buf).await?;

@@ -49,6 +49,11 @@ pub struct ServerArgs {
     /// Do not run a local agent (tasks wait for `berth agent` processes).
     #[arg(long)]
     pub no_agent: bool,
+    /// Require credentials on the registry (/v2/): without `Authorization: Basic` carrying the
+    /// password of `aws ecr get-login-password` (user AWS) requests get 401 with a Basic
+    /// challenge. The agent does not log in yet, so tasks cannot pull from berth in this mode.
+    #[arg(long)]
+    pub registry_auth: bool,
 }
 
 /// Options of `berth agent`.

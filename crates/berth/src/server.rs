@@ -83,12 +83,20 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     } else {
         args.listen.to_string()
     };
-    let registry = Arc::new(Registry::open(
-        &data_dir.join("registry"),
-        store.clone(),
-        scope.clone(),
-        host.clone(),
-    )?);
+    let registry = Arc::new(
+        Registry::open(
+            &data_dir.join("registry"),
+            store.clone(),
+            scope.clone(),
+            host.clone(),
+        )?
+        .with_auth_required(args.registry_auth),
+    );
+    // Lifecycle policies and garbage collection every 10 minutes.
+    registry.spawn_maintenance(
+        std::time::Duration::from_secs(600),
+        berth_registry::gc::GcOptions::default(),
+    );
     let control = berth_control::control_plane(store, scope, "local".to_string());
     let agent_config = berth_agent::AgentConfig {
         server_url: format!("http://{host}"),

@@ -749,3 +749,388 @@ async fn basic_auth() {
         assert_eq!(r.code(), "UNAUTHORIZED");
     }
 }
+
+#[tokio::test]
+async fn referrers_subject_and_artifact_type_filter() {
+    let (_reg, app, _dir) = setup(&["app"]).await;
+    let cd = push_blob(&app, "app", b"{}").await;
+    let subject = image_manifest(OCI_MANIFEST, (&cd, 2), &[]);
+    let sd = Digest::of(&subject).to_string();
+    let r = call(
+        &app,
+        Method::PUT,
+        "/v2/app/manifests/v1",
+        &[("content-type", OCI_MANIFEST)],
+        subject.clone(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.header("oci-subject"), "");
+    let empty = push_blob(&app, "app", b"{}").await;
+    let artifact = |t: &str, note: &str| {
+        json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": t,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+            "layers": [],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": sd, "size": subject.len()},
+            "annotations": {"note": note},
+        })
+        .to_string()
+    };
+    let sig = artifact("application/vnd.example.sig", "signature");
+    let sbom = artifact("application/vnd.example.sbom", "sbom");
+    for m in [&sig, &sbom] {
+        let d = Digest::of(m.as_bytes()).to_string();
+        let r = call(
+            &app,
+            Method::PUT,
+            &format!("/v2/app/manifests/{d}"),
+            &[("content-type", OCI_MANIFEST)],
+            m.clone(),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        assert_eq!(r.header("oci-subject"), sd);
+    }
+    let r = call(
+        &app,
+        Method::GET,
+        &format!("/v2/app/referrers/{sd}"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("content-type"), OCI_INDEX);
+    assert_eq!(r.json()["manifests"].as_array().unwrap().len(), 2);
+    assert_eq!(r.header("oci-filters-applied"), "");
+    let r = call(
+        &app,
+        Method::GET,
+        &format!("/v2/app/referrers/{sd}?artifactType=application/vnd.example.sbom"),
+        &[],
+        "",
+    )
+    .await;
+    let found = r.json()["manifests"].clone();
+    assert_eq!(found.as_array().unwrap().len(), 1);
+    assert_eq!(found[0]["digest"], Digest::of(sbom.as_bytes()).to_string());
+    assert_eq!(found[0]["artifactType"], "application/vnd.example.sbom");
+    assert_eq!(found[0]["annotations"]["note"], "sbom");
+    assert_eq!(r.header("oci-filters-applied"), "artifactType");
+    // Unknown subject: empty index; bad digest: 400.
+    let r = call(
+        &app,
+        Method::GET,
+        &format!("/v2/app/referrers/{}", Digest::of(b"x")),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["manifests"].clone()),
+        (StatusCode::OK, json!([]))
+    );
+    let r = call(&app, Method::GET, "/v2/app/referrers/sha256:nope", &[], "").await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::BAD_REQUEST, "DIGEST_INVALID")
+    );
+}
+
+#[tokio::test]
+async fn sha512_tag_param_mount_and_deletes() {
+    let (_reg, app, _dir) = setup(&["aa", "bb"]).await;
+    // A sha512 blob, monolithic and chunked.
+    let data = b"sha512 content";
+    let d512 = Digest::of_with(crate::digest::Algorithm::Sha512, data).to_string();
+    let r = call(
+        &app,
+        Method::POST,
+        &format!("/v2/aa/blobs/uploads/?digest={d512}"),
+        &[],
+        data.to_vec(),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let r = call(&app, Method::GET, &format!("/v2/aa/blobs/{d512}"), &[], "").await;
+    assert_eq!((r.status, r.body.as_slice()), (StatusCode::OK, &data[..]));
+    assert_eq!(r.header("docker-content-digest"), d512);
+    // A manifest pushed by sha512 digest with ?tag= (end-7b).
+    let cd = push_blob(&app, "aa", b"{}").await;
+    let m = image_manifest(OCI_MANIFEST, (&cd, 2), &[(&d512, data.len())]);
+    let md = Digest::of_with(crate::digest::Algorithm::Sha512, &m).to_string();
+    let r = call(
+        &app,
+        Method::PUT,
+        &format!("/v2/aa/manifests/{md}?tag=one&tag=two"),
+        &[("content-type", OCI_MANIFEST)],
+        m.clone(),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.header("docker-content-digest"), md);
+    let tags: Vec<&str> = r
+        .headers
+        .get_all("oci-tag")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(tags, ["one", "two"]);
+    let r = call(&app, Method::GET, "/v2/aa/manifests/two", &[], "").await;
+    assert_eq!((r.status, r.body.clone()), (StatusCode::OK, m.clone()));
+    assert_eq!(r.header("docker-content-digest"), md);
+    let r = call(
+        &app,
+        Method::PUT,
+        &format!("/v2/aa/manifests/{md}?tag=bad:tag"),
+        &[("content-type", OCI_MANIFEST)],
+        m.clone(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // Mount: 201 only with a `from` that holds the blob.
+    let r = call(
+        &app,
+        Method::POST,
+        &format!("/v2/bb/blobs/uploads/?mount={cd}"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    assert!(r.header("location").starts_with("/v2/bb/blobs/uploads/"));
+    let r = call(
+        &app,
+        Method::POST,
+        &format!("/v2/bb/blobs/uploads/?mount={cd}&from=bb"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let r = call(
+        &app,
+        Method::POST,
+        &format!("/v2/bb/blobs/uploads/?mount={cd}&from=aa"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = call(&app, Method::HEAD, &format!("/v2/bb/blobs/{cd}"), &[], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    // Upload cancel.
+    let r = call(&app, Method::POST, "/v2/bb/blobs/uploads/", &[], "").await;
+    let loc = r.header("location").to_string();
+    let r = call(&app, Method::DELETE, &loc, &[], "").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = call(&app, Method::GET, &loc, &[], "").await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN")
+    );
+
+    // Deletes: by tag untags, by digest removes; blobs 202 then 404.
+    let r = call(&app, Method::DELETE, "/v2/aa/manifests/one", &[], "").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let r = call(&app, Method::GET, "/v2/aa/tags/list", &[], "").await;
+    assert_eq!(r.json()["tags"], json!(["two"]));
+    let r = call(
+        &app,
+        Method::DELETE,
+        &format!("/v2/aa/manifests/{md}"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let r = call(&app, Method::GET, "/v2/aa/manifests/two", &[], "").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = call(
+        &app,
+        Method::DELETE,
+        &format!("/v2/aa/blobs/{d512}"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let r = call(&app, Method::GET, &format!("/v2/aa/blobs/{d512}"), &[], "").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = call(
+        &app,
+        Method::DELETE,
+        &format!("/v2/aa/blobs/{d512}"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::NOT_FOUND, "BLOB_UNKNOWN")
+    );
+}
+
+#[tokio::test]
+async fn immutable_exclusions_on_v2() {
+    let (reg, app, _dir) = setup(&[]).await;
+    ecr(&reg, "CreateRepository", json!({"repositoryName": "app", "imageTagMutability": "IMMUTABLE_WITH_EXCLUSION", "imageTagMutabilityExclusionFilters": [{"filterType": "WILDCARD", "filter": "latest"}]})).await;
+    let cd = push_blob(&app, "app", b"{}").await;
+    let ld = push_blob(&app, "app", b"l").await;
+    let m1 = image_manifest(OCI_MANIFEST, (&cd, 2), &[]);
+    let m2 = image_manifest(OCI_MANIFEST, (&cd, 2), &[(&ld, 1)]);
+    for t in ["latest", "v1"] {
+        let r = call(
+            &app,
+            Method::PUT,
+            &format!("/v2/app/manifests/{t}"),
+            &[("content-type", OCI_MANIFEST)],
+            m1.clone(),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    let r = call(
+        &app,
+        Method::PUT,
+        "/v2/app/manifests/latest",
+        &[("content-type", OCI_MANIFEST)],
+        m2.clone(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = call(
+        &app,
+        Method::PUT,
+        "/v2/app/manifests/v1",
+        &[("content-type", OCI_MANIFEST)],
+        m2,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::BAD_REQUEST, "TAG_INVALID")
+    );
+}
+
+#[tokio::test]
+async fn auth_required_mode() {
+    let (reg0, dir) = crate::testutil::registry();
+    drop(reg0);
+    let store = Arc::new(berth_store::SqliteStore::open_in_memory().unwrap());
+    let scope = berth_core::arn::Scope {
+        region: "us-east-1".into(),
+        account: "000000000000".into(),
+    };
+    let reg = Arc::new(
+        Registry::open(
+            &dir.path().join("data"),
+            store,
+            scope,
+            "127.0.0.1:5150".into(),
+        )
+        .unwrap()
+        .with_auth_required(true),
+    );
+    ecr(&reg, "CreateRepository", json!({"repositoryName": "app"})).await;
+    let app = reg.clone().router();
+    for path in ["/v2/", "/v2/app/tags/list", "/v2/nope/manifests/x"] {
+        let r = call(&app, Method::GET, path, &[], "").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert!(r.header("www-authenticate").starts_with("Basic realm="));
+        assert_eq!(r.code(), "UNAUTHORIZED");
+    }
+    let t = ecr(&reg, "GetAuthorizationToken", json!({})).await;
+    let good = format!(
+        "Basic {}",
+        t["authorizationData"][0]["authorizationToken"]
+            .as_str()
+            .unwrap()
+    );
+    let auth = [("authorization", good.as_str())];
+    let r = call(&app, Method::GET, "/v2/", &auth, "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let data = b"blob";
+    let d = Digest::of(data).to_string();
+    let r = call(
+        &app,
+        Method::POST,
+        &format!("/v2/app/blobs/uploads/?digest={d}"),
+        &auth,
+        data.to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    // GetDownloadUrlForLayer's URL carries a token and works without the header.
+    let u = ecr(
+        &reg,
+        "GetDownloadUrlForLayer",
+        json!({"repositoryName": "app", "layerDigest": d}),
+    )
+    .await;
+    let url = u["downloadUrl"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("http://127.0.0.1:5150")
+        .unwrap()
+        .to_string();
+    assert!(url.contains("?token="));
+    let r = call(&app, Method::GET, &url, &[], "").await;
+    assert_eq!((r.status, r.body.as_slice()), (StatusCode::OK, &data[..]));
+    // The token does not open other endpoints.
+    let r = call(
+        &app,
+        Method::GET,
+        &url.replace(&format!("blobs/{d}"), "tags/list"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn bad_input_is_never_a_server_error() {
+    let (_reg, app, _dir) = setup(&["app"]).await;
+    type Case<'a> = (Method, &'a str, &'a [(&'a str, &'a str)], &'a [u8]);
+    let cases: &[Case] = &[
+        (Method::GET, "/v2/app/manifests/sha256:totallywrong", &[], b""),
+        (Method::GET, "/v2/app/manifests/sha512:abc", &[], b""),
+        (Method::GET, "/v2/app/blobs/md5:abc", &[], b""),
+        (Method::GET, "/v2/app/blobs/sha256:%zz", &[], b""),
+        (Method::GET, "/v2/APP/tags/list", &[], b""),
+        (Method::GET, "/v2/app/tags/list?n=-1&last=%ff", &[], b""),
+        (Method::GET, "/v2/app/referrers/x", &[], b""),
+        (Method::GET, "/v2/%00/manifests/x", &[], b""),
+        (Method::GET, "/v2/app/unknown/thing", &[], b""),
+        (Method::PUT, "/v2/app/manifests/x", &[("content-type", "text/plain")], b"\xff\xfe"),
+        (Method::PUT, "/v2/app/manifests/x", &[], b"{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":{\"digest\":\"sha256:zz\",\"size\":-1},\"layers\":[]}"),
+        (Method::PUT, "/v2/app/manifests/..", &[], b"{}"),
+        (Method::POST, "/v2/app/blobs/uploads/?digest=sha1:abc", &[], b"x"),
+        (Method::POST, "/v2/app/blobs/uploads/?mount=garbage&from=../etc", &[], b""),
+        (Method::PATCH, "/v2/app/blobs/uploads/../../etc", &[], b"x"),
+        (Method::PATCH, "/v2/app/blobs/uploads/nope", &[("content-range", "zz")], b"x"),
+        (Method::PUT, "/v2/app/blobs/uploads/nope?digest=sha256:x", &[], b""),
+        (Method::DELETE, "/v2/app/blobs/uploads/nope", &[], b""),
+        (Method::DELETE, "/v2/app/manifests/sha256:zz", &[], b""),
+        (Method::GET, "/v2/app/blobs/sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", &[("range", "bytes=9-1")], b""),
+    ];
+    for (m, path, headers, body) in cases {
+        let r = call(&app, m.clone(), path, headers, body.to_vec()).await;
+        assert!(!r.status.is_server_error(), "{m} {path}: {}", r.status);
+    }
+}
