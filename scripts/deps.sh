@@ -18,7 +18,7 @@ as_root() {
 # crun/runc: OCI runtimes (crun is the agent's default); skopeo: push/copy images in tests;
 # busybox-static: the test image; containernetworking-plugins + iproute2 + iptables: awsvpc task
 # networking; podman: the benchmark's peer; python3-venv: the aws cli venv; curl/make/jq: scripts.
-PACKAGES=(crun runc skopeo busybox-static podman containernetworking-plugins iproute2 iptables
+PACKAGES=(crun runc skopeo busybox-static podman buildah containernetworking-plugins iproute2 iptables
           python3-venv curl make jq ca-certificates)
 
 missing=()

@@ -109,6 +109,8 @@ impl Server {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--runtime", &runtime])
+            .args(["--task-subnet", &self.task_subnet()])
+            .args(["--task-bridge", &self.bridge()])
             .env("BERTH_LOG", "info,berth=debug")
             .stdout(Stdio::null())
             .stderr(log)
@@ -141,6 +143,113 @@ impl Server {
     /// `127.0.0.1:<port>` (the registry host).
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// This server's task subnet: a /24 of 10.200.0.0/12 derived from its port, so servers of
+    /// tests running at the same time do not share one.
+    pub fn task_subnet(&self) -> String {
+        let p = self.port % 4096;
+        format!("10.{}.{}.0/24", 200 + p / 256, p % 256)
+    }
+
+    /// This server's task bridge name.
+    pub fn bridge(&self) -> String {
+        format!("bt{}", self.port)
+    }
+
+    /// Removes what tasks of this server may have left on the host: shims, containers, the
+    /// bridge and its iptables rules (namespace mounts go with the data directory).
+    fn clean_host(&self) {
+        let dir = self.data_dir.to_string_lossy().to_string();
+        let mut cgroup_dirs: Vec<String> = Vec::new();
+        let tasks = self.data_dir.join("agent").join("tasks");
+        for e in std::fs::read_dir(&tasks).into_iter().flatten().flatten() {
+            let id = e.file_name().to_string_lossy().to_string();
+            // Containers first (below), then their cgroups (after the shims are gone).
+            cgroup_dirs.push(id.clone());
+            if let Ok(b) = std::fs::read(e.path().join("task.json")) {
+                let spec: Value = serde_json::from_slice(&b).unwrap_or_default();
+                for c in spec["containers"].as_array().into_iter().flatten() {
+                    let name: String = c["name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .chars()
+                        .map(|c| {
+                            if c.is_ascii_alphanumeric() || "_-.".contains(c) {
+                                c
+                            } else {
+                                '-'
+                            }
+                        })
+                        .collect();
+                    for rt in ["crun", "runc"] {
+                        let _ = Command::new(rt)
+                            .args(["delete", "-f", &format!("berth-{id}-{name}")])
+                            .stdout(Stdio::null())
+                            .stderr(Stdio::null())
+                            .status();
+                    }
+                }
+            }
+        }
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let args: Vec<String> = cmd
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            if args.get(1).map(String::as_str) == Some("shim")
+                && args.get(2).is_some_and(|d| d.starts_with(&dir))
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        fn rm_tree(d: &std::path::Path) {
+            for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    rm_tree(&e.path());
+                }
+            }
+            let _ = std::fs::remove_dir(d);
+        }
+        for id in &cgroup_dirs {
+            for h in std::fs::read_dir("/sys/fs/cgroup")
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                rm_tree(&h.path().join("berth").join(id));
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let tag = format!("berth:{}", self.bridge());
+        if let Ok(out) = Command::new("iptables").args(["-w", "5", "-S"]).output() {
+            for rule in String::from_utf8_lossy(&out.stdout).lines() {
+                if !rule.contains(&tag) {
+                    continue;
+                }
+                let Some(rest) = rule.strip_prefix("-A ") else {
+                    continue;
+                };
+                let args: Vec<String> = shell_words(rest);
+                let _ = Command::new("iptables")
+                    .args(["-w", "5", "-D"])
+                    .args(&args)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
     }
 
     /// Kills the process with SIGKILL (no cleanup), keeping the data directory.
@@ -333,6 +442,7 @@ impl Drop for Server {
         if self.keep_data {
             return;
         }
+        self.clean_host();
         // Anything still mounted under the data dir (a failed test) goes first.
         if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
             let dir = self.data_dir.to_string_lossy().to_string();
@@ -348,6 +458,33 @@ impl Drop for Server {
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
+}
+
+/// Splits an `iptables -S` rule into arguments (double quotes group words).
+fn shell_words(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for c in s.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            ' ' if !quoted => {
+                if any || !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                any = false;
+            }
+            c => cur.push(c),
+        }
+    }
+    if any || !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 /// An HTTP reply: status, headers (names lowercased), body.

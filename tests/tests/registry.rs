@@ -726,3 +726,362 @@ fn upload_interrupted_by_kill9_is_invisible_and_can_be_finished() {
     // A whole image push after the restart works.
     s.push_test_image("app", "1");
 }
+
+/// Builds an OCI layout from a `bench/oci-layout.py` spec; returns `{tag: digest}`.
+fn oci_layout(spec: &Value) -> Value {
+    let dir = temp_dir("layout-spec");
+    let path = dir.join("spec.json");
+    std::fs::write(&path, spec.to_string()).unwrap();
+    let out = ok(
+        "python3",
+        &[
+            berth_tests::repo_root()
+                .join("bench/oci-layout.py")
+                .to_str()
+                .unwrap(),
+            path.to_str().unwrap(),
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn multi_arch_index_pushed_and_pulled_with_skopeo_all() {
+    let s = Server::start();
+    s.aws_ok(&["ecr", "create-repository", "--repository-name", "multi"]);
+    let work = temp_dir("multi");
+    let layout = work.join("src");
+    let digests = oci_layout(&json!({
+        "out": layout,
+        "images": [
+            {"tag": "amd", "arch": "amd64", "layers": [{"files": {"etc/arch": "amd64\n"}}]},
+            {"tag": "arm", "arch": "arm64", "layers": [{"files": {"etc/arch": "arm64\n"}}, {"random": 300000}]}
+        ],
+        "indexes": [{"tag": "multi", "images": ["amd", "arm"]}]
+    }));
+    let h = s.host();
+    ok(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            "--all",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:multi", layout.display()),
+            &format!("docker://{h}/multi:1"),
+        ],
+    );
+    // The index is served by tag with its own media type and digest; both platform manifests
+    // are images of the repository.
+    let (status, hd, body) = http(
+        s.port,
+        "GET",
+        "/v2/multi/manifests/1",
+        &[("Accept", "application/vnd.oci.image.index.v1+json")],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&hd, "content-type"),
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(header(&hd, "docker-content-digest"), digests["multi"]);
+    assert_eq!(sha256(&body), digests["multi"]);
+    let d = s.aws_ok(&["ecr", "describe-images", "--repository-name", "multi"]);
+    let mut got: Vec<String> = d["imageDetails"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["imageDigest"].as_str().unwrap().to_string())
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = ["amd", "arm", "multi"]
+        .iter()
+        .map(|t| digests[*t].as_str().unwrap().to_string())
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+    // Per-platform resolution through the index.
+    let arm = ok(
+        "skopeo",
+        &[
+            "--override-arch",
+            "arm64",
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{h}/multi:1"),
+        ],
+    );
+    let arm: Value = serde_json::from_str(&arm).unwrap();
+    assert_eq!(arm["Architecture"], "arm64");
+    assert_eq!(arm["Layers"].as_array().unwrap().len(), 2, "{arm}");
+    // Pull everything back: the same index and both images, byte for byte.
+    let pulled = work.join("pulled");
+    ok(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            "--all",
+            "--src-tls-verify=false",
+            &format!("docker://{h}/multi:1"),
+            &format!("oci:{}:back", pulled.display()),
+        ],
+    );
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(pulled.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], digests["multi"]);
+    for t in ["multi", "amd", "arm"] {
+        let hex = digests[t].as_str().unwrap().trim_start_matches("sha256:");
+        let b = std::fs::read(pulled.join("blobs/sha256").join(hex)).unwrap();
+        assert_eq!(sha256(&b), digests[t]);
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+#[test]
+fn buildah_pushes_to_the_registry() {
+    let s = Server::start();
+    s.aws_ok(&["ecr", "create-repository", "--repository-name", "built"]);
+    // Own storage, so nothing touches the host's containers-storage.
+    let work = temp_dir("buildah");
+    let root = work.join("root");
+    let runroot = work.join("runroot");
+    let buildah = |args: &[&str]| -> String {
+        let mut all = vec![
+            "--root",
+            root.to_str().unwrap(),
+            "--runroot",
+            runroot.to_str().unwrap(),
+            "--storage-driver",
+            "vfs",
+        ];
+        all.extend_from_slice(args);
+        ok("buildah", &all)
+    };
+    let src = format!("oci:{}:1", test_image().display());
+    let id = buildah(&["pull", "--quiet", &src]);
+    let id = id.trim();
+    let dest = format!("docker://{}/built:bb", s.host());
+    buildah(&["push", "--quiet", "--tls-verify=false", id, &dest]);
+    let out = ok("skopeo", &["inspect", "--tls-verify=false", &dest]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["Layers"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(tags(&s, "built"), ["bb"]);
+    // buildah pulls it back.
+    buildah(&["pull", "--quiet", "--tls-verify=false", &dest]);
+    let _ = buildah(&["rmi", "--all", "--force"]);
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+#[test]
+fn artifact_with_a_subject_is_found_through_the_referrers_api() {
+    let s = Server::start();
+    s.push_test_image("app", "1");
+    let (m, subject) = manifest(&s, "app", "1");
+    let sd = s.port;
+    // Blobs of the artifact: the empty config and one layer, monolithic POST ?digest=.
+    let config = b"{}";
+    let sbom = br#"{"spdxVersion":"SPDX-2.3","name":"app"}"#;
+    for blob in [&config[..], &sbom[..]] {
+        let (status, _, _) = http(
+            sd,
+            "POST",
+            &format!("/v2/app/blobs/uploads/?digest={}", sha256(blob)),
+            &[("Content-Type", "application/octet-stream")],
+            blob,
+        )
+        .unwrap();
+        assert_eq!(status, 201);
+    }
+    let artifact = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/spdx+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(config), "size": 2},
+        "layers": [{"mediaType": "application/spdx+json", "digest": sha256(sbom), "size": sbom.len()}],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": subject, "size": m.len()},
+        "annotations": {"org.opencontainers.image.created": "2024-01-01T00:00:00Z"}
+    })
+    .to_string();
+    let adigest = sha256(artifact.as_bytes());
+    let (status, hd, _) = http(
+        sd,
+        "PUT",
+        &format!("/v2/app/manifests/{adigest}"),
+        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+        artifact.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 201);
+    assert_eq!(header(&hd, "oci-subject"), subject);
+    // The referrers index lists it, with artifactType and annotations.
+    let (status, hd, body) =
+        http(sd, "GET", &format!("/v2/app/referrers/{subject}"), &[], b"").unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&hd, "content-type"),
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let idx: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(idx["manifests"].as_array().unwrap().len(), 1, "{idx}");
+    let r = &idx["manifests"][0];
+    assert_eq!(r["digest"], adigest);
+    assert_eq!(r["artifactType"], "application/spdx+json");
+    assert_eq!(r["size"], artifact.len());
+    assert_eq!(
+        r["annotations"]["org.opencontainers.image.created"],
+        "2024-01-01T00:00:00Z"
+    );
+    // Filtering by artifactType.
+    let (status, hd, body) = http(
+        sd,
+        "GET",
+        &format!("/v2/app/referrers/{subject}?artifactType=application/spdx%2Bjson"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(header(&hd, "oci-filters-applied"), "artifactType");
+    let idx: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(idx["manifests"].as_array().unwrap().len(), 1);
+    let (_, hd, body) = http(
+        sd,
+        "GET",
+        &format!("/v2/app/referrers/{subject}?artifactType=application/vnd.other"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(header(&hd, "oci-filters-applied"), "artifactType");
+    let idx: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(idx["manifests"], json!([]));
+    // An unknown subject: 200 with an empty index.
+    let (status, _, body) = http(
+        sd,
+        "GET",
+        &format!("/v2/app/referrers/sha256:{}", "0".repeat(64)),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    let idx: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(idx["manifests"], json!([]));
+    // ECR sees the artifact and its subject.
+    let d = s.aws_ok(&[
+        "ecr",
+        "describe-images",
+        "--repository-name",
+        "app",
+        "--image-ids",
+        &format!("imageDigest={adigest}"),
+    ]);
+    assert_eq!(d["imageDetails"][0]["subjectManifestDigest"], subject);
+    assert_eq!(
+        d["imageDetails"][0]["artifactMediaType"],
+        "application/spdx+json"
+    );
+}
+
+#[test]
+fn skopeo_push_interrupted_by_kill9_of_the_server_is_redone() {
+    let mut s = Server::start();
+    s.aws_ok(&["ecr", "create-repository", "--repository-name", "big"]);
+    let work = temp_dir("kill9-push");
+    let layout = work.join("layout");
+    // gzip layers are pushed as they are (skopeo would compress plain tar ones on the way).
+    let digests = oci_layout(&json!({
+        "out": layout,
+        "images": [{"tag": "1",
+                    "layers": [{"files": {"etc/x": "x\n"}}, {"random": 64 * 1024 * 1024}]}]
+    }));
+    let m: Value = serde_json::from_slice(
+        &std::fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(digests["1"].as_str().unwrap().trim_start_matches("sha256:")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let big = m["layers"][1]["digest"].as_str().unwrap().to_string();
+    let src = format!("oci:{}:1", layout.display());
+    let dest = format!("docker://{}/big:1", s.host());
+    let mut push = Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--retry-times",
+            "0",
+            "--dest-tls-verify=false",
+        ])
+        .args([&src, &dest])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the server once the big upload is under way.
+    let uploads = s.data_dir.join("registry/uploads");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let receiving = std::fs::read_dir(&uploads)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.metadata().is_ok_and(|m| m.is_file() && m.len() > 1 << 20));
+        if receiving {
+            break;
+        }
+        assert!(
+            push.try_wait().unwrap().is_none(),
+            "the push finished before the kill"
+        );
+        assert!(Instant::now() < deadline, "the upload never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    s.restart_after_kill9();
+    let out = push.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the push survived the kill");
+    // Nothing partial is visible: not the big blob, not the manifest.
+    let (status, _, _) = http(s.port, "HEAD", &format!("/v2/big/blobs/{big}"), &[], b"").unwrap();
+    assert_eq!(status, 404);
+    let (status, _, _) = http(s.port, "GET", "/v2/big/manifests/1", &[], b"").unwrap();
+    assert_eq!(status, 404);
+    let d = s.aws_ok(&["ecr", "describe-images", "--repository-name", "big"]);
+    assert_eq!(d["imageDetails"], json!([]));
+    // The same push again succeeds, and the image reads back byte for byte.
+    ok(
+        "skopeo",
+        &["copy", "--quiet", "--dest-tls-verify=false", &src, &dest],
+    );
+    let (status, hd, _) = http(s.port, "HEAD", &format!("/v2/big/blobs/{big}"), &[], b"").unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&hd, "content-length"),
+        m["layers"][1]["size"].to_string()
+    );
+    let (_, digest) = manifest(&s, "big", "1");
+    assert_eq!(digest, digests["1"]);
+    let back = work.join("back");
+    ok(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            &dest,
+            &format!("oci:{}:1", back.display()),
+        ],
+    );
+    let blob = std::fs::read(
+        back.join("blobs/sha256")
+            .join(big.trim_start_matches("sha256:")),
+    )
+    .unwrap();
+    assert_eq!(sha256(&blob), big);
+    let _ = std::fs::remove_dir_all(&work);
+}

@@ -121,6 +121,117 @@ fn remove_dir_rec(dir: &Path, failed: &mut Vec<String>) {
     }
 }
 
+/// The directory of cgroup `rel` in the hierarchy that has v1 controller `ctl`, or in the v2
+/// hierarchy on a unified host.
+pub fn controller_dir(layout: &Layout, ctl: &str, rel: &str) -> Option<PathBuf> {
+    let rel = rel.trim_start_matches('/');
+    if let Some((mp, _)) = layout.v1.iter().find(|(_, o)| o.iter().any(|x| x == ctl)) {
+        return Some(mp.join(rel));
+    }
+    if layout.is_unified() {
+        return layout.v2.as_ref().map(|p| p.join(rel));
+    }
+    None
+}
+
+/// Task-level limits on the parent cgroup `rel` (`berth/<task-id>`) of the task's containers:
+/// CPU units -> CFS quota over a 100 ms period (1024 units = 1 CPU), MiB -> memory hard limit.
+/// Creates the cgroup; on a unified host enables the controllers down the path. Errors are
+/// returned as text (the task does not start without its limits).
+pub fn setup_task(
+    layout: &Layout,
+    rel: &str,
+    cpu_units: Option<u32>,
+    memory_mib: Option<u32>,
+) -> Result<(), String> {
+    let write = |p: PathBuf, v: String| {
+        std::fs::write(&p, &v).map_err(|e| format!("writing {v:?} to {}: {e}", p.display()))
+    };
+    let quota = cpu_units.map(|u| (u as u64 * 100_000 / 1024).max(1000));
+    let mem = memory_mib.map(|m| m as u64 * 1024 * 1024);
+    if layout.is_unified() {
+        let Some(root) = &layout.v2 else {
+            return Ok(());
+        };
+        let mut dir = root.clone();
+        for part in rel.trim_start_matches('/').split('/') {
+            let _ = std::fs::write(dir.join("cgroup.subtree_control"), "+cpu +memory +pids");
+            dir = dir.join(part);
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        let _ = std::fs::write(dir.join("cgroup.subtree_control"), "+cpu +memory +pids");
+        if let Some(q) = quota {
+            write(dir.join("cpu.max"), format!("{q} 100000"))?;
+        }
+        if let Some(m) = mem {
+            write(dir.join("memory.max"), m.to_string())?;
+        }
+        return Ok(());
+    }
+    if let Some(q) = quota {
+        if let Some(d) = controller_dir(layout, "cpu", rel) {
+            std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+            write(d.join("cpu.cfs_period_us"), "100000".into())?;
+            write(d.join("cpu.cfs_quota_us"), q.to_string())?;
+        }
+    }
+    if let Some(m) = mem {
+        if let Some(d) = controller_dir(layout, "memory", rel) {
+            std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+            write(d.join("memory.limit_in_bytes"), m.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// Files whose `oom_kill` counter tells whether cgroup `rel` saw an OOM kill (v1
+/// `memory.oom_control`, v2 `memory.events`).
+pub fn oom_files(layout: &Layout, rel: &str) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Some(d) = controller_dir(layout, "memory", rel) {
+        v.push(d.join(if layout.is_unified() {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        }));
+    }
+    v
+}
+
+/// Memory use in bytes and its limit, CPU time in ns, and pids of cgroup `rel` (what the
+/// task metadata endpoint's stats documents report). Missing values are 0.
+pub fn stats(layout: &Layout, rel: &str) -> (u64, u64, u64, u64) {
+    let num = |p: Option<PathBuf>| -> u64 {
+        p.and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
+            .unwrap_or(0)
+    };
+    if layout.is_unified() {
+        let d = controller_dir(layout, "memory", rel);
+        let cpu = d
+            .as_ref()
+            .and_then(|d| std::fs::read_to_string(d.join("cpu.stat")).ok())
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+            * 1000;
+        return (
+            num(d.as_ref().map(|d| d.join("memory.current"))),
+            num(d.as_ref().map(|d| d.join("memory.max"))),
+            cpu,
+            num(d.as_ref().map(|d| d.join("pids.current"))),
+        );
+    }
+    (
+        num(controller_dir(layout, "memory", rel).map(|d| d.join("memory.usage_in_bytes"))),
+        num(controller_dir(layout, "memory", rel).map(|d| d.join("memory.limit_in_bytes"))),
+        num(controller_dir(layout, "cpuacct", rel).map(|d| d.join("cpuacct.usage"))),
+        num(controller_dir(layout, "pids", rel).map(|d| d.join("pids.current"))),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,13 +11,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod bundle;
 mod cgroups;
 mod control;
+mod deps;
+mod health;
+mod metadata;
+mod network;
 mod registry;
 mod resolve;
 mod runtime;
+mod seccomp;
+pub mod shim;
+mod shim_client;
 mod snapshot;
 mod spec;
+mod tailer;
 mod task;
 
 pub use cgroups::Layout as CgroupLayout;
@@ -33,6 +42,50 @@ pub struct AgentConfig {
     pub runtime: String,
     /// This container instance's id (as the control plane knows it).
     pub instance_id: String,
+    /// The binary run as `<shim_bin> shim <task-dir> <runtime>` for each task; `None` means
+    /// this executable (the `berth` binary).
+    pub shim_bin: Option<PathBuf>,
+    /// awsvpc networking: the task subnet (CIDR) and bridge name; `None` gives awsvpc tasks a
+    /// loopback-only namespace.
+    pub network: Option<NetworkConfig>,
+}
+
+/// Task network settings of an agent.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// e.g. `10.213.0.0/16`; the bridge takes the first address.
+    pub subnet: String,
+    /// Bridge interface name, at most 15 bytes.
+    pub bridge: String,
+    /// Directory of the CNI plugins (`/usr/lib/cni` on Debian).
+    pub cni_path: PathBuf,
+    /// Port of the task metadata endpoint on the bridge address.
+    pub metadata_port: u16,
+}
+
+impl NetworkConfig {
+    /// Checks the subnet and bridge name; the error says what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if network::gateway_of(&self.subnet).is_none() {
+            return Err(format!(
+                "task subnet {:?} is not an IPv4 CIDR with a prefix between /8 and /30",
+                self.subnet
+            ));
+        }
+        if self.bridge.is_empty()
+            || self.bridge.len() > 15
+            || !self
+                .bridge
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "bridge name {:?} must be 1-15 characters of letters, digits, - and _",
+                self.bridge
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Agent failures.
@@ -111,6 +164,15 @@ pub fn preflight(config: &AgentConfig) -> Result<(), AgentError> {
     }
     let layout = cgroups::Layout::read();
     cgroups::check_runtime_layout(&config.runtime, &layout).map_err(AgentError::Preflight)?;
+    if let Some(n) = &config.network {
+        n.validate().map_err(AgentError::Preflight)?;
+        if !n.cni_path.join("bridge").is_file() || !n.cni_path.join("host-local").is_file() {
+            return Err(AgentError::Preflight(format!(
+                "the CNI plugins bridge and host-local are not in {}; install them (Debian/Ubuntu: `apt-get install containernetworking-plugins`)",
+                n.cni_path.display()
+            )));
+        }
+    }
     let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
     if !fs.lines().any(|l| l.trim_end().ends_with("overlay")) {
         return Err(AgentError::Preflight(
@@ -128,8 +190,46 @@ pub(crate) struct Agent {
     pub runtime: runtime::Runtime,
     pub layout: cgroups::Layout,
     pub logs: control::LogShipper,
-    pub nofile: u64,
     pub tasks_dir: PathBuf,
+    pub shim_bin: PathBuf,
+    pub net: Option<network::NetConfig>,
+    pub metadata: Arc<metadata::Metadata>,
+    metadata_bind: tokio::sync::Mutex<()>,
+}
+
+impl Agent {
+    /// The metadata endpoint's port.
+    pub fn metadata_port(&self) -> u16 {
+        self.net.as_ref().map(|n| n.metadata_port).unwrap_or(0)
+    }
+
+    /// Starts the metadata endpoint on the bridge address `gw` unless it runs already.
+    pub async fn ensure_metadata_server(&self, gw: std::net::Ipv4Addr) {
+        if self.metadata.serving() {
+            return;
+        }
+        let _g = self.metadata_bind.lock().await;
+        if self.metadata.serving() {
+            return;
+        }
+        match tokio::net::TcpListener::bind((gw, self.metadata_port())).await {
+            Ok(l) => {
+                self.metadata.set_serving();
+                let app = metadata::router(self.metadata.clone());
+                tokio::spawn(async move {
+                    let _ = axum::serve(l, app).await;
+                });
+                tracing::info!(
+                    "task metadata endpoint on http://{gw}:{}/v4",
+                    self.metadata_port()
+                );
+            }
+            Err(e) => tracing::warn!(
+                "cannot serve the task metadata endpoint on {gw}:{}: {e}",
+                self.metadata_port()
+            ),
+        }
+    }
 }
 
 /// A task this agent knows about.
@@ -142,7 +242,6 @@ struct TaskHandle {
 pub async fn run(mut config: AgentConfig) -> Result<(), AgentError> {
     std::fs::create_dir_all(&config.data_dir)?;
     config.data_dir = std::fs::canonicalize(&config.data_dir)?;
-    runtime::become_subreaper()?;
     let client = reqwest::Client::builder()
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)
@@ -150,28 +249,63 @@ pub async fn run(mut config: AgentConfig) -> Result<(), AgentError> {
     let control = control::Control::new(client.clone(), &config.server_url);
     let snapshots = Arc::new(snapshot::Snapshots::new(config.data_dir.join("snapshots"))?);
     let puller = registry::Puller::new(client, &config.server_url, &config.data_dir, snapshots)?;
-    let nofile = match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
-        Ok((_, hard)) if hard != nix::libc::RLIM_INFINITY => hard,
-        _ => 1_048_576,
-    };
     let tasks_dir = config.data_dir.join("tasks");
     std::fs::create_dir_all(&tasks_dir)?;
+    let shim_bin = match &config.shim_bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?,
+    };
+    let net = config.network.as_ref().map(|n| network::NetConfig {
+        bridge: n.bridge.clone(),
+        subnet: n.subnet.clone(),
+        cni_path: n.cni_path.clone(),
+        ipam_dir: config.data_dir.join("cni"),
+        netns_dir: config.data_dir.join("netns"),
+        metadata_port: n.metadata_port,
+    });
+    let layout = cgroups::Layout::read();
     let agent = Arc::new(Agent {
         runtime: runtime::Runtime {
             bin: config.runtime.clone(),
         },
-        layout: cgroups::Layout::read(),
+        metadata: Arc::new(metadata::Metadata::new(layout.clone())),
+        layout,
         logs: control::LogShipper::start(control.clone()),
         control,
         puller,
-        nofile,
         tasks_dir,
+        shim_bin,
+        net,
+        metadata_bind: tokio::sync::Mutex::new(()),
         cfg: config,
     });
+    if let Some(n) = agent.net.clone() {
+        tokio::spawn(async move { network::install_isolation(&n).await });
+    }
 
     let mut tasks: HashMap<String, TaskHandle> = HashMap::new();
-    // Tasks left from a previous run: their containers are gone with us; clean and report.
-    for id in task::recover_leftovers(&agent).await {
+    // Tasks of a previous run: re-adopt those whose shims still run, report the others.
+    let mut adopted_stops = HashMap::new();
+    let rec = task::recover(&agent, |id| {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        adopted_stops.insert(id.to_string(), tx);
+        rx
+    })
+    .await;
+    for id in rec.adopted {
+        if let Some(stop) = adopted_stops.remove(&id) {
+            // Adopted supervisors end on their own; `done` stays false until the control plane
+            // stops listing the task.
+            tasks.insert(
+                id,
+                TaskHandle {
+                    stop,
+                    done: Arc::new(AtomicBool::new(false)),
+                },
+            );
+        }
+    }
+    for id in rec.finished {
         let (stop, _) = tokio::sync::watch::channel(true);
         tasks.insert(
             id,
@@ -213,6 +347,27 @@ pub async fn run(mut config: AgentConfig) -> Result<(), AgentError> {
                         let _ = h.stop.send(true);
                     }
                 }
+                None if ta.last_status == "RUNNING" => {
+                    // Running here before, but nothing of it survived (no task directory).
+                    tracing::warn!(task = %id, "a task this node ran is gone; reporting it stopped");
+                    let (stop, _) = tokio::sync::watch::channel(true);
+                    tasks.insert(
+                        id.clone(),
+                        TaskHandle {
+                            stop,
+                            done: Arc::new(AtomicBool::new(true)),
+                        },
+                    );
+                    let reporter = control::Reporter::start(agent.control.clone(), id);
+                    let r = berth_api::agent::TaskStateReport {
+                        last_status: "STOPPED".into(),
+                        stopped_at: Some(berth_core::epoch_now()),
+                        stop_code: Some("EssentialContainerExited".into()),
+                        stopped_reason: Some(task::LOST_REASON.into()),
+                        ..Default::default()
+                    };
+                    tokio::spawn(reporter.finish(r));
+                }
                 None => {
                     let (stop, stop_rx) = tokio::sync::watch::channel(!want_running);
                     let done = Arc::new(AtomicBool::new(false));
@@ -240,7 +395,8 @@ pub async fn run(mut config: AgentConfig) -> Result<(), AgentError> {
                 return false;
             }
             let _ = h.stop.send(true);
-            true
+            // An adopted task's supervisor has no `done` flag; once unlisted it is STOPPED.
+            h.stop.receiver_count() > 0
         });
     }
 }

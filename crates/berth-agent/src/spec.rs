@@ -249,6 +249,24 @@ pub fn memory_limit_bytes(task: &TaskSpec, c: &ContainerSpec) -> Option<i64> {
     c.memory.or(task.memory).map(|mib| mib as i64 * 1024 * 1024)
 }
 
+/// A bind mount into the container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub destination: String,
+    pub read_only: bool,
+}
+
+impl BindMount {
+    pub fn new(source: PathBuf, destination: &str, read_only: bool) -> BindMount {
+        BindMount {
+            source,
+            destination: destination.to_string(),
+            read_only,
+        }
+    }
+}
+
 /// Everything `build_spec` needs besides the specs.
 pub struct BundleInputs<'a> {
     pub args: Vec<String>,
@@ -259,10 +277,188 @@ pub struct BundleInputs<'a> {
     pub rootfs: PathBuf,
     pub cgroups_path: String,
     pub cgroup_ns: bool,
-    pub nofile: u64,
-    /// Extra bind mounts (`source`, `destination`, read-only).
-    pub binds: Vec<(PathBuf, &'a str, bool)>,
+    /// Join this network namespace (the task's) instead of creating one.
+    pub netns: Option<PathBuf>,
+    /// The agent's hard limit for an rlimit name (`nofile`, `nproc`, ...); the bundle never
+    /// asks for more (the agent lacks CAP_SYS_RESOURCE on some hosts).
+    pub hard_limits: &'a (dyn Fn(&str) -> Option<u64> + Sync),
+    pub binds: Vec<BindMount>,
 }
+
+/// The agent's hard limit for `name` (`nofile`, `nproc`, `core`, ...), `None` = unlimited or
+/// unknown.
+pub fn own_hard_limit(name: &str) -> Option<u64> {
+    use nix::sys::resource::{getrlimit, Resource};
+    let r = match name {
+        "nofile" => Resource::RLIMIT_NOFILE,
+        "nproc" => Resource::RLIMIT_NPROC,
+        "core" => Resource::RLIMIT_CORE,
+        "memlock" => Resource::RLIMIT_MEMLOCK,
+        "stack" => Resource::RLIMIT_STACK,
+        "fsize" => Resource::RLIMIT_FSIZE,
+        "cpu" => Resource::RLIMIT_CPU,
+        "data" => Resource::RLIMIT_DATA,
+        "locks" => Resource::RLIMIT_LOCKS,
+        "msgqueue" => Resource::RLIMIT_MSGQUEUE,
+        "nice" => Resource::RLIMIT_NICE,
+        "rtprio" => Resource::RLIMIT_RTPRIO,
+        "rttime" => Resource::RLIMIT_RTTIME,
+        "sigpending" => Resource::RLIMIT_SIGPENDING,
+        "rss" => Resource::RLIMIT_RSS,
+        "as" => Resource::RLIMIT_AS,
+        _ => return None,
+    };
+    match getrlimit(r) {
+        Ok((_, hard)) if hard != nix::libc::RLIM_INFINITY => Some(hard),
+        _ => None,
+    }
+}
+
+fn rlimit_type(name: &str) -> Option<PosixRlimitType> {
+    use PosixRlimitType::*;
+    Some(match name {
+        "nofile" => RlimitNofile,
+        "nproc" => RlimitNproc,
+        "core" => RlimitCore,
+        "memlock" => RlimitMemlock,
+        "stack" => RlimitStack,
+        "fsize" => RlimitFsize,
+        "cpu" => RlimitCpu,
+        "data" => RlimitData,
+        "locks" => RlimitLocks,
+        "msgqueue" => RlimitMsgqueue,
+        "nice" => RlimitNice,
+        "rtprio" => RlimitRtprio,
+        "rttime" => RlimitRttime,
+        "sigpending" => RlimitSigpending,
+        "rss" => RlimitRss,
+        _ => return None,
+    })
+}
+
+/// Process rlimits: `nofile` defaults to the agent's hard limit (at most 1,048,576), then the
+/// container's `ulimits`, each clamped to the agent's own hard limit (-1 = unlimited).
+pub fn rlimits(
+    c: &ContainerSpec,
+    hard_limits: &dyn Fn(&str) -> Option<u64>,
+) -> Result<Vec<oci_spec::runtime::PosixRlimit>, AgentError> {
+    let mut out: Vec<(String, u64, u64)> = Vec::new();
+    let nofile = hard_limits("nofile").unwrap_or(1_048_576).min(1_048_576);
+    out.push(("nofile".into(), nofile, nofile));
+    for u in &c.ulimits {
+        let name = u.name.to_ascii_lowercase();
+        if rlimit_type(&name).is_none() {
+            return Err(AgentError::Spec(format!("unknown ulimit {:?}", u.name)));
+        }
+        let cap = hard_limits(&name).unwrap_or(u64::MAX);
+        let v = |x: i64| if x < 0 { u64::MAX } else { x as u64 };
+        let hard = v(u.hard).min(cap);
+        let soft = v(u.soft).min(hard);
+        out.retain(|(n, _, _)| *n != name);
+        out.push((name, soft, hard));
+    }
+    out.into_iter()
+        .map(|(n, soft, hard)| {
+            Ok(PosixRlimitBuilder::default()
+                .typ(rlimit_type(&n).expect("checked"))
+                .soft(soft)
+                .hard(hard)
+                .build()?)
+        })
+        .collect()
+}
+
+/// Docker's default capabilities with `linuxParameters.capabilities` applied: drop first
+/// (`ALL` drops everything), then add (`ALL` adds every capability). Names may carry the
+/// `CAP_` prefix.
+pub fn capabilities(add: &[String], drop: &[String]) -> Result<Vec<Capability>, AgentError> {
+    let parse = |n: &str| -> Result<Capability, AgentError> {
+        let up = n.trim().to_ascii_uppercase();
+        let full = if up.starts_with("CAP_") {
+            up
+        } else {
+            format!("CAP_{up}")
+        };
+        serde_json::from_value(serde_json::Value::String(full.clone()))
+            .map_err(|_| AgentError::Spec(format!("unknown capability {n:?}")))
+    };
+    let is_all = |n: &String| n.trim().eq_ignore_ascii_case("ALL");
+    let mut caps = default_capabilities();
+    if drop.iter().any(is_all) {
+        caps.clear();
+    }
+    for d in drop.iter().filter(|d| !is_all(d)) {
+        let c = parse(d)?;
+        caps.retain(|x| *x != c);
+    }
+    if add.iter().any(is_all) {
+        let all: Vec<Capability> = (0..=40)
+            .filter_map(|i| {
+                serde_json::from_value(serde_json::Value::String(format!(
+                    "CAP_{}",
+                    CAP_NAMES.get(i)?
+                )))
+                .ok()
+            })
+            .collect();
+        for c in all {
+            if !caps.contains(&c) {
+                caps.push(c);
+            }
+        }
+    }
+    for a in add.iter().filter(|a| !is_all(a)) {
+        let c = parse(a)?;
+        if !caps.contains(&c) {
+            caps.push(c);
+        }
+    }
+    Ok(caps)
+}
+
+const CAP_NAMES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
 
 fn m(dest: &str, typ: &str, src: &str, opts: &[&str]) -> Result<Mount, AgentError> {
     Ok(MountBuilder::default()
@@ -279,7 +475,14 @@ pub fn build_spec(
     c: &ContainerSpec,
     i: &BundleInputs,
 ) -> Result<Spec, AgentError> {
-    let caps: oci_spec::runtime::Capabilities = default_capabilities().into_iter().collect();
+    if c.privileged && task.launch_type == "FARGATE" {
+        return Err(AgentError::Spec(format!(
+            "container {}: privileged containers are not supported on FARGATE",
+            c.name
+        )));
+    }
+    let caps: oci_spec::runtime::Capabilities =
+        capabilities(&c.cap_add, &c.cap_drop)?.into_iter().collect();
     let mut user = UserBuilder::default().uid(i.user.uid).gid(i.user.gid);
     if !i.user.additional_gids.is_empty() {
         user = user.additional_gids(i.user.additional_gids.clone());
@@ -300,11 +503,7 @@ pub fn build_spec(
                 .ambient(oci_spec::runtime::Capabilities::new())
                 .build()?,
         )
-        .rlimits(vec![PosixRlimitBuilder::default()
-            .typ(PosixRlimitType::RlimitNofile)
-            .soft(i.nofile)
-            .hard(i.nofile)
-            .build()?])
+        .rlimits(rlimits(c, i.hard_limits)?)
         .build()?;
 
     let mut mounts = vec![
@@ -353,14 +552,14 @@ pub fn build_spec(
             &["nosuid", "noexec", "nodev", "relatime", "ro"],
         )?,
     ];
-    for (src, dest, ro) in &i.binds {
-        let src = src.to_string_lossy();
-        let opts: &[&str] = if *ro {
+    for b in &i.binds {
+        let src = b.source.to_string_lossy();
+        let opts: &[&str] = if b.read_only {
             &["rbind", "rprivate", "ro"]
         } else {
             &["rbind", "rprivate"]
         };
-        mounts.push(m(dest, "bind", &src, opts)?);
+        mounts.push(m(&b.destination, "bind", &src, opts)?);
     }
 
     let mut ns_types = vec![
@@ -375,7 +574,13 @@ pub fn build_spec(
     }
     let namespaces = ns_types
         .into_iter()
-        .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
+        .map(|t| {
+            let b = LinuxNamespaceBuilder::default().typ(t);
+            match (&i.netns, t) {
+                (Some(p), LinuxNamespaceType::Network) => b.path(p.clone()).build(),
+                _ => b.build(),
+            }
+        })
         .collect::<Result<Vec<_>, _>>()?;
 
     let mut memory = LinuxMemoryBuilder::default();
@@ -419,6 +624,12 @@ pub fn build_spec(
         .resources(resources.build()?)
         .masked_paths(masked_paths())
         .readonly_paths(readonly_paths())
+        .seccomp(
+            serde_json::from_value::<oci_spec::runtime::LinuxSeccomp>(
+                crate::seccomp::default_profile(),
+            )
+            .map_err(|e| AgentError::Spec(e.to_string()))?,
+        )
         .build()?;
 
     Ok(SpecBuilder::default()
@@ -561,7 +772,7 @@ mod tests {
             cluster_name: "default".into(),
             cpu: Some(256),
             memory: Some(512),
-            containers: vec![],
+            ..Default::default()
         };
         let c = ContainerSpec {
             name: "app".into(),
@@ -569,6 +780,13 @@ mod tests {
             memory_reservation: Some(32),
             cpu: 128,
             readonly_root_filesystem: true,
+            ulimits: vec![berth_api::agent::UlimitSpec {
+                name: "nofile".into(),
+                soft: 100,
+                hard: 5000,
+            }],
+            cap_add: vec!["NET_ADMIN".into()],
+            cap_drop: vec!["CAP_MKNOD".into(), "net_raw".into()],
             ..Default::default()
         };
         let inputs = BundleInputs {
@@ -584,7 +802,8 @@ mod tests {
             rootfs: "/r".into(),
             cgroups_path: "/berth/t/app".into(),
             cgroup_ns: false,
-            nofile: 1024,
+            netns: Some("/run/netns/x".into()),
+            hard_limits: &|n| (n == "nofile").then_some(1024),
             binds: vec![],
         };
         let spec = build_spec(&task, &c, &inputs).unwrap();
@@ -601,13 +820,26 @@ mod tests {
         assert_eq!(v["root"]["readonly"], true);
         assert_eq!(v["linux"]["cgroupsPath"], "/berth/t/app");
         assert_eq!(v["process"]["rlimits"][0]["hard"], 1024);
+        assert_eq!(v["process"]["rlimits"][0]["soft"], 100);
         assert_eq!(v["process"]["noNewPrivileges"], true);
-        assert_eq!(
-            v["process"]["capabilities"]["bounding"]
-                .as_array()
-                .unwrap()
-                .len(),
-            14
+        let caps = v["process"]["capabilities"]["bounding"].as_array().unwrap();
+        assert_eq!(caps.len(), 13, "{caps:?}");
+        assert!(caps.contains(&serde_json::json!("CAP_NET_ADMIN")));
+        assert!(!caps.contains(&serde_json::json!("CAP_MKNOD")));
+        let ns = v["linux"]["namespaces"].as_array().unwrap();
+        assert!(
+            ns.contains(&serde_json::json!({"type": "network", "path": "/run/netns/x"})),
+            "{ns:?}"
         );
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+        let mut p = c.clone();
+        p.privileged = true;
+        let mut ft = task.clone();
+        ft.launch_type = "FARGATE".into();
+        assert!(build_spec(&ft, &p, &inputs).is_err());
+        let all = capabilities(&["ALL".into()], &[]).unwrap();
+        assert!(all.len() >= 40, "{}", all.len());
+        assert!(capabilities(&[], &["ALL".into()]).unwrap().is_empty());
+        assert!(capabilities(&["BOGUS".into()], &[]).is_err());
     }
 }

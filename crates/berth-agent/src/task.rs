@@ -1,35 +1,35 @@
-//! One task's life on this node: pull, bundle, run, supervise, stop, clean up, report.
-//! Per-task state lives in `<data_dir>/tasks/<task-id>/` (`task.json` plus a bundle directory
-//! per container) so a restarted agent can clean up what a previous run left.
+//! One task's life on this node: pull, network, bundles, start (in `dependsOn` order, through
+//! the task's shim), supervise (exits, health, stop requests), stop, clean up, report.
+//! Per-task state lives in `<data_dir>/tasks/<task-id>/`: `task.json` (the spec),
+//! `report.json` (the last state report), `net.json` (the task's address), `shim.pid`, and per
+//! container `c<idx>/` (bundle, `pid`, `exit`, `log`, `log.pos`, `health`), so a restarted
+//! agent re-adopts a task whose shim still runs, or cleans up after one whose shim is gone.
 
-use std::os::fd::OwnedFd;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use berth_api::agent::{
-    ContainerSpec, ContainerStateReport, LogDestination, LogLine, TaskSpec, TaskStateReport,
-};
+use berth_api::agent::{ContainerStateReport, TaskSpec, TaskStateReport};
 use berth_core::epoch_now;
-use nix::sys::signal::Signal;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::sync::{mpsc, watch};
 
+use crate::bundle::{self, remove_task_dir, unmount_all};
 use crate::control::Reporter;
-use crate::registry::Image;
-use crate::spec::{
-    build_spec, merge_env, process_args, read_rootfs_etc, resolve_user, BundleInputs,
-};
-use crate::{cgroups, Agent, AgentError};
+use crate::deps::{decide, Decision, Phase};
+use crate::network::{self, TaskNet};
+use crate::shim::{self, ExitRecord};
+use crate::shim_client::{ShimConn, ShimEvent};
+use crate::tailer::Tailer;
+use crate::{cgroups, health, Agent, AgentError};
 
-pub const RESTART_REASON: &str =
-    "Task stopped because berth restarted while it was running; its containers were lost";
+pub const LOST_REASON: &str =
+    "Task stopped because its containers were lost while berth was down (their shim is gone)";
 const ESSENTIAL_EXITED: &str = "Essential container in task exited";
+pub const OOM_REASON: &str = "OutOfMemoryError: Container killed due to memory usage";
 const DEFAULT_STOP_TIMEOUT: u32 = 30;
-const MAX_LINE: u64 = 256 * 1024;
 
-fn safe_name(s: &str) -> String {
+pub fn safe_name(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' {
@@ -53,16 +53,19 @@ pub fn container_id(task_id: &str, name: &str) -> String {
     format!("berth-{task_id}-{}", safe_name(name))
 }
 
-fn cgroup_task_rel(task_id: &str) -> String {
+pub fn cgroup_task_rel(task_id: &str) -> String {
     format!("berth/{task_id}")
 }
 
-/// A running container.
-struct Running {
-    id: String,
-    pidfd: Option<Arc<OwnedFd>>,
-    exited: Arc<AtomicBool>,
-    readers: Vec<tokio::task::JoinHandle<()>>,
+fn region_of(spec: &TaskSpec) -> String {
+    let az = spec
+        .availability_zone
+        .trim_end_matches(|c: char| c.is_ascii_lowercase());
+    if az.is_empty() {
+        spec.task_arn.split(':').nth(3).unwrap_or("").to_string()
+    } else {
+        az.to_string()
+    }
 }
 
 fn stopped_report(spec: &TaskSpec, base: &TaskStateReport) -> TaskStateReport {
@@ -75,7 +78,6 @@ fn stopped_report(spec: &TaskSpec, base: &TaskStateReport) -> TaskStateReport {
             .iter()
             .map(|c| ContainerStateReport {
                 name: c.name.clone(),
-                last_status: "STOPPED".into(),
                 ..Default::default()
             })
             .collect();
@@ -86,10 +88,8 @@ fn stopped_report(spec: &TaskSpec, base: &TaskStateReport) -> TaskStateReport {
     r
 }
 
-/// Runs a task to its end. `stop` turns true when the control plane wants it stopped.
-pub async fn run_task(agent: Arc<Agent>, spec: TaskSpec, mut stop: watch::Receiver<bool>) {
-    let reporter = Reporter::start(agent.control.clone(), spec.task_id.clone());
-    let mut report = TaskStateReport {
+fn pending_report(spec: &TaskSpec) -> TaskStateReport {
+    TaskStateReport {
         last_status: "PENDING".into(),
         containers: spec
             .containers
@@ -101,7 +101,46 @@ pub async fn run_task(agent: Arc<Agent>, spec: TaskSpec, mut stop: watch::Receiv
             })
             .collect(),
         ..Default::default()
+    }
+}
+
+/// Sends reports and keeps the last one in `report.json` (and in the metadata registry).
+struct Reports {
+    reporter: Reporter,
+    file: PathBuf,
+    agent: Arc<Agent>,
+    task_id: String,
+}
+
+impl Reports {
+    fn send(&self, r: &TaskStateReport) {
+        if let Ok(b) = serde_json::to_vec(r) {
+            let _ = std::fs::write(&self.file, b);
+        }
+        self.agent.metadata.update_report(&self.task_id, r);
+        self.reporter.send(r.clone());
+    }
+
+    async fn finish(self, r: TaskStateReport) {
+        self.agent.metadata.remove(&self.task_id);
+        self.reporter.finish(r).await;
+    }
+}
+
+/// Resolves once a stop is asked for (or the asking side is gone).
+async fn stop_requested(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Runs a new task to its end. `stop` turns true when the control plane wants it stopped.
+pub async fn run_task(agent: Arc<Agent>, spec: TaskSpec, mut stop: watch::Receiver<bool>) {
+    let reports = Reports {
+        reporter: Reporter::start(agent.control.clone(), spec.task_id.clone()),
+        file: agent.tasks_dir.join(&spec.task_id).join("report.json"),
+        agent: agent.clone(),
+        task_id: spec.task_id.clone(),
     };
+    let mut report = pending_report(&spec);
     let fail = |report: &TaskStateReport, reason: String, per_container: Vec<Option<String>>| {
         let mut r = stopped_report(&spec, report);
         r.stop_code = Some("TaskFailedToStart".into());
@@ -114,12 +153,12 @@ pub async fn run_task(agent: Arc<Agent>, spec: TaskSpec, mut stop: watch::Receiv
         r
     };
     if *stop.borrow() {
-        reporter.finish(stopped_report(&spec, &report)).await;
+        reports.finish(stopped_report(&spec, &report)).await;
         return;
     }
     if !valid_task_id(&spec.task_id) || spec.containers.is_empty() {
         let r = fail(&report, format!("invalid task {:?}", spec.task_id), vec![]);
-        reporter.finish(r).await;
+        reports.finish(r).await;
         return;
     }
     let task_dir = agent.tasks_dir.join(&spec.task_id);
@@ -131,26 +170,44 @@ pub async fn run_task(agent: Arc<Agent>, spec: TaskSpec, mut stop: watch::Receiv
         )
     })();
     if let Err(e) = prepared {
-        reporter
-            .finish(fail(
-                &report,
-                format!("cannot create task state: {e}"),
-                vec![],
-            ))
-            .await;
+        let r = fail(&report, format!("cannot create task state: {e}"), vec![]);
+        reports.finish(r).await;
         return;
     }
+    agent.metadata.insert(&spec, None);
 
-    // Pull.
+    // Pull, the network, the shim and the task cgroup, all at once.
     report.pull_started_at = Some(epoch_now());
-    reporter.send(report.clone());
-    let pulls =
-        futures_util::future::join_all(spec.containers.iter().map(|c| agent.puller.pull(&c.image)));
-    let pulled = tokio::select! {
-        p = pulls => p,
+    reports.send(&report);
+    let pulls = async {
+        futures_util::future::join_all(spec.containers.iter().map(|c| agent.puller.pull(&c.image)))
+            .await
+    };
+    let net = async {
+        if spec.awsvpc {
+            if let Some(cfg) = &agent.net {
+                return network::setup(cfg, &spec.task_id).await.map(Some);
+            }
+        }
+        Ok(None)
+    };
+    let shim = async { shim_start(&agent, &task_dir, &spec.task_id).await };
+    let cg = async {
+        cgroups::setup_task(
+            &agent.layout,
+            &cgroup_task_rel(&spec.task_id),
+            spec.cpu,
+            spec.memory,
+        )
+    };
+    let all = async { tokio::join!(pulls, net, shim, cg) };
+    let (pulled, net, shim, cg) = tokio::select! {
+        r = all => r,
         _ = stop_requested(&mut stop) => {
-            let _ = std::fs::remove_dir_all(&task_dir);
-            reporter.finish(stopped_report(&spec, &report)).await;
+            // Whatever got set up is undone by cleanup (network, cgroups, shim).
+            cleanup(&agent, &spec, &task_dir, None).await;
+            reports.finish(stopped_report(&spec, &report)).await;
+            remove_task_dir(&task_dir);
             return;
         }
     };
@@ -170,376 +227,118 @@ pub async fn run_task(agent: Arc<Agent>, spec: TaskSpec, mut stop: watch::Receiv
             }
         }
     }
-    if let Some(reason) = first_err {
-        tracing::info!(task = %spec.task_id, "pull failed: {reason}");
-        let _ = std::fs::remove_dir_all(&task_dir);
-        reporter.finish(fail(&report, reason, errors)).await;
-        return;
-    }
-
-    // Start every container at once.
-    let hostname: String = spec.task_id.chars().take(12).collect();
-    write_etc_files(&task_dir, &hostname);
-    let (exit_tx, mut exit_rx) = mpsc::unbounded_channel::<(usize, Option<i32>)>();
-    let starts =
-        futures_util::future::join_all(spec.containers.iter().zip(images.iter()).enumerate().map(
-            |(idx, (c, img))| {
-                start_container(
-                    &agent,
-                    &spec,
-                    &task_dir,
-                    &hostname,
-                    idx,
-                    c,
-                    img,
-                    exit_tx.clone(),
-                )
-            },
-        ))
-        .await;
-    drop(exit_tx);
-    let mut running: Vec<Option<Running>> = Vec::new();
-    let mut start_err = None;
-    let mut start_errors = Vec::new();
-    for s in starts {
-        match s {
-            Ok(r) => {
-                running.push(Some(r));
-                start_errors.push(None);
-            }
-            Err(e) => {
-                let msg = format!("CannotStartContainerError: {e}");
-                start_err.get_or_insert(msg.clone());
-                start_errors.push(Some(msg));
-                running.push(None);
-            }
-        }
-    }
-    if let Some(reason) = start_err {
+    let setup_err = match (&net, &shim, &cg) {
+        (Err(e), _, _) => Some(format!("ResourceInitializationError: {e}")),
+        (_, Err(e), _) => Some(format!("ResourceInitializationError: {e}")),
+        (_, _, Err(e)) => Some(format!("ResourceInitializationError: cgroup: {e}")),
+        _ => None,
+    };
+    let shim = shim.ok();
+    let net: Option<TaskNet> = net.ok().flatten();
+    if let Some(reason) = first_err.or(setup_err) {
         tracing::info!(task = %spec.task_id, "start failed: {reason}");
-        for r in running.iter().flatten() {
-            agent
-                .runtime
-                .signal(&r.id, r.pidfd.as_deref(), Signal::SIGKILL)
-                .await;
-        }
-        let n_running = running.iter().flatten().count();
-        for _ in 0..n_running {
-            if exit_rx.recv().await.is_none() {
-                break;
-            }
-        }
-        finish_readers(&mut running).await;
-        agent.logs.flush().await;
-        cleanup(&agent, &spec.task_id, &spec.containers).await;
-        reporter.finish(fail(&report, reason, start_errors)).await;
+        cleanup(&agent, &spec, &task_dir, shim.as_ref().map(|s| &s.0)).await;
+        reports.finish(fail(&report, reason, errors)).await;
         remove_task_dir(&task_dir);
         return;
     }
-    report.last_status = "RUNNING".into();
-    report.started_at = Some(epoch_now());
-    for ((cr, r), img) in report
-        .containers
-        .iter_mut()
-        .zip(running.iter())
-        .zip(images.iter())
-    {
-        cr.last_status = "RUNNING".into();
-        cr.runtime_id = r.as_ref().map(|r| r.id.clone());
+    let (conn, events) = shim.expect("checked");
+    if let Some(n) = &net {
+        let _ = std::fs::write(
+            task_dir.join("net.json"),
+            serde_json::to_vec(n).unwrap_or_default(),
+        );
+        agent.metadata.set_net(&spec.task_id, n);
+        report.network = Some(network_report(n, &region_of(&spec)));
+        agent.ensure_metadata_server(n.gateway).await;
+    }
+
+    // Bundles for every container (dependents too), prepared now so starting is quick.
+    let region = region_of(&spec);
+    let host = bundle::hostname(&spec.task_id, net.as_ref());
+    bundle::write_etc_files(&task_dir, &host, net.as_ref(), &region);
+    let metadata_base = net
+        .as_ref()
+        .filter(|_| agent.metadata.serving())
+        .map(|n| format!("http://{}:{}/v4", n.gateway, agent.metadata_port()));
+    let env = bundle::TaskEnv {
+        task_dir: &task_dir,
+        hostname: &host,
+        net: net.as_ref(),
+        metadata_base,
+        cgroup_ns: agent.layout.is_unified(),
+        hard_limits: &crate::spec::own_hard_limit,
+        region: &region,
+    };
+    let mut bundle_errors = Vec::new();
+    let mut bundles = Vec::new();
+    for (idx, img) in images.iter().enumerate() {
+        match bundle::prepare(&spec, idx, img, &env) {
+            Ok(b) => {
+                bundles.push(b);
+                bundle_errors.push(None);
+            }
+            Err(e) => {
+                bundles.push(PathBuf::new());
+                bundle_errors.push(Some(format!("CannotStartContainerError: {e}")));
+            }
+        }
+    }
+    if let Some(reason) = bundle_errors.iter().flatten().next().cloned() {
+        tracing::info!(task = %spec.task_id, "start failed: {reason}");
+        cleanup(&agent, &spec, &task_dir, Some(&conn)).await;
+        reports.finish(fail(&report, reason, bundle_errors)).await;
+        remove_task_dir(&task_dir);
+        return;
+    }
+    for (cr, img) in report.containers.iter_mut().zip(images.iter()) {
         cr.image_digest = Some(img.digest.clone());
     }
-    reporter.send(report.clone());
-    tracing::info!(task = %spec.task_id, "running");
-
-    // Supervise.
-    let n = spec.containers.len();
-    let mut alive = n;
-    let mut stopping = false;
-    let mut stop_code = None;
-    let mut stopped_reason = None;
-    let mut timers: Vec<tokio::task::JoinHandle<()>> = Vec::new();
-    while alive > 0 {
-        tokio::select! {
-            ev = exit_rx.recv() => {
-                let Some((idx, code)) = ev else { break };
-                alive -= 1;
-                let cr = &mut report.containers[idx];
-                cr.last_status = "STOPPED".into();
-                cr.exit_code = code;
-                tracing::info!(task = %spec.task_id, container = %spec.containers[idx].name, "exited with {code:?}");
-                if !stopping && (spec.containers[idx].essential || alive == 0) {
-                    stopping = true;
-                    stop_code = Some("EssentialContainerExited".to_string());
-                    stopped_reason = Some(ESSENTIAL_EXITED.to_string());
-                    timers = begin_stop(&agent, &spec, &running).await;
-                } else if !stopping {
-                    reporter.send(report.clone());
-                }
-            }
-            _ = stop_requested(&mut stop), if !stopping => {
-                stopping = true;
-                timers = begin_stop(&agent, &spec, &running).await;
-            }
-        }
-    }
-    for t in timers {
-        t.abort();
-    }
-    finish_readers(&mut running).await;
-    agent.logs.flush().await;
-    cleanup(&agent, &spec.task_id, &spec.containers).await;
-    let mut r = stopped_report(&spec, &report);
-    r.stop_code = stop_code;
-    r.stopped_reason = stopped_reason;
-    reporter.finish(r).await;
-    remove_task_dir(&task_dir);
-    tracing::info!(task = %spec.task_id, "stopped");
-}
-
-/// Resolves once a stop is asked for (or the asking side is gone).
-async fn stop_requested(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
-}
-
-/// SIGTERM to every running container, SIGKILL after its stop timeout.
-async fn begin_stop(
-    agent: &Arc<Agent>,
-    spec: &TaskSpec,
-    running: &[Option<Running>],
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut timers = Vec::new();
-    for (c, r) in spec.containers.iter().zip(running) {
-        let Some(r) = r else { continue };
-        if r.exited.load(Ordering::SeqCst) {
-            continue;
-        }
-        agent
-            .runtime
-            .signal(&r.id, r.pidfd.as_deref(), Signal::SIGTERM)
-            .await;
-        let timeout = if c.stop_timeout == 0 {
-            DEFAULT_STOP_TIMEOUT
-        } else {
-            c.stop_timeout
-        };
-        let (agent, id, pidfd, exited) = (
-            agent.clone(),
-            r.id.clone(),
-            r.pidfd.clone(),
-            r.exited.clone(),
-        );
-        timers.push(tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(timeout as u64)).await;
-            if !exited.load(Ordering::SeqCst) {
-                agent
-                    .runtime
-                    .signal(&id, pidfd.as_deref(), Signal::SIGKILL)
-                    .await;
-            }
-        }));
-    }
-    timers
-}
-
-/// Waits (briefly) for the output readers to reach the end of the pipes.
-async fn finish_readers(running: &mut [Option<Running>]) {
-    let handles: Vec<_> = running
-        .iter_mut()
-        .flatten()
-        .flat_map(|r| r.readers.drain(..))
-        .collect();
-    let all = futures_util::future::join_all(handles);
-    if tokio::time::timeout(Duration::from_secs(2), all)
-        .await
-        .is_err()
-    {
-        tracing::warn!("container output still open 2s after exit; some log lines may be missing");
-    }
-}
-
-fn write_etc_files(task_dir: &Path, hostname: &str) {
-    let _ = std::fs::write(task_dir.join("hostname"), format!("{hostname}\n"));
-    let _ = std::fs::write(
-        task_dir.join("hosts"),
-        format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
-    );
-    if let Ok(s) = std::fs::read_to_string("/etc/resolv.conf") {
-        let _ = std::fs::write(task_dir.join("resolv.conf"), s);
-    }
-}
-
-fn overlay_options(layers: &[PathBuf], empty: &Path, upper: &Path, work: &Path) -> String {
-    let lower: Vec<String> = if layers.is_empty() {
-        vec![empty.display().to_string()]
-    } else {
-        layers
-            .iter()
-            .rev()
-            .map(|p| p.display().to_string())
-            .collect()
+    let phases = vec![Phase::Pending; spec.containers.len()];
+    let health = vec![health::State::new(); spec.containers.len()];
+    let sup = Supervisor {
+        agent,
+        spec,
+        task_dir,
+        conn,
+        net,
+        report,
+        reports,
+        phases,
+        health,
     };
-    format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.join(":"),
-        upper.display(),
-        work.display()
-    )
+    sup.run(events, stop).await;
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn start_container(
+async fn shim_start(
+    agent: &Arc<Agent>,
+    task_dir: &Path,
+    task_id: &str,
+) -> Result<(Arc<ShimConn>, mpsc::UnboundedReceiver<ShimEvent>), AgentError> {
+    std::fs::create_dir_all(task_dir)?;
+    crate::shim_client::spawn(&agent.shim_bin, task_dir, task_id, &agent.runtime.bin)?;
+    ShimConn::connect(task_id).await
+}
+
+fn network_report(n: &TaskNet, region: &str) -> berth_api::agent::NetworkReport {
+    berth_api::agent::NetworkReport {
+        private_ipv4_address: n.ip.to_string(),
+        subnet_cidr: n.subnet_cidr(),
+        gateway: n.gateway.to_string(),
+        mac_address: n.mac.clone(),
+        private_dns_name: n.dns_name(region),
+    }
+}
+
+/// Undoes what a task set up on this node: containers, rootfs mounts, cgroups, network, shim.
+async fn cleanup(
     agent: &Arc<Agent>,
     spec: &TaskSpec,
     task_dir: &Path,
-    hostname: &str,
-    idx: usize,
-    c: &ContainerSpec,
-    img: &Image,
-    exit_tx: mpsc::UnboundedSender<(usize, Option<i32>)>,
-) -> Result<Running, AgentError> {
-    let cdir = task_dir.join(format!("c{idx}"));
-    let rootfs = cdir.join("rootfs");
-    let upper = cdir.join("upper");
-    let work = cdir.join("work");
-    let empty = cdir.join("empty");
-    for d in [&rootfs, &upper, &work] {
-        std::fs::create_dir_all(d)?;
-    }
-    if img.layers.is_empty() {
-        std::fs::create_dir_all(&empty)?;
-    }
-    let opts = overlay_options(&img.layers, &empty, &upper, &work);
-    nix::mount::mount(
-        Some("overlay"),
-        &rootfs,
-        Some("overlay"),
-        nix::mount::MsFlags::empty(),
-        Some(opts.as_str()),
-    )
-    .map_err(|e| AgentError::Runtime(format!("mounting the overlay rootfs: {e}")))?;
-
-    let rc = img.config.config.as_ref();
-    let args = process_args(rc, c).map_err(AgentError::Spec)?;
-    let user_str = c
-        .user
-        .clone()
-        .filter(|u| !u.is_empty())
-        .or_else(|| rc.and_then(|r| r.user.clone()))
-        .unwrap_or_default();
-    let user = if user_str.is_empty() {
-        resolve_user("", None, None)
-    } else {
-        resolve_user(
-            &user_str,
-            read_rootfs_etc(&rootfs, "passwd").as_deref(),
-            read_rootfs_etc(&rootfs, "group").as_deref(),
-        )
-    }
-    .map_err(AgentError::Spec)?;
-    let image_env = rc.and_then(|r| r.env.clone()).unwrap_or_default();
-    let env = merge_env(&image_env, &c.environment, hostname);
-    let cwd = c
-        .working_directory
-        .clone()
-        .filter(|w| !w.is_empty())
-        .or_else(|| {
-            rc.and_then(|r| r.working_dir.clone())
-                .filter(|w| !w.is_empty())
-        })
-        .unwrap_or_else(|| "/".into());
-    let mut binds = vec![
-        (task_dir.join("hostname"), "/etc/hostname", false),
-        (task_dir.join("hosts"), "/etc/hosts", false),
-    ];
-    if task_dir.join("resolv.conf").exists() {
-        binds.push((task_dir.join("resolv.conf"), "/etc/resolv.conf", false));
-    }
-    let name = safe_name(&c.name);
-    let inputs = BundleInputs {
-        args,
-        env,
-        cwd,
-        user,
-        hostname: hostname.to_string(),
-        rootfs: rootfs.clone(),
-        cgroups_path: format!("/{}/{name}", cgroup_task_rel(&spec.task_id)),
-        cgroup_ns: agent.layout.is_unified(),
-        nofile: agent.nofile,
-        binds,
-    };
-    let oci = build_spec(spec, c, &inputs)?;
-    let json = serde_json::to_vec(&oci).map_err(|e| AgentError::Spec(e.to_string()))?;
-    std::fs::write(cdir.join("config.json"), json)?;
-
-    let id = container_id(&spec.task_id, &c.name);
-    let started = agent.runtime.run(&id, &cdir).await?;
-    let exited = Arc::new(AtomicBool::new(false));
-    {
-        let exited = exited.clone();
-        let pid = started.pid;
-        tokio::task::spawn_blocking(move || {
-            let code = crate::runtime::wait_exit(pid);
-            exited.store(true, Ordering::SeqCst);
-            let _ = exit_tx.send((idx, code));
-        });
-    }
-    let readers = vec![
-        tokio::spawn(read_lines(
-            started.stdout,
-            c.log.clone(),
-            agent.logs.clone(),
-        )),
-        tokio::spawn(read_lines(
-            started.stderr,
-            c.log.clone(),
-            agent.logs.clone(),
-        )),
-    ];
-    Ok(Running {
-        id,
-        pidfd: started.pidfd.map(Arc::new),
-        exited,
-        readers,
-    })
-}
-
-/// Turns a container output stream into log lines (always drained, shipped when the container
-/// has a log destination).
-async fn read_lines<R: AsyncRead + Unpin>(
-    r: R,
-    dest: Option<LogDestination>,
-    logs: crate::control::LogShipper,
+    conn: Option<&Arc<ShimConn>>,
 ) {
-    let mut br = BufReader::with_capacity(64 * 1024, r);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match (&mut br).take(MAX_LINE).read_until(b'\n', &mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                let Some(d) = &dest else { continue };
-                if buf.last() == Some(&b'\n') {
-                    buf.pop();
-                }
-                let ts = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as i64)
-                    .unwrap_or(0);
-                logs.line(LogLine {
-                    group: d.group.clone(),
-                    stream: d.stream.clone(),
-                    timestamp: ts,
-                    message: String::from_utf8_lossy(&buf).into_owned(),
-                });
-            }
-        }
-    }
-}
-
-/// Deletes the task's containers, unmounts their rootfs and removes the task's cgroups.
-async fn cleanup(agent: &Arc<Agent>, task_id: &str, containers: &[ContainerSpec]) {
-    let deletes = containers.iter().map(|c| {
-        let id = container_id(task_id, &c.name);
+    let deletes = spec.containers.iter().map(|c| {
+        let id = container_id(&spec.task_id, &c.name);
         async move {
             if let Err(e) = agent.runtime.delete_force(&id).await {
                 tracing::warn!("{e}");
@@ -547,67 +346,454 @@ async fn cleanup(agent: &Arc<Agent>, task_id: &str, containers: &[ContainerSpec]
         }
     });
     futures_util::future::join_all(deletes).await;
-    unmount_all(&agent.tasks_dir.join(task_id));
-    let failed = cgroups::remove_tree(&agent.layout, &cgroup_task_rel(task_id));
+    unmount_all(task_dir);
+    let failed = cgroups::remove_tree(&agent.layout, &cgroup_task_rel(&spec.task_id));
     for f in failed {
         tracing::warn!("cannot remove cgroup {f}");
     }
-}
-
-fn unmount_all(task_dir: &Path) {
-    let Ok(rd) = std::fs::read_dir(task_dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let rootfs = e.path().join("rootfs");
-        if rootfs.is_dir() {
-            match nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH) {
-                Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-                Err(err) => tracing::warn!("umount {}: {err}", rootfs.display()),
+    if let Some(cfg) = &agent.net {
+        if spec.awsvpc || cfg.netns_dir.join(&spec.task_id).exists() {
+            network::teardown(cfg, &spec.task_id).await;
+        }
+    }
+    match conn {
+        Some(c) => c.bye().await,
+        None => {
+            // A shim we cannot talk to (e.g. set up, then the task was stopped): end it.
+            if let Some(pid) = std::fs::read_to_string(task_dir.join("shim.pid"))
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            {
+                if crate::shim_client::shim_alive(task_dir) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
             }
         }
     }
 }
 
-fn is_mount_point(p: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let (Ok(a), Some(parent)) = (std::fs::symlink_metadata(p), p.parent()) else {
-        return false;
-    };
-    let Ok(b) = std::fs::symlink_metadata(parent) else {
-        return false;
-    };
-    a.dev() != b.dev()
+/// Events the supervisor reacts to besides the shim's.
+enum Sup {
+    Started(usize, Result<i32, String>),
+    Kill(usize),
 }
 
-/// Removes a task directory unless a rootfs in it is still mounted (never delete through a
-/// mount).
-fn remove_task_dir(task_dir: &Path) {
-    if let Ok(rd) = std::fs::read_dir(task_dir) {
-        for e in rd.flatten() {
-            if is_mount_point(&e.path().join("rootfs")) {
-                tracing::error!(
-                    "{} is still mounted; leaving {}",
-                    e.path().join("rootfs").display(),
-                    task_dir.display()
-                );
-                return;
+struct Supervisor {
+    agent: Arc<Agent>,
+    spec: TaskSpec,
+    task_dir: PathBuf,
+    conn: Arc<ShimConn>,
+    net: Option<TaskNet>,
+    report: TaskStateReport,
+    reports: Reports,
+    phases: Vec<Phase>,
+    health: Vec<health::State>,
+}
+
+impl Supervisor {
+    fn send(&self) {
+        self.reports.send(&self.report);
+    }
+
+    fn health_strs(&self) -> Vec<&'static str> {
+        self.health.iter().map(|h| h.status).collect()
+    }
+
+    async fn run(
+        mut self,
+        mut events: mpsc::UnboundedReceiver<ShimEvent>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let n = self.spec.containers.len();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Sup>();
+        let (htx, mut hrx) = mpsc::unbounded_channel::<(usize, &'static str)>();
+        let mut tailers: HashMap<usize, Tailer> = HashMap::new();
+        let mut checkers: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+        let mut timers: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+        let mut relays: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+        let mut stopping = false;
+        let mut stop_code: Option<String> = None;
+        let mut stopped_reason: Option<String> = None;
+        let mut start_error: Option<String> = None;
+
+        // Ports are published before anything starts (connections wait for the app).
+        if let Some(net) = &self.net {
+            for (idx, c) in self.spec.containers.iter().enumerate() {
+                let mut bound = Vec::new();
+                for p in c.port_mappings.iter().filter(|p| p.protocol != "udp") {
+                    match network::publish(p.host_port, net.ip, p.container_port).await {
+                        Ok(h) => {
+                            relays.push(h);
+                            bound.push(p.clone());
+                        }
+                        Err(e) => {
+                            tracing::warn!(task = %self.spec.task_id, "{e}");
+                            start_error.get_or_insert(format!("CannotStartContainerError: {e}"));
+                        }
+                    }
+                }
+                self.report.containers[idx].network_bindings = bound;
             }
         }
-    }
-    if let Err(e) = std::fs::remove_dir_all(task_dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!("removing {}: {e}", task_dir.display());
+        if start_error.is_some() {
+            stopping = true;
+            for p in self.phases.iter_mut() {
+                if *p == Phase::Pending {
+                    *p = Phase::NotStarted;
+                }
+            }
         }
+        // Adopted containers: tail, health-check.
+        for idx in 0..n {
+            if matches!(self.phases[idx], Phase::Running | Phase::Exited(_)) {
+                if let Some(t) = self.tailer(idx) {
+                    tailers.insert(idx, t);
+                }
+            }
+            if self.phases[idx] == Phase::Running {
+                if let Some(h) = self.checker(idx, &htx) {
+                    checkers.push(h);
+                }
+            }
+        }
+
+        loop {
+            // Start what may start; give up on what never can.
+            if !stopping {
+                let hs = self.health_strs();
+                for idx in 0..n {
+                    if self.phases[idx] != Phase::Pending {
+                        continue;
+                    }
+                    match decide(idx, &self.spec.containers, &self.phases, &hs) {
+                        Decision::Wait => {}
+                        Decision::Start => {
+                            self.phases[idx] = Phase::Starting;
+                            let c = &self.spec.containers[idx];
+                            let id = container_id(&self.spec.task_id, &c.name);
+                            let bundle = shim::container_dir(&self.task_dir, idx);
+                            let oom = cgroups::oom_files(
+                                &self.agent.layout,
+                                &format!(
+                                    "{}/{}",
+                                    cgroup_task_rel(&self.spec.task_id),
+                                    safe_name(&c.name)
+                                ),
+                            );
+                            let (conn, tx) = (self.conn.clone(), tx.clone());
+                            tokio::spawn(async move {
+                                let r = conn.start(idx, &id, bundle, oom).await;
+                                let _ = tx.send(Sup::Started(idx, r));
+                            });
+                        }
+                        Decision::Never(why) => {
+                            tracing::info!(task = %self.spec.task_id, container = %self.spec.containers[idx].name, "not started: {why}");
+                            self.phases[idx] = Phase::NotStarted;
+                            self.report.containers[idx].reason =
+                                Some(format!("DependencyError: {why}"));
+                            if self.spec.containers[idx].essential && !stopping {
+                                stopping = true;
+                                stop_code = Some("TaskFailedToStart".into());
+                                stopped_reason = Some(format!(
+                                    "Essential container {} could not start: {why}",
+                                    self.spec.containers[idx].name
+                                ));
+                                timers = self.begin_stop(&tx).await;
+                            }
+                        }
+                    }
+                }
+            }
+            // The task runs once nothing is being started and nothing startable waits.
+            if self.report.last_status == "PENDING"
+                && !stopping
+                && !self.phases.contains(&Phase::Starting)
+                && self
+                    .phases
+                    .iter()
+                    .any(|p| matches!(p, Phase::Running | Phase::Exited(_)))
+            {
+                self.report.last_status = "RUNNING".into();
+                self.report.started_at = Some(epoch_now());
+                self.send();
+                tracing::info!(task = %self.spec.task_id, "running");
+            }
+            let done = self
+                .phases
+                .iter()
+                .all(|p| matches!(p, Phase::Exited(_) | Phase::NotStarted));
+            if done {
+                break;
+            }
+            if stopping
+                && !self
+                    .phases
+                    .iter()
+                    .any(|p| matches!(p, Phase::Running | Phase::Starting))
+            {
+                // Nothing runs; pending containers never will.
+                for p in self.phases.iter_mut() {
+                    if *p == Phase::Pending {
+                        *p = Phase::NotStarted;
+                    }
+                }
+                continue;
+            }
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(ShimEvent::Log(idx)) => {
+                        if let Some(t) = tailers.get(&idx) {
+                            t.poke();
+                        }
+                    }
+                    Some(ShimEvent::Exit(rec)) => {
+                        // The exit can overtake the start reply (a container that exits at
+                        // once): it ran, so the task ran.
+                        if self.phases.get(rec.idx) == Some(&Phase::Starting) {
+                            let c = &self.spec.containers[rec.idx];
+                            self.report.containers[rec.idx].runtime_id = Some(container_id(&self.spec.task_id, &c.name));
+                            if let Some(t) = self.tailer(rec.idx) {
+                                tailers.insert(rec.idx, t);
+                            }
+                        }
+                        if self.report.last_status == "PENDING" && !stopping {
+                            self.report.last_status = "RUNNING".into();
+                            self.report.started_at = Some(epoch_now());
+                            for (i, p) in self.phases.iter().enumerate() {
+                                if matches!(p, Phase::Running | Phase::Starting) {
+                                    self.report.containers[i].last_status = "RUNNING".into();
+                                }
+                            }
+                            self.send();
+                        }
+                        if self.on_exit(rec) && !stopping {
+                            stopping = true;
+                            stop_code = Some("EssentialContainerExited".into());
+                            stopped_reason = Some(ESSENTIAL_EXITED.into());
+                            timers = self.begin_stop(&tx).await;
+                        } else if !stopping {
+                            self.send();
+                        }
+                        if let Some(t) = tailers.get(&rec.idx) {
+                            t.poke();
+                        }
+                    }
+                    Some(ShimEvent::Closed) | None => {
+                        tracing::warn!(task = %self.spec.task_id, "the shim went away; its containers are lost");
+                        for (idx, p) in self.phases.iter_mut().enumerate() {
+                            match *p {
+                                Phase::Running | Phase::Starting => {
+                                    *p = Phase::Exited(137);
+                                    self.report.containers[idx].last_status = "STOPPED".into();
+                                    self.report.containers[idx].reason = Some(LOST_REASON.into());
+                                }
+                                Phase::Pending => *p = Phase::NotStarted,
+                                _ => {}
+                            }
+                        }
+                        if !stopping {
+                            stop_code = Some("EssentialContainerExited".into());
+                            stopped_reason = Some(LOST_REASON.into());
+                        }
+                        stopping = true;
+                        // Keep the loop from waiting on a closed channel.
+                        events = mpsc::unbounded_channel().1;
+                    }
+                },
+                Some(s) = rx.recv() => match s {
+                    Sup::Started(idx, Ok(_pid)) => {
+                        if self.phases[idx] != Phase::Starting {
+                            continue;
+                        }
+                        self.phases[idx] = Phase::Running;
+                        let c = &self.spec.containers[idx];
+                        let cr = &mut self.report.containers[idx];
+                        cr.last_status = "RUNNING".into();
+                        cr.runtime_id = Some(container_id(&self.spec.task_id, &c.name));
+                        if c.health_check.is_some() {
+                            cr.health_status = Some(health::UNKNOWN.into());
+                        }
+                        if let Some(t) = self.tailer(idx) {
+                            tailers.insert(idx, t);
+                        }
+                        if let Some(h) = self.checker(idx, &htx) {
+                            checkers.push(h);
+                        }
+                        if stopping {
+                            let _ = self.conn.kill(idx, nix::libc::SIGKILL).await;
+                        } else if self.report.last_status == "RUNNING" {
+                            self.send();
+                        }
+                    }
+                    Sup::Started(idx, Err(e)) => {
+                        if self.phases[idx] != Phase::Starting {
+                            continue;
+                        }
+                        let msg = format!("CannotStartContainerError: {e}");
+                        tracing::info!(task = %self.spec.task_id, "start failed: {msg}");
+                        self.phases[idx] = Phase::NotStarted;
+                        self.report.containers[idx].reason = Some(msg.clone());
+                        start_error.get_or_insert(msg.clone());
+                        if !stopping && self.spec.containers[idx].essential {
+                            stopping = true;
+                            stop_code = Some("TaskFailedToStart".into());
+                            stopped_reason = Some(msg);
+                            timers = self.begin_stop(&tx).await;
+                        }
+                    }
+                    Sup::Kill(idx) => {
+                        if self.phases[idx] == Phase::Running {
+                            let _ = self.conn.kill(idx, nix::libc::SIGKILL).await;
+                        }
+                    }
+                },
+                Some((idx, status)) = hrx.recv() => {
+                    if self.phases[idx] == Phase::Running {
+                        self.health[idx].status = status;
+                        self.report.containers[idx].health_status = Some(status.to_string());
+                        let _ = std::fs::write(shim::container_dir(&self.task_dir, idx).join("health"), status);
+                        tracing::info!(task = %self.spec.task_id, container = %self.spec.containers[idx].name, "health {status}");
+                        if self.report.last_status == "RUNNING" {
+                            self.send();
+                        }
+                    }
+                }
+                _ = stop_requested(&mut stop), if !stopping => {
+                    stopping = true;
+                    timers = self.begin_stop(&tx).await;
+                }
+            }
+        }
+
+        for h in checkers.into_iter().chain(timers).chain(relays) {
+            h.abort();
+        }
+        for (_, t) in tailers.drain() {
+            t.finish().await;
+        }
+        self.agent.logs.flush().await;
+        cleanup(&self.agent, &self.spec, &self.task_dir, Some(&self.conn)).await;
+        let mut r = stopped_report(&self.spec, &self.report);
+        if stop_code.is_none()
+            && start_error.is_some()
+            && !self.phases.iter().any(|p| matches!(p, Phase::Exited(_)))
+        {
+            stop_code = Some("TaskFailedToStart".into());
+            stopped_reason = start_error;
+        }
+        if stop_code.is_none()
+            && self.phases.iter().any(|p| matches!(p, Phase::Exited(_)))
+            && !*stop.borrow()
+        {
+            stop_code = Some("EssentialContainerExited".into());
+            stopped_reason = Some(ESSENTIAL_EXITED.into());
+        }
+        r.stop_code = stop_code;
+        r.stopped_reason = stopped_reason;
+        self.reports.finish(r).await;
+        remove_task_dir(&self.task_dir);
+        tracing::info!(task = %self.spec.task_id, "stopped");
+    }
+
+    /// Records an exit; true when it was an essential container (the task stops).
+    fn on_exit(&mut self, rec: ExitRecord) -> bool {
+        let idx = rec.idx;
+        if idx >= self.phases.len() || matches!(self.phases[idx], Phase::Exited(_)) {
+            return false;
+        }
+        self.phases[idx] = Phase::Exited(rec.code);
+        let cr = &mut self.report.containers[idx];
+        cr.last_status = "STOPPED".into();
+        cr.exit_code = Some(rec.code);
+        if rec.oom {
+            cr.reason = Some(OOM_REASON.into());
+        }
+        tracing::info!(task = %self.spec.task_id, container = %self.spec.containers[idx].name, "exited with {} (oom: {})", rec.code, rec.oom);
+        self.spec.containers[idx].essential
+    }
+
+    fn tailer(&self, idx: usize) -> Option<Tailer> {
+        let dest = self.spec.containers[idx].log.clone()?;
+        Some(Tailer::start(
+            shim::container_dir(&self.task_dir, idx),
+            dest,
+            self.agent.logs.clone(),
+        ))
+    }
+
+    fn checker(
+        &self,
+        idx: usize,
+        htx: &mpsc::UnboundedSender<(usize, &'static str)>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let c = &self.spec.containers[idx];
+        let hc = c.health_check.clone()?;
+        health::spawn(
+            self.agent.runtime.bin.clone(),
+            container_id(&self.spec.task_id, &c.name),
+            idx,
+            hc,
+            Instant::now(),
+            self.health[idx],
+            htx.clone(),
+        )
+    }
+
+    /// SIGTERM to every running container, SIGKILL after its stop timeout; pending containers
+    /// will not start.
+    async fn begin_stop(
+        &mut self,
+        tx: &mpsc::UnboundedSender<Sup>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut timers = Vec::new();
+        for p in self.phases.iter_mut() {
+            if *p == Phase::Pending {
+                *p = Phase::NotStarted;
+            }
+        }
+        for (idx, c) in self.spec.containers.iter().enumerate() {
+            if self.phases[idx] != Phase::Running {
+                continue;
+            }
+            let _ = self.conn.kill(idx, nix::libc::SIGTERM).await;
+            let timeout = if c.stop_timeout == 0 {
+                DEFAULT_STOP_TIMEOUT
+            } else {
+                c.stop_timeout
+            };
+            let tx = tx.clone();
+            timers.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(timeout as u64)).await;
+                let _ = tx.send(Sup::Kill(idx));
+            }));
+        }
+        timers
     }
 }
 
-/// Cleans up every task directory a previous agent run left and reports those tasks STOPPED.
-/// Returns their ids.
-pub async fn recover_leftovers(agent: &Arc<Agent>) -> Vec<String> {
-    let mut ids = Vec::new();
+/// What a restarted agent found in the task directories.
+pub struct Recovered {
+    /// Tasks whose shims still run: supervised again.
+    pub adopted: Vec<String>,
+    /// Tasks whose shims are gone: cleaned up and reported STOPPED.
+    pub finished: Vec<String>,
+}
+
+/// Re-adopts every task whose shim still runs (spawning its supervisor), and cleans up and
+/// reports the others (with the exit codes their shims recorded, if any).
+pub async fn recover(
+    agent: &Arc<Agent>,
+    mut stops: impl FnMut(&str) -> watch::Receiver<bool>,
+) -> Recovered {
+    let mut out = Recovered {
+        adopted: Vec::new(),
+        finished: Vec::new(),
+    };
     let Ok(rd) = std::fs::read_dir(&agent.tasks_dir) else {
-        return ids;
+        return out;
     };
     for e in rd.flatten() {
         let dir = e.path();
@@ -619,27 +805,107 @@ pub async fn recover_leftovers(agent: &Arc<Agent>) -> Vec<String> {
             unmount_all(&dir);
             if valid_task_id(&dir_name) {
                 let _ = cgroups::remove_tree(&agent.layout, &cgroup_task_rel(&dir_name));
+                if let Some(cfg) = &agent.net {
+                    if cfg.netns_dir.join(&dir_name).exists() {
+                        network::teardown(cfg, &dir_name).await;
+                    }
+                }
             }
             remove_task_dir(&dir);
             continue;
         };
-        tracing::info!(task = %spec.task_id, "cleaning up a task left by a previous run");
-        cleanup(agent, &spec.task_id, &spec.containers).await;
-        let base = TaskStateReport::default();
-        let mut r = stopped_report(&spec, &base);
-        r.stop_code = Some("EssentialContainerExited".into());
-        r.stopped_reason = Some(RESTART_REASON.into());
-        for c in &mut r.containers {
-            c.reason = Some(RESTART_REASON.into());
+        let report: TaskStateReport = std::fs::read(dir.join("report.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(|| pending_report(&spec));
+        let net: Option<TaskNet> = std::fs::read(dir.join("net.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let conn = if crate::shim_client::shim_alive(&dir) {
+            ShimConn::connect(&spec.task_id).await.ok()
+        } else {
+            None
+        };
+        let n = spec.containers.len();
+        // Connected first, then read the disk: an exit after this point arrives as an event.
+        let mut phases = Vec::with_capacity(n);
+        let mut report = report;
+        if report.containers.len() != n {
+            report = pending_report(&spec);
         }
-        ids.push(spec.task_id.clone());
-        let reporter = Reporter::start(agent.control.clone(), spec.task_id.clone());
-        tokio::spawn(async move {
-            reporter.finish(r).await;
-            remove_task_dir(&dir);
-        });
+        let mut health = vec![health::State::new(); n];
+        #[allow(clippy::needless_range_loop)]
+        for idx in 0..n {
+            let cdir = shim::container_dir(&dir, idx);
+            if let Some(rec) = shim::read_exit(&dir, idx) {
+                phases.push(Phase::Exited(rec.code));
+                let cr = &mut report.containers[idx];
+                cr.last_status = "STOPPED".into();
+                cr.exit_code = Some(rec.code);
+                if rec.oom {
+                    cr.reason = Some(OOM_REASON.into());
+                }
+            } else if shim::read_pid(&dir, idx).is_some()
+                && report.containers[idx].last_status == "RUNNING"
+            {
+                phases.push(Phase::Running);
+                if let Ok(h) = std::fs::read_to_string(cdir.join("health")) {
+                    health[idx].status = match h.trim() {
+                        "HEALTHY" => health::HEALTHY,
+                        "UNHEALTHY" => health::UNHEALTHY,
+                        _ => health::UNKNOWN,
+                    };
+                }
+            } else {
+                phases.push(Phase::Pending);
+            }
+        }
+        let reports = Reports {
+            reporter: Reporter::start(agent.control.clone(), spec.task_id.clone()),
+            file: dir.join("report.json"),
+            agent: agent.clone(),
+            task_id: spec.task_id.clone(),
+        };
+        let Some((conn, events)) = conn else {
+            tracing::info!(task = %spec.task_id, "cleaning up a task whose shim is gone");
+            cleanup(agent, &spec, &dir, None).await;
+            let mut r = stopped_report(&spec, &report);
+            r.stop_code = Some("EssentialContainerExited".into());
+            r.stopped_reason = Some(LOST_REASON.into());
+            for (c, p) in r.containers.iter_mut().zip(&phases) {
+                if !matches!(p, Phase::Exited(_)) {
+                    c.reason = Some(LOST_REASON.into());
+                }
+            }
+            out.finished.push(spec.task_id.clone());
+            tokio::spawn(async move {
+                reports.finish(r).await;
+                remove_task_dir(&dir);
+            });
+            continue;
+        };
+        tracing::info!(task = %spec.task_id, "re-adopting a task whose shim still runs");
+        agent.metadata.insert(&spec, Some(&report));
+        if let Some(n) = &net {
+            agent.metadata.set_net(&spec.task_id, n);
+            agent.ensure_metadata_server(n.gateway).await;
+        }
+        out.adopted.push(spec.task_id.clone());
+        let stop = stops(&spec.task_id);
+        let sup = Supervisor {
+            agent: agent.clone(),
+            spec,
+            task_dir: dir,
+            conn,
+            net,
+            report,
+            reports,
+            phases,
+            health,
+        };
+        tokio::spawn(sup.run(events, stop));
     }
-    ids
+    out
 }
 
 #[cfg(test)]
@@ -647,20 +913,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_and_overlay_options() {
+    fn names() {
         assert_eq!(container_id("abc", "web/app x"), "berth-abc-web-app-x");
         assert!(valid_task_id("0123abcd"));
         assert!(!valid_task_id("../x"));
-        let o = overlay_options(
-            &[PathBuf::from("/s/1/fs"), PathBuf::from("/s/2/fs")],
-            Path::new("/e"),
-            Path::new("/u"),
-            Path::new("/w"),
-        );
-        assert_eq!(o, "lowerdir=/s/2/fs:/s/1/fs,upperdir=/u,workdir=/w");
-        assert_eq!(
-            overlay_options(&[], Path::new("/e"), Path::new("/u"), Path::new("/w")),
-            "lowerdir=/e,upperdir=/u,workdir=/w"
-        );
+        let spec = TaskSpec {
+            availability_zone: "eu-west-1a".into(),
+            ..Default::default()
+        };
+        assert_eq!(region_of(&spec), "eu-west-1");
+        let spec = TaskSpec {
+            task_arn: "arn:aws:ecs:us-east-2:0:task/c/x".into(),
+            ..Default::default()
+        };
+        assert_eq!(region_of(&spec), "us-east-2");
     }
 }

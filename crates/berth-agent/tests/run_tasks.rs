@@ -296,8 +296,10 @@ fn task(id: &str, containers: Vec<ContainerSpec>, memory: Option<u32>) -> TaskAs
             cpu: Some(256),
             memory,
             containers,
+            ..Default::default()
         },
         desired_status: "RUNNING".into(),
+        ..Default::default()
     }
 }
 
@@ -365,6 +367,34 @@ impl Drop for Janitor {
     fn drop(&mut self) {
         if !std::thread::panicking() {
             return;
+        }
+        // Shims of this scenario's tasks (they outlive agents by design).
+        let dd = self.data_dir.to_string_lossy().to_string();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmd = String::from_utf8_lossy(
+                &std::fs::read(e.path().join("cmdline")).unwrap_or_default(),
+            )
+            .to_string();
+            let args: Vec<&str> = cmd.split('\0').collect();
+            if args.get(1) == Some(&"shim") && args.get(2).is_some_and(|d| d.starts_with(&dd)) {
+                for f in std::fs::read_dir(args[2]).into_iter().flatten().flatten() {
+                    if let Ok(l) = std::fs::read_to_string(f.path().join("runtime.log")) {
+                        eprintln!("{}: {l}", f.path().display());
+                    }
+                }
+                eprintln!(
+                    "shim log: {}",
+                    std::fs::read_to_string(Path::new(args[2]).join("shim.log"))
+                        .unwrap_or_default()
+                );
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
         }
         if let Ok(out) = std::process::Command::new(&self.runtime)
             .args(["list", "-q"])
@@ -444,6 +474,8 @@ async fn scenario(runtime: &str, prefix: &str) {
         data_dir: data_dir.clone(),
         runtime: runtime.into(),
         instance_id: "i-test".into(),
+        shim_bin: Some(env!("CARGO_BIN_EXE_berth-agent-shim").into()),
+        network: None,
     };
     if let Err(e) = preflight(&cfg) {
         eprintln!("skipping {runtime}: {e}");
@@ -606,40 +638,59 @@ async fn scenario(runtime: &str, prefix: &str) {
     s.set_tasks(vec![]);
     assert_clean(runtime, &data_dir, &t5);
 
-    // 6. The agent dies with a task running; the next one cleans up and reports it.
+    // 6. The agent dies with two tasks running; they keep running under their shims. One
+    //    exits while no agent runs: the next agent re-adopts the other and reports the exit
+    //    code of the first, with its output shipped once.
     let t6 = tid(prefix, 6);
-    s.set_tasks(vec![task(
-        &t6,
-        vec![container("long", &image, "exec sleep 3600", &t6)],
-        Some(512),
-    )]);
+    let t7 = tid(prefix, 7);
+    let mut long = container("long", &image, "echo before; exec sleep 3600", &t6);
+    long.stop_timeout = 1;
+    let brief = container("brief", &image, "sleep 1; echo bye; exit 7", &t7);
+    s.set_tasks(vec![
+        task(&t6, vec![long], Some(512)),
+        task(&t7, vec![brief], Some(512)),
+    ]);
     s.wait_report(&t6, "RUNNING", Duration::from_secs(30)).await;
+    s.wait_report(&t7, "RUNNING", Duration::from_secs(30)).await;
+    // (A kill between a log delivery and its position write would send those lines again.)
+    tokio::time::sleep(Duration::from_millis(300)).await;
     agent.shutdown_background();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(data_dir.join("tasks").join(&t6).exists());
     let agent = start_agent(cfg.clone());
-    let (stopped, _) = s.wait_report(&t6, "STOPPED", Duration::from_secs(30)).await;
-    assert_eq!(
-        stopped.stopped_reason.as_deref(),
-        Some("Task stopped because berth restarted while it was running; its containers were lost")
-    );
+    let (stopped, _) = s.wait_report(&t7, "STOPPED", Duration::from_secs(30)).await;
+    assert_eq!(stopped.containers[0].exit_code, Some(7), "{stopped:?}");
     assert_eq!(
         stopped.stop_code.as_deref(),
         Some("EssentialContainerExited")
     );
-    assert_eq!(stopped.containers[0].exit_code, None);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // Still listed as RUNNING by the (stub) control plane: must not be started again.
-    assert_eq!(
-        s.st.lock()
+    assert!(
+        !s.st
+            .lock()
             .unwrap()
             .reports
             .iter()
-            .filter(|(id, r, _)| id == &t6 && r.last_status == "PENDING")
-            .count(),
-        1
+            .any(|(id, r, _)| id == &t6 && r.last_status == "STOPPED"),
+        "the re-adopted task must keep running"
     );
+    assert_eq!(
+        s.log_lines(&format!("ecs/brief/{t7}")),
+        vec!["bye".to_string()]
+    );
+    assert_eq!(
+        s.log_lines(&format!("ecs/long/{t6}")),
+        vec!["before".to_string()]
+    );
+    let mut stop = task(&t6, vec![], Some(512));
+    stop.spec.containers = vec![container("long", &image, "", &t6)];
+    stop.desired_status = "STOPPED".into();
+    s.set_tasks(vec![stop]);
+    let (stopped, _) = s.wait_report(&t6, "STOPPED", Duration::from_secs(30)).await;
+    assert_eq!(stopped.containers[0].exit_code, Some(137), "{stopped:?}");
     s.set_tasks(vec![]);
     assert_clean(runtime, &data_dir, &t6);
+    assert_clean(runtime, &data_dir, &t7);
     agent.shutdown_background();
     remove_data_dir(&data_dir);
     assert_eq!(zombie_children(), Vec::<String>::new(), "unreaped children");

@@ -23,16 +23,21 @@ pub struct Assignments {
 }
 
 /// One task placed on the instance.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct TaskAssignment {
     pub spec: TaskSpec,
     /// `RUNNING` or `STOPPED` (ECS `desiredStatus`).
     pub desired_status: String,
+    /// The task's `lastStatus` as the control plane knows it (`PROVISIONING`, `PENDING`,
+    /// `RUNNING`): a restarted agent that does not have a task it was already running
+    /// reports it lost instead of starting it again.
+    #[serde(default)]
+    pub last_status: String,
 }
 
 /// A task fully resolved for running: overrides applied, images as written in the task
 /// definition, sizes in ECS units.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct TaskSpec {
     /// 32 hex characters, the last part of the task ARN.
     pub task_id: String,
@@ -43,6 +48,69 @@ pub struct TaskSpec {
     /// Task memory hard limit in MiB; `None` means unlimited.
     pub memory: Option<u32>,
     pub containers: Vec<ContainerSpec>,
+    /// Task definition `family`, `revision` and ARN (for the task metadata endpoint).
+    #[serde(default)]
+    pub family: String,
+    #[serde(default)]
+    pub revision: i64,
+    #[serde(default)]
+    pub task_definition_arn: String,
+    /// `FARGATE`, `EC2` or `EXTERNAL`.
+    #[serde(default)]
+    pub launch_type: String,
+    #[serde(default)]
+    pub availability_zone: String,
+    /// ECS `networkMode` is `awsvpc`: the task gets its own network namespace with an address
+    /// on the agent's task subnet. Otherwise its containers get an isolated namespace with
+    /// loopback only.
+    #[serde(default)]
+    pub awsvpc: bool,
+    /// Task `volumes` (ECS `Volume`): a host path, or a per-task scratch directory.
+    #[serde(default)]
+    pub volumes: Vec<VolumeSpec>,
+}
+
+/// A task volume: `host_path` bind-mounts a host directory; `None` gives a scratch directory
+/// that lives as long as the task and is shared by the containers that mount it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct VolumeSpec {
+    pub name: String,
+    #[serde(default)]
+    pub host_path: Option<String>,
+}
+
+/// ECS `MountPoint`: a task volume mounted in a container.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MountPointSpec {
+    pub source_volume: String,
+    pub container_path: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// ECS `VolumeFrom`: every mount point of another container of the task.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct VolumeFromSpec {
+    pub source_container: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// ECS `PortMapping` (awsvpc: `host_port` equals `container_port` unless given).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PortMappingSpec {
+    pub container_port: u16,
+    pub host_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+}
+
+/// ECS `Ulimit` (`name` like `nofile`, `nproc`, `core`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct UlimitSpec {
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
 }
 
 /// One container of a [`TaskSpec`], from the ECS `ContainerDefinition` plus `containerOverrides`.
@@ -78,6 +146,28 @@ pub struct ContainerSpec {
     /// Containers that must reach a condition before this one starts (ECS `dependsOn`).
     #[serde(default)]
     pub depends_on: Vec<ContainerDependencySpec>,
+    /// ECS `portMappings`, published on 127.0.0.1 of the host.
+    #[serde(default)]
+    pub port_mappings: Vec<PortMappingSpec>,
+    /// ECS `ulimits`.
+    #[serde(default)]
+    pub ulimits: Vec<UlimitSpec>,
+    /// ECS `linuxParameters.capabilities.add` / `.drop` (names like `NET_ADMIN` or `ALL`).
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    /// ECS `linuxParameters.initProcessEnabled`.
+    #[serde(default)]
+    pub init_process_enabled: bool,
+    /// ECS `mountPoints` and `volumesFrom`.
+    #[serde(default)]
+    pub mount_points: Vec<MountPointSpec>,
+    #[serde(default)]
+    pub volumes_from: Vec<VolumeFromSpec>,
+    /// ECS `privileged` (refused by the agent for FARGATE tasks).
+    #[serde(default)]
+    pub privileged: bool,
 }
 
 /// ECS `HealthCheck`: `command` is `["CMD", exe, args...]` or `["CMD-SHELL", "shell command"]`;
@@ -122,6 +212,23 @@ pub struct TaskStateReport {
     /// `CannotPullContainerError: ...`.
     pub stopped_reason: Option<String>,
     pub containers: Vec<ContainerStateReport>,
+    /// The task's network attachment once its namespace is set up (awsvpc).
+    #[serde(default)]
+    pub network: Option<NetworkReport>,
+}
+
+/// The ENI-like attachment of an awsvpc task: its address on the agent's task subnet.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct NetworkReport {
+    /// e.g. `10.88.0.5`.
+    pub private_ipv4_address: String,
+    /// e.g. `10.88.0.0/16`.
+    pub subnet_cidr: String,
+    /// The bridge address, the task's default gateway.
+    pub gateway: String,
+    pub mac_address: String,
+    /// `ip-10-88-0-5.<region>.compute.internal`-style hostname.
+    pub private_dns_name: String,
 }
 
 /// One container's observed state.
@@ -139,6 +246,9 @@ pub struct ContainerStateReport {
     /// `HEALTHY`, `UNHEALTHY` or `UNKNOWN` (containers with a health check only).
     #[serde(default)]
     pub health_status: Option<String>,
+    /// Ports published for this container (ECS `networkBindings`).
+    #[serde(default)]
+    pub network_bindings: Vec<PortMappingSpec>,
 }
 
 /// A batch of log events from container output.

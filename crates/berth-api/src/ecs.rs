@@ -484,3 +484,414 @@ pub struct DescribeTasksRequest {
     #[serde(default)]
     pub include: Option<Vec<String>>,
 }
+
+// ---------------------------------------------------------------------------------------------
+// Services (CreateService, UpdateService, DeleteService, DescribeServices, ListServices),
+// service deployments and revisions, tags.
+// ---------------------------------------------------------------------------------------------
+
+/// `DeploymentCircuitBreaker` of a `DeploymentConfiguration`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentCircuitBreaker {
+    #[serde(default)]
+    pub enable: bool,
+    #[serde(default)]
+    pub rollback: bool,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// `DeploymentConfiguration` of a service. `maximumPercent` and `minimumHealthyPercent` are
+/// percentages of the desired count (defaults 200 and 100 for REPLICA services).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentConfiguration {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_circuit_breaker: Option<DeploymentCircuitBreaker>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maximum_percent: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum_healthy_percent: Option<i64>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// `Deployment`: one entry of `Service.deployments` (`id` is `ecs-svc/<N>`; `status` PRIMARY,
+/// ACTIVE or INACTIVE; `rolloutState` IN_PROGRESS, COMPLETED or FAILED). Timestamps in epoch
+/// seconds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    pub id: String,
+    pub status: String,
+    pub task_definition: String,
+    pub desired_count: i64,
+    pub pending_count: i64,
+    pub running_count: i64,
+    pub failed_tasks: i64,
+    pub created_at: f64,
+    pub updated_at: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_family: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_configuration: Option<NetworkConfiguration>,
+    pub rollout_state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_state_reason: Option<String>,
+}
+
+/// `ServiceEvent` (`Service.events`, newest first).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceEvent {
+    pub id: String,
+    pub created_at: f64,
+    pub message: String,
+}
+
+/// `ServiceCurrentRevisionSummary` (`Service.currentServiceRevisions`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceCurrentRevisionSummary {
+    pub arn: String,
+    pub requested_task_count: i64,
+    pub running_task_count: i64,
+    pub pending_task_count: i64,
+}
+
+/// `Service` (status ACTIVE, DRAINING or INACTIVE). `runningCount`/`pendingCount` count the
+/// service's tasks whose `lastStatus` is RUNNING / not yet RUNNING.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Service {
+    pub service_arn: String,
+    pub service_name: String,
+    pub cluster_arn: String,
+    pub load_balancers: Vec<Value>,
+    pub service_registries: Vec<Value>,
+    pub status: String,
+    pub desired_count: i64,
+    pub running_count: i64,
+    pub pending_count: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_provider_strategy: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_family: Option<String>,
+    pub task_definition: String,
+    pub deployment_configuration: DeploymentConfiguration,
+    pub task_sets: Vec<Value>,
+    pub deployments: Vec<Deployment>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    pub events: Vec<ServiceEvent>,
+    pub created_at: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_service_deployment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_service_revisions: Option<Vec<ServiceCurrentRevisionSummary>>,
+    pub placement_constraints: Vec<Value>,
+    pub placement_strategy: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_configuration: Option<NetworkConfiguration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_grace_period_seconds: Option<i64>,
+    pub scheduling_strategy: String,
+    pub deployment_controller: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<Tag>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    #[serde(rename = "enableECSManagedTags")]
+    pub enable_ecs_managed_tags: bool,
+    pub propagate_tags: String,
+    pub enable_execute_command: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability_zone_rebalancing: Option<String>,
+}
+
+/// `CreateService` request (members berth does not interpret are kept in `extra`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateServiceRequest {
+    #[serde(default)]
+    pub cluster: Option<String>,
+    pub service_name: String,
+    #[serde(default)]
+    pub task_definition: Option<String>,
+    #[serde(default)]
+    pub desired_count: Option<i64>,
+    #[serde(default)]
+    pub launch_type: Option<String>,
+    #[serde(default)]
+    pub capacity_provider_strategy: Option<Vec<Value>>,
+    #[serde(default)]
+    pub platform_version: Option<String>,
+    #[serde(default)]
+    pub deployment_configuration: Option<DeploymentConfiguration>,
+    #[serde(default)]
+    pub deployment_controller: Option<Value>,
+    #[serde(default)]
+    pub network_configuration: Option<NetworkConfiguration>,
+    #[serde(default)]
+    pub load_balancers: Option<Vec<Value>>,
+    #[serde(default)]
+    pub service_registries: Option<Vec<Value>>,
+    #[serde(default)]
+    pub scheduling_strategy: Option<String>,
+    #[serde(default)]
+    pub health_check_grace_period_seconds: Option<i64>,
+    #[serde(default)]
+    pub placement_constraints: Option<Vec<Value>>,
+    #[serde(default)]
+    pub placement_strategy: Option<Vec<Value>>,
+    #[serde(default)]
+    pub tags: Option<Vec<Tag>>,
+    #[serde(default, rename = "enableECSManagedTags")]
+    pub enable_ecs_managed_tags: Option<bool>,
+    #[serde(default)]
+    pub propagate_tags: Option<String>,
+    #[serde(default)]
+    pub enable_execute_command: Option<bool>,
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub client_token: Option<String>,
+    #[serde(default)]
+    pub availability_zone_rebalancing: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// `UpdateService` request.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateServiceRequest {
+    #[serde(default)]
+    pub cluster: Option<String>,
+    pub service: String,
+    #[serde(default)]
+    pub desired_count: Option<i64>,
+    #[serde(default)]
+    pub task_definition: Option<String>,
+    #[serde(default)]
+    pub capacity_provider_strategy: Option<Vec<Value>>,
+    #[serde(default)]
+    pub deployment_configuration: Option<DeploymentConfiguration>,
+    #[serde(default)]
+    pub network_configuration: Option<NetworkConfiguration>,
+    #[serde(default)]
+    pub platform_version: Option<String>,
+    #[serde(default)]
+    pub force_new_deployment: Option<bool>,
+    #[serde(default)]
+    pub health_check_grace_period_seconds: Option<i64>,
+    #[serde(default)]
+    pub enable_execute_command: Option<bool>,
+    #[serde(default, rename = "enableECSManagedTags")]
+    pub enable_ecs_managed_tags: Option<bool>,
+    #[serde(default)]
+    pub load_balancers: Option<Vec<Value>>,
+    #[serde(default)]
+    pub propagate_tags: Option<String>,
+    #[serde(default)]
+    pub service_registries: Option<Vec<Value>>,
+    #[serde(default)]
+    pub placement_constraints: Option<Vec<Value>>,
+    #[serde(default)]
+    pub placement_strategy: Option<Vec<Value>>,
+    #[serde(default)]
+    pub availability_zone_rebalancing: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// `DeleteService` request (`force` deletes a service that still has a desired count).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteServiceRequest {
+    #[serde(default)]
+    pub cluster: Option<String>,
+    pub service: String,
+    #[serde(default)]
+    pub force: Option<bool>,
+}
+
+/// `DescribeServices` request (at most 10 services; `include` may hold `TAGS`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DescribeServicesRequest {
+    #[serde(default)]
+    pub cluster: Option<String>,
+    pub services: Vec<String>,
+    #[serde(default)]
+    pub include: Option<Vec<String>>,
+}
+
+/// `CreatedAt` filter of `ListServiceDeployments` (epoch seconds).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedAtFilter {
+    #[serde(default)]
+    pub before: Option<f64>,
+    #[serde(default)]
+    pub after: Option<f64>,
+}
+
+/// `ListServiceDeployments` request.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListServiceDeploymentsRequest {
+    pub service: String,
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub status: Option<Vec<String>>,
+    #[serde(default)]
+    pub created_at: Option<CreatedAtFilter>,
+    #[serde(default)]
+    pub next_token: Option<String>,
+    #[serde(default)]
+    pub max_results: Option<i64>,
+}
+
+/// `ServiceDeploymentBrief` (ListServiceDeployments).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceDeploymentBrief {
+    pub service_deployment_arn: String,
+    pub service_arn: String,
+    pub cluster_arn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<f64>,
+    pub created_at: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<f64>,
+    pub target_service_revision_arn: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+}
+
+/// `ServiceRevisionSummary` (source and target revisions of a service deployment).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceRevisionSummary {
+    pub arn: String,
+    pub requested_task_count: i64,
+    pub running_task_count: i64,
+    pub pending_task_count: i64,
+}
+
+/// `ServiceDeploymentCircuitBreaker` (status TRIGGERED, MONITORING, MONITORING_COMPLETE or
+/// DISABLED; `failureCount` against `threshold`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceDeploymentCircuitBreaker {
+    pub status: String,
+    pub failure_count: i64,
+    pub threshold: i64,
+}
+
+/// `Rollback` of a service deployment.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollback {
+    pub reason: String,
+    pub started_at: f64,
+    pub service_revision_arn: String,
+}
+
+/// `ServiceDeployment` (status PENDING, IN_PROGRESS, SUCCESSFUL, STOP_REQUESTED, STOPPED,
+/// ROLLBACK_REQUESTED, ROLLBACK_IN_PROGRESS, ROLLBACK_SUCCESSFUL or ROLLBACK_FAILED).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceDeployment {
+    pub service_deployment_arn: String,
+    pub service_arn: String,
+    pub cluster_arn: String,
+    pub created_at: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<f64>,
+    pub updated_at: f64,
+    pub source_service_revisions: Vec<ServiceRevisionSummary>,
+    pub target_service_revision: ServiceRevisionSummary,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_stage: Option<String>,
+    pub deployment_configuration: DeploymentConfiguration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<Rollback>,
+    pub deployment_circuit_breaker: ServiceDeploymentCircuitBreaker,
+    pub alarms: Value,
+}
+
+/// `ServiceRevision`: the immutable configuration one deployment rolls out.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceRevision {
+    pub service_revision_arn: String,
+    pub service_arn: String,
+    pub cluster_arn: String,
+    pub task_definition: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_provider_strategy: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_family: Option<String>,
+    pub load_balancers: Vec<Value>,
+    pub service_registries: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_configuration: Option<NetworkConfiguration>,
+    pub container_images: Vec<Value>,
+    pub guard_duty_enabled: bool,
+    pub created_at: f64,
+}
+
+/// Requests naming ARNs only: `DescribeServiceDeployments` (`serviceDeploymentArns`) and
+/// `DescribeServiceRevisions` (`serviceRevisionArns`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DescribeServiceArnsRequest {
+    #[serde(default)]
+    pub service_deployment_arns: Option<Vec<String>>,
+    #[serde(default)]
+    pub service_revision_arns: Option<Vec<String>>,
+}
+
+/// `StopServiceDeployment` request (`stopType` ROLLBACK, the default, or ABORT).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StopServiceDeploymentRequest {
+    pub service_deployment_arn: String,
+    #[serde(default)]
+    pub stop_type: Option<String>,
+}
+
+/// `TagResource`, `UntagResource` and `ListTagsForResource` requests (the union of members).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TagsRequest {
+    pub resource_arn: String,
+    #[serde(default)]
+    pub tags: Option<Vec<Tag>>,
+    #[serde(default)]
+    pub tag_keys: Option<Vec<String>>,
+}

@@ -44,6 +44,7 @@ async fn assignments(State(cp): State<Arc<ControlPlane>>, Query(q): Query<PollQu
                     .into_iter()
                     .map(|r| TaskAssignment {
                         desired_status: r.task.desired_status.clone(),
+                        last_status: r.task.last_status.clone(),
                         spec: r.spec,
                     })
                     .collect(),

@@ -5,10 +5,11 @@
 //! conflict. Agents never see the store: they long-poll [`agent_api`] for assignments.
 
 pub mod agent_api;
+pub mod controller;
 pub mod ecs;
 pub mod logs;
 
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 
 use berth_api::proto::AwsError;
 use berth_core::arn::Scope;
@@ -23,6 +24,10 @@ pub struct ControlPlane {
     pub(crate) assignments: watch::Sender<u64>,
     /// The container instance new tasks are placed on (one per host for now).
     pub(crate) instance_id: String,
+    /// Wakes the service controller for one service key (`<cluster>/<service>`).
+    pub(crate) service_wake: mpsc::Sender<String>,
+    /// The receiving end, taken once by [`ControlPlane::start_controllers`].
+    pub(crate) service_wake_rx: Mutex<Option<mpsc::Receiver<String>>>,
 }
 
 impl ControlPlane {
@@ -35,11 +40,43 @@ impl ControlPlane {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(1);
         let (tx, _) = watch::channel(start);
+        let (wake, wake_rx) = mpsc::channel();
         Self {
             store,
             scope,
             assignments: tx,
             instance_id,
+            service_wake: wake,
+            service_wake_rx: Mutex::new(Some(wake_rx)),
+        }
+    }
+
+    /// Starts the background controllers (the ECS service scheduler) on their own thread.
+    /// Call once; later calls do nothing.
+    pub fn start_controllers(self: &Arc<Self>) {
+        let rx = self
+            .service_wake_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(rx) = rx {
+            controller::spawn(self.clone(), rx);
+        }
+    }
+
+    /// Asks the service controller to reconcile service `name` of `cluster` soon.
+    pub(crate) fn wake_service(&self, cluster: &str, name: &str) {
+        let _ = self.service_wake.send(format!("{cluster}/{name}"));
+    }
+
+    /// Wakes the service that owns `task` (its `group` is `service:<name>`), if any.
+    pub(crate) fn wake_service_of(&self, cluster: &str, task: &berth_api::ecs::Task) {
+        if let Some(name) = task
+            .group
+            .as_deref()
+            .and_then(|g| g.strip_prefix("service:"))
+        {
+            self.wake_service(cluster, name);
         }
     }
 

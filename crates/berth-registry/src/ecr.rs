@@ -9,13 +9,15 @@
 //! - [`settings`]: PutImageTagMutability, PutImageScanningConfiguration,
 //!   Set/Get/DeleteRepositoryPolicy, TagResource, UntagResource, ListTagsForResource,
 //!   DescribeRegistry;
-//! - [`lifecycle_ops`]: Put/Get/DeleteLifecyclePolicy, Start/GetLifecyclePolicyPreview.
+//! - [`lifecycle_ops`]: Put/Get/DeleteLifecyclePolicy, Start/GetLifecyclePolicyPreview;
+//! - [`scanning`]: StartImageScan, DescribeImageScanFindings.
 //!
 //! Anything else is `UnknownOperationException`.
 
 mod images;
 mod layers;
 mod lifecycle_ops;
+mod scanning;
 mod settings;
 
 pub(crate) use images::images_with_tags;
@@ -63,6 +65,8 @@ pub fn aws_error(account: &str, e: &RegistryError) -> AwsError {
         LifecyclePreviewNotFound(m) => AwsError::client("LifecyclePolicyPreviewNotFoundException", m.clone()),
         RepositoryPolicyNotFound(m) => AwsError::client("RepositoryPolicyNotFoundException", m.clone()),
         Store(_) | Io(_) => AwsError::server(e.to_string()),
+        UnsupportedImageType(m) => AwsError::client("UnsupportedImageTypeException", m.clone()),
+        ScanNotFound(m) => AwsError::client("ScanNotFoundException", m.clone()),
         InvalidParameter(m) => AwsError::invalid_parameter(m.clone()),
         other => AwsError::invalid_parameter(other.to_string()),
     }
@@ -105,6 +109,10 @@ pub(crate) async fn handle(reg: &Registry, op: &str, body: &[u8]) -> Result<Valu
         "DeleteLifecyclePolicy" => lifecycle_ops::delete(reg, parse_body(body)?),
         "StartLifecyclePolicyPreview" => lifecycle_ops::start_preview(reg, parse_body(body)?),
         "GetLifecyclePolicyPreview" => lifecycle_ops::get_preview(reg, parse_body(body)?),
+        "StartImageScan" => scanning::start_image_scan(reg, parse_body(body)?),
+        "DescribeImageScanFindings" => {
+            scanning::describe_image_scan_findings(reg, parse_body(body)?)
+        }
         _ => return Err(AwsError::unknown_operation()),
     };
     res.map_err(|e| aws_error(&account, &e))

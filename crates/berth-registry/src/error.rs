@@ -101,6 +101,13 @@ pub enum RegistryError {
     /// More than 50 resource tags (ECR `TooManyTagsException`).
     #[error("too many tags: {0}")]
     TooManyTags(String),
+    /// StartImageScan of something that cannot be scanned, such as an image index (ECR
+    /// `UnsupportedImageTypeException`).
+    #[error("{0}")]
+    UnsupportedImageType(String),
+    /// DescribeImageScanFindings of an image never scanned (ECR `ScanNotFoundException`).
+    #[error("{0}")]
+    ScanNotFound(String),
     /// The state store failed (or a write lost a race).
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -82,6 +82,9 @@ impl Registry {
         let pushed = self
             .push_manifest_records(repo, expected, tags, content_type, bytes)
             .await?;
+        if !pushed.existed {
+            self.scan_on_push(repo, &pushed.digest);
+        }
         if let Err(e) = self.apply_lifecycle(repo) {
             tracing::warn!(repo, error = %e, "lifecycle policy after push failed");
         }
@@ -294,11 +297,10 @@ impl Registry {
             }
             Reference::Digest(d) => {
                 self.records().image(repo, d)?.ok_or_else(unknown)?;
-                let mut ops = vec![Op::delete(
-                    KIND_IMAGE,
-                    &records::digest_key(repo, d),
-                    Expect::Any,
-                )];
+                let mut ops = vec![
+                    Op::delete(KIND_IMAGE, &records::digest_key(repo, d), Expect::Any),
+                    crate::scan::delete_op(repo, d),
+                ];
                 for (tag, digest) in self.records().tags(repo)? {
                     if digest == d.to_string() {
                         ops.push(Op::delete(

@@ -9,6 +9,7 @@
 //! - [`ecr`]: ECR awsJson1.1 operations and their AWS error table.
 //! - [`auth`]: GetAuthorizationToken tokens and `Authorization: Basic` checks.
 //! - [`lifecycle`]: lifecycle policy rules, their evaluation and application.
+//! - [`scan`]: image scanning (dpkg/apk packages in the layers against an OSV database).
 //! - [`gc`]: garbage collection of unreferenced blobs and abandoned uploads; periodic maintenance.
 //! - [`wildcard`]: `*` patterns (tag mutability exclusions, lifecycle `tagPatternList`).
 
@@ -24,6 +25,7 @@ pub mod manifests;
 pub mod names;
 pub mod oci;
 pub mod records;
+pub mod scan;
 pub mod uploads;
 pub mod wildcard;
 
@@ -45,6 +47,7 @@ pub struct Registry {
     uploads: uploads::Uploads,
     auth: auth::TokenAuthority,
     auth_required: bool,
+    scanner: Arc<scan::Scanner>,
 }
 
 impl Registry {
@@ -70,6 +73,7 @@ impl Registry {
             uploads,
             auth,
             auth_required: false,
+            scanner: Arc::new(scan::Scanner::new(None)),
         })
     }
 

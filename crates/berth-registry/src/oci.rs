@@ -55,6 +55,7 @@ pub fn status_and_code(e: &RegistryError) -> (StatusCode, &'static str) {
             (StatusCode::NOT_FOUND, "UNSUPPORTED")
         }
         Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+        UnsupportedImageType(_) | ScanNotFound(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
         InvalidParameter(_) | InvalidTagParameter(_) | TooManyTags(_) => {
             (StatusCode::BAD_REQUEST, "UNSUPPORTED")
         }

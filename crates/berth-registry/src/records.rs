@@ -251,6 +251,7 @@ impl Records<'_> {
             (KIND_IMAGE, format!("{repo}@")),
             (KIND_TAG, format!("{repo}:")),
             (KIND_BLOB, format!("{repo}@")),
+            (crate::scan::KIND_SCAN, format!("{repo}@")),
         ] {
             for r in self.0.list(kind, &prefix)? {
                 ops.push(Op::delete(kind, &r.key, Expect::Any));

@@ -90,7 +90,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             scope.clone(),
             host.clone(),
         )?
-        .with_auth_required(args.registry_auth),
+        .with_auth_required(args.registry_auth)
+        .with_scan_db(args.scan_db.clone()),
     );
     // Lifecycle policies and garbage collection every 10 minutes.
     registry.spawn_maintenance(
@@ -103,14 +104,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         data_dir: data_dir.join("agent"),
         runtime: args.runtime.clone(),
         instance_id: "local".to_string(),
+        shim_bin: None,
+        network: Some(args.net.config()),
     };
     if !args.no_agent {
+        // Tasks of a previous run keep running under their shims; the agent re-adopts them.
         berth_agent::preflight(&agent_config)?;
-        let n = control.stop_orphaned_tasks()?;
-        if n > 0 {
-            tracing::warn!(tasks = n, "marked tasks of the previous run STOPPED");
-        }
     }
+    control.start_controllers();
     let apis = Arc::new(Apis {
         control: control.clone(),
         registry: registry.clone(),

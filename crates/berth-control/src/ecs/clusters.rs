@@ -53,6 +53,7 @@ impl ControlPlane {
         }
         c.running_tasks_count = running;
         c.pending_tasks_count = pending;
+        c.active_services_count = self.active_services(&c.cluster_name)?;
         if !include_tags {
             c.tags = None;
         }
@@ -164,6 +165,12 @@ impl ControlPlane {
                 }
             };
             let counted = self.with_counts(c.clone(), false)?;
+            if counted.active_services_count > 0 {
+                return Err(AwsError::client(
+                    "ClusterContainsServicesException",
+                    "The Cluster cannot be deleted while Services are active.",
+                ));
+            }
             if counted.running_tasks_count + counted.pending_tasks_count > 0 {
                 return Err(AwsError::client(
                     "ClusterContainsTasksException",

@@ -3,9 +3,13 @@
 //! Store layout: `ecs.cluster/<name>` -> [`Cluster`](berth_api::ecs::Cluster);
 //! `ecs.taskdef/<family>:<revision, 10 digits>` -> `TaskDefinition`;
 //! `ecs.task/<cluster>/<task-id>` -> [`tasks::TaskRecord`]; `ecs.active/<task-id>` -> the cluster
-//! name of every task that is not STOPPED yet (what agents are assigned).
+//! name of every task that is not STOPPED yet (what agents are assigned);
+//! `ecs.service/<cluster>/<name>` -> [`ServiceRecord`](crate::controller::service::ServiceRecord)
+//! (the service, its deployments, revisions, service deployments and owned task ids).
 
 mod clusters;
+pub(crate) mod services;
+mod tags;
 mod task_definitions;
 pub(crate) mod tasks;
 
@@ -18,6 +22,7 @@ pub(crate) const CLUSTER: &str = "ecs.cluster";
 pub(crate) const TASKDEF: &str = "ecs.taskdef";
 pub(crate) const TASK: &str = "ecs.task";
 pub(crate) const ACTIVE: &str = "ecs.active";
+pub(crate) const SERVICE: &str = "ecs.service";
 
 /// The cluster a request names (`cluster` member: name or ARN), `default` when absent.
 pub(crate) fn cluster_name(cluster: Option<&str>) -> String {
@@ -104,6 +109,18 @@ impl ControlPlane {
             "StopTask" => self.stop_task(parse_body(body)?),
             "DescribeTasks" => self.describe_tasks(parse_body(body)?),
             "ListTasks" => self.list_tasks(parse_body(body)?),
+            "CreateService" => self.create_service(parse_body(body)?),
+            "UpdateService" => self.update_service(parse_body(body)?),
+            "DeleteService" => self.delete_service(parse_body(body)?),
+            "DescribeServices" => self.describe_services(parse_body(body)?),
+            "ListServices" => self.list_services(parse_body(body)?),
+            "ListServiceDeployments" => self.list_service_deployments(parse_body(body)?),
+            "DescribeServiceDeployments" => self.describe_service_deployments(parse_body(body)?),
+            "DescribeServiceRevisions" => self.describe_service_revisions(parse_body(body)?),
+            "StopServiceDeployment" => self.stop_service_deployment(parse_body(body)?),
+            "TagResource" => self.tag_resource(parse_body(body)?),
+            "UntagResource" => self.untag_resource(parse_body(body)?),
+            "ListTagsForResource" => self.list_tags_for_resource(parse_body(body)?),
             _ => Err(AwsError::unknown_operation()),
         }
     }

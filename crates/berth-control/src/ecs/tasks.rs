@@ -2,8 +2,8 @@
 //! task through its life cycle (PROVISIONING -> PENDING -> RUNNING -> STOPPED).
 
 use berth_api::agent::{
-    ContainerDependencySpec, ContainerSpec, HealthCheckSpec, LogDestination, TaskSpec,
-    TaskStateReport,
+    ContainerDependencySpec, ContainerSpec, HealthCheckSpec, LogDestination, MountPointSpec,
+    PortMappingSpec, TaskSpec, TaskStateReport, UlimitSpec, VolumeFromSpec, VolumeSpec,
 };
 use berth_api::ecs::{
     Attachment, Container, DescribeTasksRequest, Failure, KeyValuePair, ListRequest,
@@ -29,6 +29,9 @@ pub(crate) struct TaskRecord {
     /// Set when StopTask asked for the stop (then the stop code is UserInitiated).
     #[serde(default)]
     pub user_stop_reason: Option<String>,
+    /// Set when the service scheduler stopped the task (stop code ServiceSchedulerInitiated).
+    #[serde(default)]
+    pub scheduler_stop_reason: Option<String>,
 }
 
 fn task_key(cluster: &str, id: &str) -> String {
@@ -111,7 +114,106 @@ fn container_spec(
                 condition: d.condition.clone(),
             })
             .collect(),
+        port_mappings: def
+            .port_mappings
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                let cp = p.get("containerPort")?.as_u64()? as u16;
+                Some(PortMappingSpec {
+                    container_port: cp,
+                    host_port: p
+                        .get("hostPort")
+                        .and_then(Value::as_u64)
+                        .filter(|h| *h > 0)
+                        .map(|h| h as u16)
+                        .unwrap_or(cp),
+                    protocol: p
+                        .get("protocol")
+                        .and_then(Value::as_str)
+                        .unwrap_or("tcp")
+                        .to_string(),
+                })
+            })
+            .collect(),
+        ulimits: def
+            .extra
+            .get("ulimits")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|u| {
+                Some(UlimitSpec {
+                    name: u.get("name")?.as_str()?.to_string(),
+                    soft: u.get("softLimit")?.as_i64()?,
+                    hard: u.get("hardLimit")?.as_i64()?,
+                })
+            })
+            .collect(),
+        cap_add: linux_caps(def, "add"),
+        cap_drop: linux_caps(def, "drop"),
+        init_process_enabled: def
+            .extra
+            .get("linuxParameters")
+            .and_then(|l| l.get("initProcessEnabled"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        mount_points: def
+            .mount_points
+            .iter()
+            .flatten()
+            .filter_map(|m| {
+                Some(MountPointSpec {
+                    source_volume: m.get("sourceVolume")?.as_str()?.to_string(),
+                    container_path: m.get("containerPath")?.as_str()?.to_string(),
+                    read_only: m.get("readOnly").and_then(Value::as_bool).unwrap_or(false),
+                })
+            })
+            .collect(),
+        volumes_from: def
+            .volumes_from
+            .iter()
+            .flatten()
+            .filter_map(|m| {
+                Some(VolumeFromSpec {
+                    source_container: m.get("sourceContainer")?.as_str()?.to_string(),
+                    read_only: m.get("readOnly").and_then(Value::as_bool).unwrap_or(false),
+                })
+            })
+            .collect(),
+        privileged: def.privileged.unwrap_or(false),
     }
+}
+
+/// `linuxParameters.capabilities.<which>` of a container definition.
+fn linux_caps(def: &berth_api::ecs::ContainerDefinition, which: &str) -> Vec<String> {
+    def.extra
+        .get("linuxParameters")
+        .and_then(|l| l.get("capabilities"))
+        .and_then(|c| c.get(which))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect()
+}
+
+/// Task `volumes` for the agent: `host.sourcePath` or a scratch directory.
+fn volume_specs(volumes: &[Value]) -> Vec<VolumeSpec> {
+    volumes
+        .iter()
+        .filter_map(|v| {
+            Some(VolumeSpec {
+                name: v.get("name")?.as_str()?.to_string(),
+                host_path: v
+                    .get("host")
+                    .and_then(|h| h.get("sourcePath"))
+                    .and_then(Value::as_str)
+                    .filter(|p| !p.is_empty())
+                    .map(String::from),
+            })
+        })
+        .collect()
 }
 
 /// Task `healthStatus` from its essential containers that have a health check: UNHEALTHY if
@@ -130,6 +232,129 @@ fn task_health(spec: &TaskSpec, containers: &[Container]) -> String {
         "HEALTHY".into()
     } else {
         "UNKNOWN".into()
+    }
+}
+
+/// Everything needed to mint one task record (RunTask and the service scheduler).
+pub(crate) struct NewTask<'a> {
+    pub cluster: &'a str,
+    pub cluster_arn: &'a str,
+    pub td: &'a berth_api::ecs::TaskDefinition,
+    pub launch_type: &'a str,
+    pub vpc: Option<&'a berth_api::ecs::AwsVpcConfiguration>,
+    pub overrides: &'a TaskOverride,
+    /// Task size: CPU units and MiB.
+    pub cpu: Option<u32>,
+    pub memory: Option<u32>,
+    pub group: String,
+    pub started_by: Option<String>,
+    pub tags: Vec<berth_api::ecs::Tag>,
+    pub platform_version: Option<String>,
+    pub enable_execute_command: bool,
+    /// The task id to use (a fresh one when None).
+    pub task_id: Option<String>,
+}
+
+impl ControlPlane {
+    /// Builds a new PROVISIONING task record (not stored) with a fresh task id.
+    pub(crate) fn build_task_record(&self, n: &NewTask<'_>) -> TaskRecord {
+        let now = epoch_now();
+        let id = n.task_id.clone().unwrap_or_else(new_id);
+        let task_arn = self.scope.task(n.cluster, &id);
+        let containers: Vec<ContainerSpec> =
+            n.td.container_definitions
+                .iter()
+                .map(|d| {
+                    let ov = n
+                        .overrides
+                        .container_overrides
+                        .iter()
+                        .find(|o| o.name == d.name);
+                    container_spec(d, ov, &id)
+                })
+                .collect();
+        let api_containers = containers
+            .iter()
+            .map(|c| Container {
+                container_arn: self.scope.container(n.cluster, &id, &new_id()),
+                task_arn: task_arn.clone(),
+                name: c.name.clone(),
+                image: c.image.clone(),
+                last_status: "PENDING".into(),
+                health_status: "UNKNOWN".into(),
+                cpu: c.cpu.to_string(),
+                memory: c.memory.map(|m| m.to_string()),
+                memory_reservation: c.memory_reservation.map(|m| m.to_string()),
+                ..Default::default()
+            })
+            .collect();
+        let attachments = n
+            .vpc
+            .map(|v| {
+                vec![Attachment {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    attachment_type: "ElasticNetworkInterface".into(),
+                    status: "ATTACHED".into(),
+                    details: vec![KeyValuePair {
+                        name: Some("subnetId".into()),
+                        value: Some(v.subnets[0].clone()),
+                    }],
+                }]
+            })
+            .unwrap_or_default();
+        let task = Task {
+            attachments,
+            availability_zone: format!("{}a", self.scope.region),
+            cluster_arn: n.cluster_arn.to_string(),
+            connectivity: "CONNECTED".into(),
+            connectivity_at: now,
+            containers: api_containers,
+            cpu: n.cpu.map(|c| c.to_string()),
+            created_at: now,
+            desired_status: "RUNNING".into(),
+            enable_execute_command: n.enable_execute_command,
+            group: Some(n.group.clone()),
+            health_status: "UNKNOWN".into(),
+            last_status: "PROVISIONING".into(),
+            launch_type: n.launch_type.to_string(),
+            memory: n.memory.map(|m| m.to_string()),
+            overrides: TaskOverride {
+                container_overrides: n.overrides.container_overrides.clone(),
+                ..n.overrides.clone()
+            },
+            platform_version: (n.launch_type == "FARGATE")
+                .then(|| n.platform_version.clone().unwrap_or_else(|| "1.4.0".into())),
+            platform_family: (n.launch_type == "FARGATE").then(|| "Linux".into()),
+            started_by: n.started_by.clone(),
+            tags: Some(n.tags.clone()),
+            task_arn: task_arn.clone(),
+            task_definition_arn: n.td.task_definition_arn.clone(),
+            version: 1,
+            ephemeral_storage: (n.launch_type == "FARGATE").then(|| json!({"sizeInGiB": 20})),
+            ..Default::default()
+        };
+        let rec = TaskRecord {
+            spec: TaskSpec {
+                task_id: id.clone(),
+                task_arn,
+                cluster_name: n.cluster.to_string(),
+                cpu: n.cpu,
+                memory: n.memory,
+                containers,
+                family: n.td.family.clone(),
+                revision: n.td.revision as i64,
+                task_definition_arn: n.td.task_definition_arn.clone(),
+                launch_type: n.launch_type.to_string(),
+                availability_zone: format!("{}a", self.scope.region),
+                awsvpc: n.td.network_mode.as_deref() == Some("awsvpc"),
+                volumes: volume_specs(&n.td.volumes),
+            },
+            task: task.clone(),
+            instance: self.instance_id.clone(),
+            user_stop_reason: None,
+            scheduler_stop_reason: None,
+        };
+        rec
     }
 }
 
@@ -234,108 +459,34 @@ impl ControlPlane {
                 )));
             }
         }
-        let now = epoch_now();
         let mut ops = Vec::new();
         let mut tasks = Vec::new();
         for _ in 0..count {
-            let id = new_id();
-            let task_arn = self.scope.task(&cluster, &id);
-            let containers: Vec<ContainerSpec> = td
-                .container_definitions
-                .iter()
-                .map(|d| {
-                    let ov = overrides
-                        .container_overrides
-                        .iter()
-                        .find(|o| o.name == d.name);
-                    container_spec(d, ov, &id)
-                })
-                .collect();
-            let api_containers = containers
-                .iter()
-                .map(|c| Container {
-                    container_arn: self.scope.container(&cluster, &id, &new_id()),
-                    task_arn: task_arn.clone(),
-                    name: c.name.clone(),
-                    image: c.image.clone(),
-                    last_status: "PENDING".into(),
-                    health_status: "UNKNOWN".into(),
-                    cpu: c.cpu.to_string(),
-                    memory: c.memory.map(|m| m.to_string()),
-                    memory_reservation: c.memory_reservation.map(|m| m.to_string()),
-                    ..Default::default()
-                })
-                .collect();
-            let attachments = vpc
-                .as_ref()
-                .map(|v| {
-                    vec![Attachment {
-                        id: uuid::Uuid::new_v4().to_string(),
-                        attachment_type: "ElasticNetworkInterface".into(),
-                        status: "ATTACHED".into(),
-                        details: vec![KeyValuePair {
-                            name: Some("subnetId".into()),
-                            value: Some(v.subnets[0].clone()),
-                        }],
-                    }]
-                })
-                .unwrap_or_default();
-            let task = Task {
-                attachments,
-                availability_zone: format!("{}a", self.scope.region),
-                cluster_arn: cluster_rec.cluster_arn.clone(),
-                connectivity: "CONNECTED".into(),
-                connectivity_at: now,
-                containers: api_containers,
-                cpu: cpu.map(|c| c.to_string()),
-                created_at: now,
-                desired_status: "RUNNING".into(),
-                enable_execute_command: req.enable_execute_command.unwrap_or(false),
-                group: Some(
-                    req.group
-                        .clone()
-                        .unwrap_or_else(|| format!("family:{}", td.family)),
-                ),
-                health_status: "UNKNOWN".into(),
-                last_status: "PROVISIONING".into(),
-                launch_type: launch_type.clone(),
-                memory: memory.map(|m| m.to_string()),
-                overrides: TaskOverride {
-                    container_overrides: overrides.container_overrides.clone(),
-                    ..overrides.clone()
-                },
-                platform_version: (launch_type == "FARGATE").then(|| {
-                    req.platform_version
-                        .clone()
-                        .unwrap_or_else(|| "1.4.0".into())
-                }),
-                platform_family: (launch_type == "FARGATE").then(|| "Linux".into()),
+            let rec = self.build_task_record(&NewTask {
+                cluster: &cluster,
+                cluster_arn: &cluster_rec.cluster_arn,
+                td: &td,
+                launch_type: &launch_type,
+                vpc: vpc.as_ref(),
+                overrides: &overrides,
+                cpu,
+                memory,
+                group: req
+                    .group
+                    .clone()
+                    .unwrap_or_else(|| format!("family:{}", td.family)),
                 started_by: req.started_by.clone(),
-                tags: Some(req.tags.clone().unwrap_or_else(|| td_tags.clone())),
-                task_arn: task_arn.clone(),
-                task_definition_arn: td.task_definition_arn.clone(),
-                version: 1,
-                ephemeral_storage: (launch_type == "FARGATE").then(|| json!({"sizeInGiB": 20})),
-                ..Default::default()
-            };
-            let rec = TaskRecord {
-                spec: TaskSpec {
-                    task_id: id.clone(),
-                    task_arn,
-                    cluster_name: cluster.clone(),
-                    cpu,
-                    memory,
-                    containers,
-                },
-                task: task.clone(),
-                instance: self.instance_id.clone(),
-                user_stop_reason: None,
-            };
+                tags: req.tags.clone().unwrap_or_else(|| td_tags.clone()),
+                platform_version: req.platform_version.clone(),
+                enable_execute_command: req.enable_execute_command.unwrap_or(false),
+                task_id: None,
+            });
+            let id = rec.spec.task_id.clone();
             ops.push(
                 Op::put(TASK, &task_key(&cluster, &id), &rec, Expect::Absent).map_err(store_err)?,
             );
             ops.push(Op::put(ACTIVE, &id, &cluster, Expect::Absent).map_err(store_err)?);
-            tasks.push(task);
+            tasks.push(rec.task);
         }
         self.store.commit(ops).map_err(store_err)?;
         self.bump();
@@ -400,6 +551,7 @@ impl ControlPlane {
                 true
             })?
             .ok_or_else(|| AwsError::invalid_parameter("The referenced task was not found."))?;
+        self.wake_service_of(&cluster, &rec.task);
         Ok(json!({ "task": rec.task }))
     }
 
@@ -452,6 +604,16 @@ impl ControlPlane {
             )));
         }
         let family = req.family.as_deref();
+        let service_group = match req.service_name.as_deref() {
+            Some(svc) => {
+                let name = berth_core::arn::short_name(svc);
+                if self.load_service(&cluster, name)?.is_none() {
+                    return Err(super::services::service_not_found());
+                }
+                Some(format!("service:{name}"))
+            }
+            None => None,
+        };
         let items: Vec<(String, String)> = self
             .store
             .list_json::<TaskRecord>(TASK, &format!("{cluster}/"))
@@ -474,6 +636,11 @@ impl ControlPlane {
                     .is_none_or(|s| t.started_by.as_ref() == Some(s))
             })
             .filter(|t| req.launch_type.as_ref().is_none_or(|l| &t.launch_type == l))
+            .filter(|t| {
+                service_group
+                    .as_ref()
+                    .is_none_or(|g| t.group.as_ref() == Some(g))
+            })
             .map(|t| {
                 (
                     berth_core::arn::short_name(&t.task_arn).to_string(),
@@ -533,6 +700,24 @@ impl ControlPlane {
                     }
                 }
             }
+            if let Some(n) = &report.network {
+                apply_network(t, n);
+            }
+            for c in &report.containers {
+                if c.network_bindings.is_empty() {
+                    continue;
+                }
+                if let Some(tc) = t.containers.iter_mut().find(|x| x.name == c.name) {
+                    tc.network_bindings = c
+                        .network_bindings
+                        .iter()
+                        .map(|b| {
+                            json!({"bindIP": "127.0.0.1", "containerPort": b.container_port,
+                                   "hostPort": b.host_port, "protocol": b.protocol})
+                        })
+                        .collect();
+                }
+            }
             t.health_status = task_health(&rec.spec, &t.containers);
             if t.last_status == "STOPPED" {
                 let now = epoch_now();
@@ -542,6 +727,9 @@ impl ControlPlane {
                 t.stopping_at = t.stopping_at.or(t.stopped_at);
                 if let Some(reason) = &rec.user_stop_reason {
                     t.stop_code = Some(status::stop_code::USER_INITIATED.into());
+                    t.stopped_reason = Some(reason.clone());
+                } else if let Some(reason) = &rec.scheduler_stop_reason {
+                    t.stop_code = Some(status::stop_code::SERVICE_SCHEDULER_INITIATED.into());
                     t.stopped_reason = Some(reason.clone());
                 } else {
                     t.stop_code = report.stop_code.clone();
@@ -553,36 +741,43 @@ impl ControlPlane {
             }
             true
         })?;
+        if let Some(rec) = &updated {
+            self.wake_service_of(&cluster, &rec.task);
+        }
         Ok(updated.is_some())
     }
+}
 
-    /// At server start, with the agent in the same process: tasks an agent had already taken
-    /// (past PROVISIONING) lost their containers with the old process. They are marked STOPPED
-    /// with a reason that says so, so nothing stays RUNNING forever. Returns how many.
-    pub fn stop_orphaned_tasks(&self) -> Result<usize, AwsError> {
-        let mut n = 0;
-        for rec in self.assigned_tasks(&self.instance_id.clone())? {
-            if rec.task.last_status == "PROVISIONING" {
-                continue;
-            }
-            let started = rec.task.started_at.is_some();
-            let report = TaskStateReport {
-                last_status: "STOPPED".into(),
-                stop_code: Some(if started {
-                    status::stop_code::ESSENTIAL_CONTAINER_EXITED.into()
-                } else {
-                    status::stop_code::TASK_FAILED_TO_START.into()
-                }),
-                stopped_reason: Some(
-                    "Task stopped because berth restarted while it was running; its containers were lost"
-                        .into(),
-                ),
-                ..Default::default()
-            };
-            if self.apply_report(&rec.spec.task_id, &report)? {
-                n += 1;
-            }
-        }
-        Ok(n)
+/// Fills the ENI attachment's details and each container's `networkInterfaces` from the
+/// agent's network report (ECS DescribeTasks shape: `privateIPv4Address`, `macAddress`,
+/// `privateDnsName`, `subnetId`, `networkInterfaceId`).
+fn apply_network(t: &mut Task, n: &berth_api::agent::NetworkReport) {
+    let Some(att) = t
+        .attachments
+        .iter_mut()
+        .find(|a| a.attachment_type == "ElasticNetworkInterface")
+    else {
+        return;
+    };
+    let mut set = |name: &str, value: &str| {
+        att.details.retain(|d| d.name.as_deref() != Some(name));
+        att.details.push(KeyValuePair {
+            name: Some(name.into()),
+            value: Some(value.into()),
+        });
+    };
+    set(
+        "networkInterfaceId",
+        &format!("eni-{}", &n.mac_address.replace(':', "")),
+    );
+    set("macAddress", &n.mac_address);
+    set("privateDnsName", &n.private_dns_name);
+    set("privateIPv4Address", &n.private_ipv4_address);
+    let id = att.id.clone();
+    for c in &mut t.containers {
+        c.network_interfaces = vec![berth_api::ecs::NetworkInterface {
+            attachment_id: Some(id.clone()),
+            private_ipv4_address: Some(n.private_ipv4_address.clone()),
+        }];
     }
 }

@@ -183,8 +183,15 @@ pub(super) struct DescribeImagesRequest {
     max_results: Option<i64>,
 }
 
-/// The ECR `ImageDetail` of `image` with `tags`.
-pub(super) fn image_detail(reg: &Registry, repo: &str, i: &ImageRecord, tags: &[String]) -> Value {
+/// The ECR `ImageDetail` of `image` with `tags` and its last `scan` (`imageScanStatus`,
+/// `imageScanFindingsSummary`).
+pub(super) fn image_detail(
+    reg: &Registry,
+    repo: &str,
+    i: &ImageRecord,
+    tags: &[String],
+    scan: Option<&crate::scan::ScanRecord>,
+) -> Value {
     let mut v = json!({
         "registryId": reg.scope.account,
         "repositoryName": repo,
@@ -202,6 +209,12 @@ pub(super) fn image_detail(reg: &Registry, repo: &str, i: &ImageRecord, tags: &[
     }
     if let Some(s) = &i.subject {
         v["subjectManifestDigest"] = json!(s);
+    }
+    if let Some(s) = scan {
+        v["imageScanStatus"] = super::scanning::status_json(s);
+        if let Some(sum) = super::scanning::summary_json(s) {
+            v["imageScanFindingsSummary"] = sum;
+        }
     }
     v
 }
@@ -245,9 +258,11 @@ pub(super) fn describe_images(
             out
         }
     };
+    let images: Vec<ImageRecord> = selected.iter().map(|(i, _)| i.clone()).collect();
+    let scans = reg.scans_of(&name, &images)?;
     let details: Vec<Value> = selected
         .iter()
-        .map(|(i, tags)| image_detail(reg, &name, i, tags))
+        .map(|(i, tags)| image_detail(reg, &name, i, tags, scans.get(&i.digest)))
         .collect();
     let (page, next) = paginate(details, req.max_results, req.next_token.as_deref())?;
     let mut out = json!({"imageDetails": page});
@@ -469,6 +484,10 @@ pub(super) fn batch_delete_image(
                         &records::digest_key(&name, &Digest::parse(&image.digest)?),
                         Expect::Any,
                     ));
+                    ops.push(crate::scan::delete_op(
+                        &name,
+                        &Digest::parse(&image.digest)?,
+                    ));
                 }
                 deleted.push(json!({"imageDigest": image.digest, "imageTag": tag}));
             }
@@ -485,6 +504,10 @@ pub(super) fn batch_delete_image(
                     KIND_IMAGE,
                     &records::digest_key(&name, &Digest::parse(&image.digest)?),
                     Expect::Any,
+                ));
+                ops.push(crate::scan::delete_op(
+                    &name,
+                    &Digest::parse(&image.digest)?,
                 ));
                 for t in &tags {
                     ops.push(Op::delete(

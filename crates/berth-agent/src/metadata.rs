@@ -1,0 +1,340 @@
+//! The ECS task metadata endpoint, version 4, served by the agent on the task bridge's address
+//! (`ECS_CONTAINER_METADATA_URI_V4=http://<gateway>:<port>/v4/<task-id>-<idx>` in every
+//! container of an awsvpc task). Paths, after the container's base URI:
+//! - `` (the base itself): the container document;
+//! - `/task`: the task document with all its containers;
+//! - `/stats`: the container's Docker-style stats; `/task/stats`: stats of every container by id.
+//!
+//! Field names follow AWS's "Task metadata endpoint version 4" (Fargate) documentation:
+//! `DockerId`, `Name`, `DockerName`, `Image`, `ImageID`, `Labels`, `DesiredStatus`,
+//! `KnownStatus`, `Limits`, `CreatedAt`, `StartedAt`, `Type`, `ContainerARN`, `LogDriver`,
+//! `LogOptions`, `Networks` (`NetworkMode`, `IPv4Addresses`, `AttachmentIndex`, `MACAddress`,
+//! `IPv4SubnetCIDRBlock`, `PrivateDNSName`, `SubnetGatewayIpv4Address`); task: `Cluster`,
+//! `TaskARN`, `Family`, `Revision`, `DesiredStatus`, `KnownStatus`, `Limits` (`CPU` in vCPU,
+//! `Memory` in MiB), `PullStartedAt`, `PullStoppedAt`, `AvailabilityZone`, `LaunchType`,
+//! `Containers`, `ClockDrift`, `EphemeralStorageMetrics`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use berth_api::agent::{TaskSpec, TaskStateReport};
+use serde_json::{json, Value};
+
+use crate::cgroups::Layout;
+use crate::network::TaskNet;
+
+struct Entry {
+    spec: TaskSpec,
+    report: TaskStateReport,
+    net: Option<TaskNet>,
+}
+
+/// What the endpoint knows about the tasks on this node.
+pub struct Metadata {
+    tasks: Mutex<HashMap<String, Entry>>,
+    serving: AtomicBool,
+    layout: Layout,
+}
+
+fn iso(t: Option<f64>) -> Value {
+    match t {
+        Some(t) => {
+            let secs = t.floor() as i64;
+            let nanos = ((t - t.floor()) * 1e9) as u32;
+            Value::String(rfc3339(secs, nanos))
+        }
+        None => Value::Null,
+    }
+}
+
+/// `2024-01-02T03:04:05.123456789Z` from epoch seconds (UTC, proleptic Gregorian).
+fn rfc3339(secs: i64, nanos: u32) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+impl Metadata {
+    pub fn new(layout: Layout) -> Metadata {
+        Metadata {
+            tasks: Mutex::new(HashMap::new()),
+            serving: AtomicBool::new(false),
+            layout,
+        }
+    }
+
+    pub fn insert(&self, spec: &TaskSpec, report: Option<&TaskStateReport>) {
+        self.tasks.lock().unwrap().insert(
+            spec.task_id.clone(),
+            Entry {
+                spec: spec.clone(),
+                report: report.cloned().unwrap_or_default(),
+                net: None,
+            },
+        );
+    }
+
+    pub fn update_report(&self, task_id: &str, r: &TaskStateReport) {
+        if let Some(e) = self.tasks.lock().unwrap().get_mut(task_id) {
+            e.report = r.clone();
+        }
+    }
+
+    pub fn set_net(&self, task_id: &str, n: &TaskNet) {
+        if let Some(e) = self.tasks.lock().unwrap().get_mut(task_id) {
+            e.net = Some(n.clone());
+        }
+    }
+
+    pub fn remove(&self, task_id: &str) {
+        self.tasks.lock().unwrap().remove(task_id);
+    }
+
+    /// The endpoint is listening.
+    pub fn serving(&self) -> bool {
+        self.serving.load(Ordering::SeqCst)
+    }
+
+    pub fn set_serving(&self) {
+        self.serving.store(true, Ordering::SeqCst);
+    }
+
+    fn container_doc(&self, e: &Entry, idx: usize) -> Value {
+        let c = &e.spec.containers[idx];
+        let r = e.report.containers.get(idx);
+        let id = crate::task::container_id(&e.spec.task_id, &c.name);
+        let region = e
+            .spec
+            .availability_zone
+            .trim_end_matches(|c: char| c.is_ascii_lowercase());
+        let networks = match &e.net {
+            Some(n) => json!([{
+                "NetworkMode": "awsvpc",
+                "IPv4Addresses": [n.ip.to_string()],
+                "AttachmentIndex": 0,
+                "MACAddress": n.mac,
+                "IPv4SubnetCIDRBlock": n.subnet_cidr(),
+                "PrivateDNSName": n.dns_name(region),
+                "SubnetGatewayIpv4Address": format!("{}/{}", n.gateway, n.prefix),
+            }]),
+            None => json!([]),
+        };
+        let mut doc = json!({
+            "DockerId": id,
+            "Name": c.name,
+            "DockerName": id,
+            "Image": c.image,
+            "ImageID": r.and_then(|r| r.image_digest.clone()),
+            "Labels": {
+                "com.amazonaws.ecs.cluster": e.spec.cluster_name,
+                "com.amazonaws.ecs.container-name": c.name,
+                "com.amazonaws.ecs.task-arn": e.spec.task_arn,
+                "com.amazonaws.ecs.task-definition-family": e.spec.family,
+                "com.amazonaws.ecs.task-definition-version": e.spec.revision.to_string(),
+            },
+            "DesiredStatus": "RUNNING",
+            "KnownStatus": r.map(|r| r.last_status.clone()).unwrap_or_else(|| "PENDING".into()),
+            "Limits": {"CPU": c.cpu, "Memory": c.memory.or(e.spec.memory)},
+            "CreatedAt": iso(e.report.pull_stopped_at),
+            "StartedAt": iso(e.report.started_at),
+            "Type": "NORMAL",
+            "ContainerARN": format!("{}/{}", e.spec.task_arn.replace(":task/", ":container/"), c.name),
+            "Networks": networks,
+        });
+        if let Some(code) = r.and_then(|r| r.exit_code) {
+            doc["ExitCode"] = json!(code);
+        }
+        if let Some(h) = r.and_then(|r| r.health_status.clone()) {
+            doc["Health"] = json!({"status": h});
+        }
+        if let Some(l) = &c.log {
+            doc["LogDriver"] = json!("awslogs");
+            doc["LogOptions"] = json!({
+                "awslogs-group": l.group,
+                "awslogs-region": region,
+                "awslogs-stream": l.stream,
+            });
+        }
+        doc
+    }
+
+    fn task_doc(&self, e: &Entry) -> Value {
+        let cluster_arn = match e.spec.task_arn.split_once(":task/") {
+            Some((pre, _)) => format!("{pre}:cluster/{}", e.spec.cluster_name),
+            None => e.spec.cluster_name.clone(),
+        };
+        json!({
+            "Cluster": cluster_arn,
+            "TaskARN": e.spec.task_arn,
+            "Family": e.spec.family,
+            "Revision": e.spec.revision.to_string(),
+            "DesiredStatus": "RUNNING",
+            "KnownStatus": if e.report.last_status.is_empty() { "PENDING".to_string() } else { e.report.last_status.clone() },
+            "Limits": {
+                "CPU": e.spec.cpu.map(|c| c as f64 / 1024.0),
+                "Memory": e.spec.memory,
+            },
+            "PullStartedAt": iso(e.report.pull_started_at),
+            "PullStoppedAt": iso(e.report.pull_stopped_at),
+            "AvailabilityZone": e.spec.availability_zone,
+            "LaunchType": e.spec.launch_type,
+            "Containers": (0..e.spec.containers.len()).map(|i| self.container_doc(e, i)).collect::<Vec<_>>(),
+            "ClockDrift": {"ClockErrorBound": 0.5, "ReferenceTimestamp": iso(Some(berth_core::epoch_now())), "ClockSynchronizationStatus": "SYNCHRONIZED"},
+            "EphemeralStorageMetrics": {"Utilized": 0, "Reserved": 20496},
+        })
+    }
+
+    fn stats_doc(&self, e: &Entry, idx: usize) -> Value {
+        let c = &e.spec.containers[idx];
+        let rel = format!(
+            "{}/{}",
+            crate::task::cgroup_task_rel(&e.spec.task_id),
+            crate::task::safe_name(&c.name)
+        );
+        let (mem, limit, cpu_ns, pids) = crate::cgroups::stats(&self.layout, &rel);
+        let id = crate::task::container_id(&e.spec.task_id, &c.name);
+        json!({
+            "read": iso(Some(berth_core::epoch_now())),
+            "name": format!("/{id}"),
+            "id": id,
+            "pids_stats": {"current": pids},
+            "memory_stats": {"usage": mem, "limit": limit, "stats": {}},
+            "cpu_stats": {"cpu_usage": {"total_usage": cpu_ns}, "online_cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)},
+            "networks": {},
+        })
+    }
+
+    /// Looks up `<task-id>-<idx>`.
+    fn with<T>(&self, token: &str, f: impl FnOnce(&Self, &Entry, usize) -> T) -> Option<T> {
+        let (task, idx) = token.rsplit_once('-')?;
+        let idx: usize = idx.parse().ok()?;
+        let tasks = self.tasks.lock().unwrap();
+        let e = tasks.get(task)?;
+        (idx < e.spec.containers.len()).then(|| f(self, e, idx))
+    }
+}
+
+fn reply(v: Option<Value>) -> Response {
+    match v {
+        Some(v) => Json(v).into_response(),
+        None => (StatusCode::NOT_FOUND, "unknown container").into_response(),
+    }
+}
+
+async fn container(State(m): State<Arc<Metadata>>, Path(tok): Path<String>) -> Response {
+    reply(m.with(&tok, |m, e, i| m.container_doc(e, i)))
+}
+
+async fn task(State(m): State<Arc<Metadata>>, Path(tok): Path<String>) -> Response {
+    reply(m.with(&tok, |m, e, _| m.task_doc(e)))
+}
+
+async fn stats(State(m): State<Arc<Metadata>>, Path(tok): Path<String>) -> Response {
+    reply(m.with(&tok, |m, e, i| m.stats_doc(e, i)))
+}
+
+async fn task_stats(State(m): State<Arc<Metadata>>, Path(tok): Path<String>) -> Response {
+    reply(m.with(&tok, |m, e, _| {
+        let mut o = serde_json::Map::new();
+        for (i, c) in e.spec.containers.iter().enumerate() {
+            o.insert(
+                crate::task::container_id(&e.spec.task_id, &c.name),
+                m.stats_doc(e, i),
+            );
+        }
+        Value::Object(o)
+    }))
+}
+
+/// The endpoint's routes.
+pub fn router(m: Arc<Metadata>) -> Router {
+    Router::new()
+        .route("/v4/{tok}", get(container))
+        .route("/v4/{tok}/task", get(task))
+        .route("/v4/{tok}/stats", get(stats))
+        .route("/v4/{tok}/task/stats", get(task_stats))
+        .with_state(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_api::agent::ContainerSpec;
+
+    #[test]
+    fn times() {
+        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(rfc3339(1_700_000_000, 5), "2023-11-14T22:13:20.000000005Z");
+    }
+
+    #[test]
+    fn documents() {
+        let m = Metadata::new(Layout::parse(""));
+        let spec = TaskSpec {
+            task_id: "abc".into(),
+            task_arn: "arn:aws:ecs:us-east-1:000000000000:task/demo/abc".into(),
+            cluster_name: "demo".into(),
+            family: "web".into(),
+            revision: 3,
+            cpu: Some(256),
+            memory: Some(512),
+            availability_zone: "us-east-1a".into(),
+            launch_type: "FARGATE".into(),
+            containers: vec![ContainerSpec {
+                name: "app".into(),
+                image: "busybox:1".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        m.insert(&spec, None);
+        m.set_net(
+            "abc",
+            &TaskNet {
+                netns: "/n".into(),
+                ip: "10.213.0.2".parse().unwrap(),
+                prefix: 16,
+                gateway: "10.213.0.1".parse().unwrap(),
+                mac: "02:00:00:00:00:01".into(),
+            },
+        );
+        let c = m.with("abc-0", |m, e, i| m.container_doc(e, i)).unwrap();
+        assert_eq!(c["Name"], "app");
+        assert_eq!(c["Networks"][0]["IPv4Addresses"][0], "10.213.0.2");
+        assert_eq!(
+            c["Labels"]["com.amazonaws.ecs.task-definition-family"],
+            "web"
+        );
+        let t = m.with("abc-0", |m, e, _| m.task_doc(e)).unwrap();
+        assert_eq!(
+            t["Cluster"],
+            "arn:aws:ecs:us-east-1:000000000000:cluster/demo"
+        );
+        assert_eq!(t["Limits"]["CPU"], 0.25);
+        assert_eq!(t["Containers"][0]["DockerId"], "berth-abc-app");
+        assert!(m.with("abc-1", |_, _, _| ()).is_none());
+        assert!(m.with("zzz-0", |_, _, _| ()).is_none());
+    }
+}

@@ -1,0 +1,770 @@
+//! The ECS service scheduler's diff step (DESIGN §3): [`reconcile`] takes a stored service and
+//! what its tasks look like now, and returns the next service state plus the tasks to start and
+//! stop. No IO: the caller commits the plan atomically (and re-plans on a revision conflict).
+//!
+//! Rules followed (ECS Developer Guide, "Deploy Amazon ECS services by replacing tasks",
+//! "How the Amazon ECS deployment circuit breaker detects failures", "Service scheduler
+//! concepts"):
+//! - the PRIMARY deployment is brought to `desiredCount`; older (ACTIVE) deployments are drained;
+//! - at most `floor(desired * maximumPercent / 100)` tasks exist (RUNNING, PENDING or stopping),
+//!   and old healthy tasks are only stopped while at least
+//!   `ceil(desired * minimumHealthyPercent / 100)` healthy tasks remain;
+//! - a task that stops without the scheduler asking (its essential container exited, it failed
+//!   to start) or turns UNHEALTHY counts as a failed task of its deployment and is replaced;
+//!   a task stopped by the user (StopTask) is replaced without counting as a failure;
+//! - launches are throttled after repeated failures ("is unable to consistently start tasks
+//!   successfully");
+//! - the circuit breaker fails a deployment after `min(max(ceil(desired/2), 3), 200)` failed
+//!   tasks and, with `rollback`, rolls back to the last COMPLETED deployment;
+//! - a deployment is COMPLETED when it runs `desiredCount` healthy tasks and no other
+//!   deployment has tasks left; then exactly one deployment remains.
+
+use berth_api::ecs::{
+    Deployment, DeploymentConfiguration, Rollback, Service, ServiceDeployment,
+    ServiceDeploymentCircuitBreaker, ServiceEvent, ServiceRevision, ServiceRevisionSummary,
+};
+use berth_core::status::stop_code;
+use serde::{Deserialize, Serialize};
+
+/// Service events kept per service (ECS returns at most 100).
+pub const MAX_EVENTS: usize = 100;
+/// Service deployments and revisions kept per service.
+pub const MAX_HISTORY: usize = 20;
+/// How long an INACTIVE service stays describable (seconds).
+pub const INACTIVE_RETENTION: f64 = 3600.0;
+
+/// A task the service owns, and the deployment (`ecs-svc/<N>`) that started it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct OwnedTask {
+    pub id: String,
+    pub deployment: String,
+}
+
+/// One entry of `deployments[]` plus what berth keeps about it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DeploymentState {
+    /// The API view; its counts are filled in when the service is described.
+    pub d: Deployment,
+    /// The service revision this deployment rolls out.
+    pub revision_arn: String,
+    /// The service deployment that tracks this deployment (a rollback deployment is tracked by
+    /// the service deployment it rolls back).
+    #[serde(default)]
+    pub sd_arn: Option<String>,
+    /// No more launches for this deployment (it FAILED without rollback, or was aborted).
+    #[serde(default)]
+    pub halted: bool,
+}
+
+/// A service deployment (ListServiceDeployments) and the deployment ids it covers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SdState {
+    pub sd: ServiceDeployment,
+    /// The deployment (`ecs-svc/<N>`) this service deployment started.
+    pub deployment_id: String,
+    /// The deployment that rolls it back, once a rollback started.
+    #[serde(default)]
+    pub rollback_deployment_id: Option<String>,
+}
+
+/// What is stored per service under `ecs.service/<cluster>/<name>`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ServiceRecord {
+    /// The API view. `deployments`, the counts, `currentServiceRevisions` are derived when
+    /// described; `tags` are always stored (returned only with `include=[TAGS]`).
+    pub service: Service,
+    /// Newest first; the first is PRIMARY.
+    pub deployments: Vec<DeploymentState>,
+    pub tasks: Vec<OwnedTask>,
+    /// Newest last.
+    pub revisions: Vec<ServiceRevision>,
+    /// Newest last.
+    pub service_deployments: Vec<SdState>,
+    /// The last deployment that COMPLETED (what a rollback restores).
+    #[serde(default)]
+    pub last_completed: Option<DeploymentState>,
+    /// Whether the "has reached a steady state" event was posted for the current state.
+    #[serde(default)]
+    pub steady: bool,
+    /// Task failures in a row (launch throttling); reset by a completed deployment, a new
+    /// deployment, or five quiet minutes.
+    #[serde(default)]
+    pub launch_failures: u32,
+    /// When the last task failure was counted (epoch seconds).
+    #[serde(default)]
+    pub last_failure_at: f64,
+    /// No launches before this time (epoch seconds).
+    #[serde(default)]
+    pub next_launch_at: f64,
+    /// When the service became INACTIVE.
+    #[serde(default)]
+    pub inactive_at: Option<f64>,
+}
+
+/// What the controller sees of one owned task.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observed {
+    pub id: String,
+    pub last_status: String,
+    pub desired_status: String,
+    /// Task `healthStatus` (HEALTHY, UNHEALTHY, UNKNOWN).
+    pub health_status: String,
+    /// Whether an essential container has a health check (then only HEALTHY counts as healthy).
+    pub has_health_check: bool,
+    pub stop_code: Option<String>,
+    /// Task `startedAt` (epoch seconds), once RUNNING.
+    pub started_at: Option<f64>,
+}
+
+/// Seconds a task without a health check must stay RUNNING before it counts as healthy, so a
+/// container that exits right after it starts cannot complete a deployment (and the circuit
+/// breaker sees it fail instead).
+pub const STABILIZE_SECS: f64 = 1.0;
+
+impl Observed {
+    fn stopped(&self) -> bool {
+        self.last_status == "STOPPED"
+    }
+    /// Wanted and not yet stopped.
+    fn live(&self) -> bool {
+        self.desired_status != "STOPPED" && !self.stopped()
+    }
+    fn healthy(&self, now: f64) -> bool {
+        self.live()
+            && self.last_status == "RUNNING"
+            && if self.has_health_check {
+                self.health_status == "HEALTHY"
+            } else {
+                self.health_status != "UNHEALTHY" && self.stable_in(now) <= 0.0
+            }
+    }
+    /// Seconds until a RUNNING task without a health check has been up for [`STABILIZE_SECS`].
+    fn stable_in(&self, now: f64) -> f64 {
+        self.started_at
+            .map_or(STABILIZE_SECS, |t| t + STABILIZE_SECS - now)
+    }
+}
+
+/// The result of one reconcile.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// The next stored state of the service.
+    pub record: ServiceRecord,
+    /// New tasks: (task id, deployment id). They are already in `record.tasks`.
+    pub start: Vec<(String, String)>,
+    /// Tasks to stop with stop code ServiceSchedulerInitiated: (task id, stopped reason).
+    pub stop: Vec<(String, String)>,
+    /// Reconcile again after this many seconds even if nothing changes (launch throttling).
+    pub requeue_after: Option<f64>,
+    /// The service record is to be removed (INACTIVE long enough).
+    pub delete: bool,
+}
+
+impl Plan {
+    /// Whether anything must be written.
+    pub fn changed(&self, before: &ServiceRecord) -> bool {
+        self.delete || !self.start.is_empty() || !self.stop.is_empty() || self.record != *before
+    }
+}
+
+/// Circuit-breaker threshold for a desired count (ECS: `min(max(ceil(0.5 * desired), 3), 200)`).
+pub fn failure_threshold(desired: i64) -> i64 {
+    ((desired.max(0) + 1) / 2).clamp(3, 200)
+}
+
+/// `maximumPercent` / `minimumHealthyPercent` with ECS's REPLICA defaults (200 / 100).
+pub fn percents(c: &DeploymentConfiguration) -> (i64, i64) {
+    (
+        c.maximum_percent.unwrap_or(200),
+        c.minimum_healthy_percent.unwrap_or(100),
+    )
+}
+
+/// Launch delay after `failures` consecutive task failures (seconds): none for the first two,
+/// then 2, 4, 8 ... up to 60.
+pub fn launch_backoff(failures: u32) -> f64 {
+    if failures < 3 {
+        0.0
+    } else {
+        (2f64.powi((failures - 2).min(6) as i32)).min(60.0)
+    }
+}
+
+/// Appends an event (newest first), dropping an identical message posted in the last minute.
+pub fn push_event(s: &mut Service, message: String, now: f64, id: String) {
+    if s.events
+        .iter()
+        .take_while(|e| now - e.created_at < 60.0)
+        .any(|e| e.message == message)
+    {
+        return;
+    }
+    s.events.insert(
+        0,
+        ServiceEvent {
+            id,
+            created_at: now,
+            message,
+        },
+    );
+    s.events.truncate(MAX_EVENTS);
+}
+
+/// Counts per deployment: (pending, running) among the observed tasks (RUNNING = lastStatus
+/// RUNNING; pending = wanted and not yet RUNNING).
+pub fn counts(rec: &ServiceRecord, obs: &[Observed], deployment: Option<&str>) -> (i64, i64) {
+    let (mut pending, mut running) = (0, 0);
+    for t in &rec.tasks {
+        if deployment.is_some_and(|d| d != t.deployment) {
+            continue;
+        }
+        if let Some(o) = obs.iter().find(|o| o.id == t.id) {
+            if o.stopped() {
+                continue;
+            }
+            if o.last_status == "RUNNING" {
+                running += 1;
+            } else if o.desired_status != "STOPPED" {
+                pending += 1;
+            }
+        }
+    }
+    (pending, running)
+}
+
+fn sd_mut<'a>(rec: &'a mut ServiceRecord, arn: &Option<String>) -> Option<&'a mut SdState> {
+    let arn = arn.as_ref()?;
+    rec.service_deployments
+        .iter_mut()
+        .find(|s| &s.sd.service_deployment_arn == arn)
+}
+
+/// Counts one task failure for launch throttling.
+fn count_failure(r: &mut ServiceRecord, now: f64) {
+    if now - r.last_failure_at > 300.0 {
+        r.launch_failures = 0;
+    }
+    r.launch_failures += 1;
+    r.last_failure_at = now;
+    r.next_launch_at = now + launch_backoff(r.launch_failures);
+}
+
+/// One reconcile of a service. `new_id` mints task ids, event ids and deployment numbers.
+pub fn reconcile(
+    before: &ServiceRecord,
+    obs: &[Observed],
+    now: f64,
+    new_id: &mut dyn FnMut(IdKind) -> String,
+) -> Plan {
+    let mut r = before.clone();
+    let name = r.service.service_name.clone();
+    let mut plan = Plan::default();
+    let event = |r: &mut ServiceRecord, msg: String, new_id: &mut dyn FnMut(IdKind) -> String| {
+        let id = new_id(IdKind::Event);
+        push_event(&mut r.service, msg, now, id);
+    };
+
+    if r.service.status == "INACTIVE" {
+        if r.inactive_at.is_some_and(|t| now - t > INACTIVE_RETENTION) {
+            plan.delete = true;
+        }
+        plan.record = r;
+        return plan;
+    }
+    let draining = r.service.status == "DRAINING";
+    let desired = if draining {
+        0
+    } else {
+        r.service.desired_count.max(0)
+    };
+    let find = |id: &str| obs.iter().find(|o| o.id == id);
+
+    // 1. Fold stopped tasks: forget them; a stop nobody asked for is a failure.
+    let mut kept = Vec::new();
+    for t in std::mem::take(&mut r.tasks) {
+        let Some(o) = find(&t.id) else { continue };
+        if !o.stopped() {
+            kept.push(t);
+            continue;
+        }
+        let code = o.stop_code.as_deref().unwrap_or("");
+        if code != stop_code::SERVICE_SCHEDULER_INITIATED && code != stop_code::USER_INITIATED {
+            if let Some(d) = r.deployments.iter_mut().find(|d| d.d.id == t.deployment) {
+                d.d.failed_tasks += 1;
+                d.d.updated_at = now;
+            }
+            count_failure(&mut r, now);
+        }
+    }
+    r.tasks = kept;
+
+    // 2. Unhealthy tasks are stopped (and count as failures).
+    let mut stop: Vec<(String, String)> = Vec::new();
+    for t in &r.tasks {
+        let Some(o) = find(&t.id) else { continue };
+        if o.live() && o.health_status == "UNHEALTHY" {
+            stop.push((t.id.clone(), "Task failed container health checks".into()));
+        }
+    }
+    for (id, _) in &stop {
+        let dep = r
+            .tasks
+            .iter()
+            .find(|t| &t.id == id)
+            .map(|t| t.deployment.clone())
+            .unwrap_or_default();
+        if let Some(d) = r.deployments.iter_mut().find(|d| d.d.id == dep) {
+            d.d.failed_tasks += 1;
+            d.d.updated_at = now;
+        }
+        count_failure(&mut r, now);
+        event(
+            &mut r,
+            format!("(service {name}) (task {id}) failed container health checks."),
+            new_id,
+        );
+    }
+    if r.launch_failures >= 3 && r.launch_failures > before.launch_failures {
+        event(
+            &mut r,
+            format!("(service {name}) is unable to consistently start tasks successfully. For more information, see the Troubleshooting section of the Amazon ECS Developer Guide."),
+            new_id,
+        );
+    }
+
+    // 3. Circuit breaker on the primary deployment.
+    let cb = r
+        .service
+        .deployment_configuration
+        .deployment_circuit_breaker
+        .clone()
+        .unwrap_or_default();
+    let threshold = failure_threshold(desired);
+    if let Some(p) = r.deployments.first().cloned() {
+        if cb.enable
+            && !draining
+            && p.d.rollout_state == "IN_PROGRESS"
+            && p.d.failed_tasks >= threshold
+        {
+            let reason = "tasks failed to start.";
+            {
+                let d = &mut r.deployments[0];
+                d.d.rollout_state = "FAILED".into();
+                d.d.rollout_state_reason =
+                    Some(format!("ECS deployment circuit breaker: {reason}"));
+                d.d.updated_at = now;
+            }
+            event(
+                &mut r,
+                format!(
+                    "(service {name}) (deployment {}) deployment failed: {reason}",
+                    p.d.id
+                ),
+                new_id,
+            );
+            let reason_sd = "Service deployment rolled back because the circuit breaker threshold was exceeded.";
+            let rolled = cb.rollback && start_rollback(&mut r, reason_sd, now, new_id).is_some();
+            if rolled {
+                let sd_arn = p.sd_arn.clone();
+                if let Some(s) = sd_mut(&mut r, &sd_arn) {
+                    s.sd.deployment_circuit_breaker.status = "TRIGGERED".into();
+                }
+                let id = r.deployments[0].d.id.clone();
+                event(
+                    &mut r,
+                    format!("(service {name}) rolling back to deployment {id}."),
+                    new_id,
+                );
+            } else {
+                r.deployments[0].halted = true;
+                let sd_arn = p.sd_arn.clone();
+                if let Some(s) = sd_mut(&mut r, &sd_arn) {
+                    s.sd.status = if cb.rollback {
+                        "ROLLBACK_FAILED".into()
+                    } else {
+                        "STOPPED".into()
+                    };
+                    s.sd.status_reason = Some(format!("ECS deployment circuit breaker: {reason}"));
+                    s.sd.deployment_circuit_breaker.status = "TRIGGERED".into();
+                    s.sd.stopped_at = Some(now);
+                    s.sd.finished_at = Some(now);
+                    s.sd.updated_at = now;
+                }
+            }
+        }
+    }
+
+    // 4. Rolling replacement within minimumHealthyPercent / maximumPercent.
+    let (max_pct, min_pct) = percents(&r.service.deployment_configuration);
+    let max_total = (desired * max_pct.max(0)) / 100;
+    let min_healthy = (desired * min_pct.max(0) + 99) / 100;
+    let primary_id = r.deployments.first().map(|d| d.d.id.clone());
+    let primary_halted = r.deployments.first().is_some_and(|d| d.halted);
+    let is_stopping = |id: &str, stop: &[(String, String)]| stop.iter().any(|(s, _)| s == id);
+    // Tasks still wanted, per deployment, after the stops decided so far.
+    let live_of = |r: &ServiceRecord, stop: &[(String, String)], primary: bool| -> Vec<String> {
+        r.tasks
+            .iter()
+            .filter(|t| (Some(&t.deployment) == primary_id.as_ref()) == primary)
+            .filter(|t| find(&t.id).is_some_and(|o| o.live()) && !is_stopping(&t.id, stop))
+            .map(|t| t.id.clone())
+            .collect()
+    };
+    let healthy = |id: &String| find(id).is_some_and(|o| o.healthy(now));
+    // Scale-in of the primary: pending tasks first, then the newest.
+    let mut primary_live = live_of(&r, &stop, true);
+    if primary_live.len() as i64 > desired {
+        let excess = primary_live.len() - desired as usize;
+        let mut order: Vec<String> = primary_live
+            .iter()
+            .filter(|i| !healthy(i))
+            .cloned()
+            .collect();
+        order.extend(primary_live.iter().rev().filter(|i| healthy(i)).cloned());
+        let reason = format!(
+            "Scaling activity initiated by (deployment {})",
+            primary_id.clone().unwrap_or_default()
+        );
+        for id in order.into_iter().take(excess) {
+            stop.push((id, reason.clone()));
+        }
+        primary_live = live_of(&r, &stop, true);
+    }
+    // Old deployments: pending/unhealthy tasks go at once, healthy ones while enough remain.
+    let old_live = live_of(&r, &stop, false);
+    let mut healthy_total = primary_live.iter().filter(|i| healthy(i)).count() as i64
+        + old_live.iter().filter(|i| healthy(i)).count() as i64;
+    for id in old_live.iter().filter(|i| !healthy(i)) {
+        let dep = r
+            .tasks
+            .iter()
+            .find(|t| &t.id == id)
+            .map(|t| t.deployment.clone());
+        stop.push((
+            id.clone(),
+            format!(
+                "Scaling activity initiated by (deployment {})",
+                dep.unwrap_or_default()
+            ),
+        ));
+    }
+    for id in old_live.iter().filter(|i| healthy(i)) {
+        if healthy_total - 1 < min_healthy {
+            break;
+        }
+        healthy_total -= 1;
+        let dep = r
+            .tasks
+            .iter()
+            .find(|t| &t.id == id)
+            .map(|t| t.deployment.clone());
+        stop.push((
+            id.clone(),
+            format!(
+                "Scaling activity initiated by (deployment {})",
+                dep.unwrap_or_default()
+            ),
+        ));
+    }
+    // Launches for the primary, within maximumPercent (stopping tasks still count).
+    let existing = r
+        .tasks
+        .iter()
+        .filter(|t| find(&t.id).is_some_and(|o| !o.stopped()))
+        .count() as i64;
+    let mut to_start = (desired - primary_live.len() as i64)
+        .min(max_total.max(desired.min(1)) - existing)
+        .max(0);
+    if primary_halted || draining {
+        to_start = 0;
+    }
+    if to_start > 0 && now < r.next_launch_at {
+        plan.requeue_after = Some(r.next_launch_at - now);
+        to_start = 0;
+    }
+    let mut started = Vec::new();
+    if let Some(pid) = &primary_id {
+        for _ in 0..to_start {
+            let id = new_id(IdKind::Task);
+            r.tasks.push(OwnedTask {
+                id: id.clone(),
+                deployment: pid.clone(),
+            });
+            started.push((id, pid.clone()));
+        }
+    }
+    if !started.is_empty() {
+        let list: Vec<String> = started
+            .iter()
+            .map(|(id, _)| format!("(task {id})"))
+            .collect();
+        event(
+            &mut r,
+            format!(
+                "(service {name}) has started {} tasks: {}.",
+                started.len(),
+                list.join(" ")
+            ),
+            new_id,
+        );
+    }
+    let stopped_running: Vec<String> = stop
+        .iter()
+        .filter(|(id, _)| find(id).is_some_and(|o| o.last_status == "RUNNING"))
+        .map(|(id, _)| format!("(task {id})"))
+        .collect();
+    if !stopped_running.is_empty() {
+        event(
+            &mut r,
+            format!(
+                "(service {name}) has stopped {} running tasks: {}.",
+                stopped_running.len(),
+                stopped_running.join(" ")
+            ),
+            new_id,
+        );
+    }
+
+    // 5. Deployment bookkeeping: desired counts, drained deployments leave, completion.
+    let alive =
+        |r: &ServiceRecord, dep: &str, stop: &[(String, String)], started: &[(String, String)]| {
+            r.tasks
+                .iter()
+                .filter(|t| t.deployment == dep)
+                .filter(|t| {
+                    started.iter().any(|(s, _)| *s == t.id)
+                        || find(&t.id).is_some_and(|o| o.live() && !is_stopping(&t.id, stop))
+                })
+                .count() as i64
+        };
+    let exists = |r: &ServiceRecord, dep: &str, started: &[(String, String)]| {
+        r.tasks.iter().any(|t| {
+            t.deployment == dep
+                && (started.iter().any(|(s, _)| *s == t.id)
+                    || find(&t.id).is_some_and(|o| !o.stopped()))
+        })
+    };
+    for i in 0..r.deployments.len() {
+        let id = r.deployments[i].d.id.clone();
+        let want = if i == 0 {
+            desired
+        } else {
+            alive(&r, &id, &stop, &started)
+        };
+        if r.deployments[i].d.desired_count != want {
+            r.deployments[i].d.desired_count = want;
+            r.deployments[i].d.updated_at = now;
+        }
+    }
+    let mut i = 1;
+    while i < r.deployments.len() {
+        let id = r.deployments[i].d.id.clone();
+        if exists(&r, &id, &started) {
+            i += 1;
+        } else {
+            r.deployments.remove(i);
+        }
+    }
+    if let Some(p) = r.deployments.first().cloned() {
+        let primary_healthy = r
+            .tasks
+            .iter()
+            .filter(|t| t.deployment == p.d.id)
+            .filter(|t| !is_stopping(&t.id, &stop))
+            .filter(|t| find(&t.id).is_some_and(|o| o.healthy(now)))
+            .count() as i64;
+        let done = p.d.rollout_state == "IN_PROGRESS"
+            && r.deployments.len() == 1
+            && primary_healthy == desired
+            && alive(&r, &p.d.id, &stop, &started) == desired
+            && !draining;
+        if done {
+            let d = &mut r.deployments[0];
+            d.d.rollout_state = "COMPLETED".into();
+            d.d.rollout_state_reason = Some(format!("ECS deployment {} completed.", p.d.id));
+            d.d.updated_at = now;
+            r.last_completed = Some(r.deployments[0].clone());
+            r.launch_failures = 0;
+            r.next_launch_at = 0.0;
+            let sd_arn = p.sd_arn.clone();
+            let pid = p.d.id.clone();
+            if let Some(s) = sd_mut(&mut r, &sd_arn) {
+                if s.rollback_deployment_id.as_deref() == Some(pid.as_str()) {
+                    s.sd.status = "ROLLBACK_SUCCESSFUL".into();
+                } else if s.sd.status == "IN_PROGRESS" || s.sd.status == "PENDING" {
+                    s.sd.status = "SUCCESSFUL".into();
+                    s.sd.status_reason = None;
+                    if s.sd.deployment_circuit_breaker.status == "MONITORING" {
+                        s.sd.deployment_circuit_breaker.status = "MONITORING_COMPLETE".into();
+                    }
+                }
+                s.sd.finished_at = Some(now);
+                s.sd.updated_at = now;
+                s.sd.lifecycle_stage = None;
+            }
+            event(
+                &mut r,
+                format!(
+                    "(service {name}) (deployment {}) deployment completed.",
+                    p.d.id
+                ),
+                new_id,
+            );
+        }
+    }
+    // Service deployments: failure counts follow their deployment.
+    for s in &mut r.service_deployments {
+        if let Some(d) = r.deployments.iter().find(|d| d.d.id == s.deployment_id) {
+            if s.sd.deployment_circuit_breaker.failure_count != d.d.failed_tasks {
+                s.sd.deployment_circuit_breaker.failure_count = d.d.failed_tasks;
+                s.sd.updated_at = now;
+            }
+        }
+    }
+
+    // 6. Steady state, and the end of a DRAINING service.
+    let (pending, running) = {
+        let mut tmp = r.clone();
+        tmp.tasks
+            .retain(|t| !started.iter().any(|(s, _)| *s == t.id));
+        counts(&tmp, obs, None)
+    };
+    let stable = r.deployments.len() == 1
+        && started.is_empty()
+        && stop.is_empty()
+        && pending == 0
+        && running == desired
+        && r.deployments[0].d.rollout_state != "IN_PROGRESS"
+        && !draining;
+    if stable && !r.steady {
+        event(
+            &mut r,
+            format!("(service {name}) has reached a steady state."),
+            new_id,
+        );
+    }
+    r.steady = stable;
+    if draining && r.tasks.is_empty() {
+        r.service.status = "INACTIVE".into();
+        r.inactive_at = Some(now);
+        for d in &mut r.deployments {
+            d.d.desired_count = 0;
+        }
+    }
+
+    // Look again when a RUNNING task becomes stable (it may then complete the deployment).
+    let settle = obs
+        .iter()
+        .filter(|o| o.live() && o.last_status == "RUNNING" && !o.has_health_check)
+        .map(|o| o.stable_in(now))
+        .filter(|t| *t > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    if settle.is_finite() {
+        plan.requeue_after = Some(plan.requeue_after.map_or(settle, |q| q.min(settle)));
+    }
+    plan.start = started;
+    plan.stop = stop;
+    plan.record = r;
+    plan
+}
+
+/// Rolls the PRIMARY deployment back to the last COMPLETED one: a new PRIMARY deployment with
+/// that configuration (tracked by the failed deployment's service deployment, which becomes
+/// ROLLBACK_IN_PROGRESS); the failed deployment turns ACTIVE and launches nothing more. Returns
+/// the new deployment id, or None when there is nothing to roll back to.
+pub fn start_rollback(
+    r: &mut ServiceRecord,
+    reason: &str,
+    now: f64,
+    new_id: &mut dyn FnMut(IdKind) -> String,
+) -> Option<String> {
+    let p = r.deployments.first()?.clone();
+    let last = r.last_completed.clone().filter(|l| l.d.id != p.d.id)?;
+    let id = format!("ecs-svc/{}", new_id(IdKind::Deployment));
+    let mut d = last.clone();
+    d.d.id = id.clone();
+    d.d.status = "PRIMARY".into();
+    d.d.desired_count = r.service.desired_count;
+    d.d.failed_tasks = 0;
+    d.d.pending_count = 0;
+    d.d.running_count = 0;
+    d.d.created_at = now;
+    d.d.updated_at = now;
+    d.d.rollout_state = "IN_PROGRESS".into();
+    d.d.rollout_state_reason = Some(format!("ECS deployment {id} in progress."));
+    d.sd_arn = p.sd_arn.clone();
+    d.halted = false;
+    r.deployments[0].d.status = "ACTIVE".into();
+    r.deployments[0].halted = true;
+    if r.deployments[0].d.rollout_state == "IN_PROGRESS" {
+        r.deployments[0].d.rollout_state = "FAILED".into();
+        r.deployments[0].d.rollout_state_reason = Some(reason.to_string());
+        r.deployments[0].d.updated_at = now;
+    }
+    r.service.task_definition = d.d.task_definition.clone();
+    r.deployments.insert(0, d);
+    r.launch_failures = 0;
+    r.next_launch_at = 0.0;
+    r.steady = false;
+    if let Some(s) = sd_mut(r, &p.sd_arn) {
+        s.sd.status = "ROLLBACK_IN_PROGRESS".into();
+        s.sd.status_reason = Some(reason.to_string());
+        s.sd.updated_at = now;
+        s.sd.rollback = Some(Rollback {
+            reason: reason.to_string(),
+            started_at: now,
+            service_revision_arn: last.revision_arn.clone(),
+        });
+        s.rollback_deployment_id = Some(id.clone());
+    }
+    Some(id)
+}
+
+/// What [`reconcile`]'s id generator is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdKind {
+    /// A 32-hex-digit task id.
+    Task,
+    /// A service event id (UUID).
+    Event,
+    /// The number `N` of a new deployment `ecs-svc/N`.
+    Deployment,
+}
+
+/// A service revision summary of deployment `d` with its live counts.
+pub fn revision_summary(
+    rec: &ServiceRecord,
+    obs: &[Observed],
+    d: &DeploymentState,
+) -> ServiceRevisionSummary {
+    let (pending, running) = counts(rec, obs, Some(&d.d.id));
+    ServiceRevisionSummary {
+        arn: d.revision_arn.clone(),
+        requested_task_count: d.d.desired_count,
+        running_task_count: running,
+        pending_task_count: pending,
+    }
+}
+
+/// A fresh circuit-breaker status block for a service deployment.
+pub fn breaker_status(
+    c: &DeploymentConfiguration,
+    desired: i64,
+) -> ServiceDeploymentCircuitBreaker {
+    let enabled = c
+        .deployment_circuit_breaker
+        .as_ref()
+        .is_some_and(|b| b.enable);
+    ServiceDeploymentCircuitBreaker {
+        status: if enabled { "MONITORING" } else { "DISABLED" }.into(),
+        failure_count: 0,
+        threshold: if enabled {
+            failure_threshold(desired)
+        } else {
+            0
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

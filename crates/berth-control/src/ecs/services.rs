@@ -1,0 +1,1123 @@
+//! CreateService, UpdateService, DeleteService, DescribeServices, ListServices,
+//! ListServiceDeployments, DescribeServiceDeployments, DescribeServiceRevisions,
+//! StopServiceDeployment (ECS API reference), and the IO half of the service controller:
+//! observing a service's tasks, committing a [`Plan`] atomically.
+
+use berth_api::ecs::{
+    CreateServiceRequest, DeleteServiceRequest, Deployment, DeploymentConfiguration,
+    DescribeServiceArnsRequest, DescribeServicesRequest, Failure, ListRequest,
+    ListServiceDeploymentsRequest, NetworkConfiguration, Service, ServiceDeployment,
+    ServiceDeploymentBrief, ServiceRevision, StopServiceDeploymentRequest, TaskDefinition,
+    TaskOverride, UpdateServiceRequest,
+};
+use berth_api::proto::AwsError;
+use berth_core::{epoch_now, fargate};
+use berth_store::{Expect, Op, Store, StoreError, StoreExt};
+use serde_json::{json, Value};
+
+use super::tasks::{NewTask, TaskRecord};
+use super::{cluster_name, decode_token, max_results, page, ACTIVE, SERVICE, TASK};
+use crate::controller::service::{
+    breaker_status, counts, reconcile, revision_summary, start_rollback, DeploymentState, IdKind,
+    Observed, Plan, SdState, ServiceRecord, MAX_HISTORY,
+};
+use crate::{store_err, ControlPlane};
+
+/// `ServiceNotFoundException` ("Service not found.").
+pub(crate) fn service_not_found() -> AwsError {
+    AwsError::client("ServiceNotFoundException", "Service not found.")
+}
+
+fn service_not_active() -> AwsError {
+    AwsError::client("ServiceNotActiveException", "Service was not ACTIVE.")
+}
+
+fn valid_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn new_task_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// A deployment number like ECS's (`ecs-svc/1113266061326586537`): 19 random digits.
+fn deployment_number() -> String {
+    let r = uuid::Uuid::new_v4().as_u128() as u64;
+    (1_000_000_000_000_000_000u64 + r % 8_000_000_000_000_000_000u64).to_string()
+}
+
+fn id_gen(kind: IdKind) -> String {
+    match kind {
+        IdKind::Task => new_task_id(),
+        IdKind::Event => uuid::Uuid::new_v4().to_string(),
+        IdKind::Deployment => deployment_number(),
+    }
+}
+
+fn include_tags(include: &Option<Vec<String>>) -> bool {
+    include
+        .as_ref()
+        .is_some_and(|i| i.iter().any(|x| x == "TAGS"))
+}
+
+/// `<type>/<cluster>/<service>/<last>` parts of a service-deployment or service-revision ARN.
+fn parse_sub_arn<'a>(arn: &'a str, kind: &str) -> Option<(&'a str, &'a str, &'a str)> {
+    let rest = arn.split_once(&format!(":{kind}/"))?.1;
+    let mut it = rest.splitn(3, '/');
+    Some((it.next()?, it.next()?, it.next()?))
+}
+
+impl ControlPlane {
+    fn service_arn(&self, cluster: &str, name: &str) -> String {
+        format!(
+            "arn:aws:ecs:{}:{}:service/{cluster}/{name}",
+            self.scope.region, self.scope.account
+        )
+    }
+
+    fn revision_arn(&self, cluster: &str, name: &str, n: &str) -> String {
+        format!(
+            "arn:aws:ecs:{}:{}:service-revision/{cluster}/{name}/{n}",
+            self.scope.region, self.scope.account
+        )
+    }
+
+    fn service_deployment_arn(&self, cluster: &str, name: &str) -> String {
+        let id: String = uuid::Uuid::new_v4().simple().to_string()[..22].to_string();
+        format!(
+            "arn:aws:ecs:{}:{}:service-deployment/{cluster}/{name}/{id}",
+            self.scope.region, self.scope.account
+        )
+    }
+
+    /// Loads a service record (any status) with its revision.
+    pub(crate) fn load_service_rev(
+        &self,
+        cluster: &str,
+        name: &str,
+    ) -> Result<Option<(ServiceRecord, i64)>, AwsError> {
+        self.store
+            .get_json::<ServiceRecord>(SERVICE, &format!("{cluster}/{name}"))
+            .map_err(store_err)
+    }
+
+    /// Loads a service record (any status).
+    pub(crate) fn load_service(
+        &self,
+        cluster: &str,
+        name: &str,
+    ) -> Result<Option<ServiceRecord>, AwsError> {
+        Ok(self.load_service_rev(cluster, name)?.map(|(r, _)| r))
+    }
+
+    /// Every stored service key (`<cluster>/<name>`), for the controller's resync.
+    pub(crate) fn service_keys(&self) -> Result<Vec<String>, AwsError> {
+        Ok(self
+            .store
+            .list(SERVICE, "")
+            .map_err(store_err)?
+            .into_iter()
+            .map(|r| r.key)
+            .collect())
+    }
+
+    /// Number of ACTIVE or DRAINING services in `cluster`.
+    pub(crate) fn active_services(&self, cluster: &str) -> Result<i64, AwsError> {
+        Ok(self
+            .store
+            .list_json::<ServiceRecord>(SERVICE, &format!("{cluster}/"))
+            .map_err(store_err)?
+            .iter()
+            .filter(|r| r.service.status != "INACTIVE")
+            .count() as i64)
+    }
+
+    /// What the controller sees of the service's tasks now.
+    fn observe(&self, cluster: &str, rec: &ServiceRecord) -> Result<Vec<Observed>, AwsError> {
+        let mut out = Vec::with_capacity(rec.tasks.len());
+        for t in &rec.tasks {
+            if let Some(tr) = self.load_task(cluster, &t.id)? {
+                out.push(observed(&tr));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The API view of a service: deployments and counts from its tasks as they are now.
+    fn service_view(
+        &self,
+        cluster: &str,
+        rec: &ServiceRecord,
+        with_tags: bool,
+    ) -> Result<Service, AwsError> {
+        let obs = self.observe(cluster, rec)?;
+        Ok(view(rec, &obs, with_tags))
+    }
+
+    /// One reconcile of the service at `key` (`<cluster>/<name>`): plan, then commit the new
+    /// service state, the new tasks and the stops in one atomic write (re-planned on conflict).
+    /// Returns when to look again without a wake-up, if ever.
+    pub(crate) fn reconcile_service(&self, key: &str) -> Result<Option<f64>, AwsError> {
+        let Some((cluster, _)) = key.split_once('/') else {
+            return Ok(None);
+        };
+        for _ in 0..20 {
+            let Some((rec, rev)) = self
+                .store
+                .get_json::<ServiceRecord>(SERVICE, key)
+                .map_err(store_err)?
+            else {
+                return Ok(None);
+            };
+            let obs = self.observe(cluster, &rec)?;
+            let mut gen = id_gen;
+            let plan = reconcile(&rec, &obs, epoch_now(), &mut gen);
+            if !plan.changed(&rec) {
+                return Ok(plan.requeue_after);
+            }
+            let ops = self.plan_ops(cluster, key, rev, &plan)?;
+            match self.store.commit(ops) {
+                Ok(()) => {
+                    if !plan.start.is_empty() || !plan.stop.is_empty() {
+                        self.bump();
+                    }
+                    return Ok(plan.requeue_after);
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(store_err(e)),
+            }
+        }
+        Err(AwsError::server("service reconcile kept conflicting"))
+    }
+
+    fn plan_ops(
+        &self,
+        cluster: &str,
+        key: &str,
+        rev: i64,
+        plan: &Plan,
+    ) -> Result<Vec<Op>, AwsError> {
+        let mut ops = Vec::new();
+        if plan.delete {
+            ops.push(Op::delete(SERVICE, key, Expect::Revision(rev)));
+            return Ok(ops);
+        }
+        ops.push(Op::put(SERVICE, key, &plan.record, Expect::Revision(rev)).map_err(store_err)?);
+        let r = &plan.record;
+        let cluster_arn = self.scope.cluster(cluster);
+        for (task_id, dep_id) in &plan.start {
+            let d = r
+                .deployments
+                .iter()
+                .find(|d| &d.d.id == dep_id)
+                .ok_or_else(|| AwsError::server("planned task for an unknown deployment"))?;
+            let tdr = self.resolve_task_definition(&d.d.task_definition)?;
+            let td = &tdr.task_definition;
+            let tags = match r.service.propagate_tags.as_str() {
+                "SERVICE" => r.service.tags.clone().unwrap_or_default(),
+                "TASK_DEFINITION" => tdr.tags.clone(),
+                _ => vec![],
+            };
+            let vpc =
+                d.d.network_configuration
+                    .as_ref()
+                    .and_then(|n| n.awsvpc_configuration.clone());
+            let overrides = TaskOverride::default();
+            let mut rec = self.build_task_record(&NewTask {
+                cluster,
+                cluster_arn: &cluster_arn,
+                td,
+                launch_type: d.d.launch_type.as_deref().unwrap_or("FARGATE"),
+                vpc: vpc.as_ref(),
+                overrides: &overrides,
+                cpu: td.cpu.as_deref().and_then(fargate::parse_cpu),
+                memory: td.memory.as_deref().and_then(fargate::parse_memory),
+                group: format!("service:{}", r.service.service_name),
+                started_by: Some(dep_id.clone()),
+                tags,
+                platform_version: None,
+                enable_execute_command: r.service.enable_execute_command,
+                task_id: Some(task_id.clone()),
+            });
+            rec.task.version = 1;
+            ops.push(
+                Op::put(TASK, &format!("{cluster}/{task_id}"), &rec, Expect::Absent)
+                    .map_err(store_err)?,
+            );
+            ops.push(Op::put(ACTIVE, task_id, &cluster, Expect::Absent).map_err(store_err)?);
+        }
+        for (task_id, reason) in &plan.stop {
+            let tkey = format!("{cluster}/{task_id}");
+            let Some((mut t, trev)) = self
+                .store
+                .get_json::<TaskRecord>(TASK, &tkey)
+                .map_err(store_err)?
+            else {
+                continue;
+            };
+            if t.task.desired_status == "STOPPED" {
+                continue;
+            }
+            t.task.desired_status = "STOPPED".into();
+            t.task.stopping_at = Some(epoch_now());
+            t.task.stop_code =
+                Some(berth_core::status::stop_code::SERVICE_SCHEDULER_INITIATED.into());
+            t.task.stopped_reason = Some(reason.clone());
+            t.scheduler_stop_reason = Some(reason.clone());
+            t.task.version += 1;
+            ops.push(Op::put(TASK, &tkey, &t, Expect::Revision(trev)).map_err(store_err)?);
+        }
+        Ok(ops)
+    }
+
+    /// Builds a deployment (PRIMARY, IN_PROGRESS), its revision and its service deployment.
+    #[allow(clippy::too_many_arguments)]
+    fn new_deployment(
+        &self,
+        cluster: &str,
+        service: &Service,
+        td: &TaskDefinition,
+        network: Option<NetworkConfiguration>,
+        sources: Vec<berth_api::ecs::ServiceRevisionSummary>,
+        now: f64,
+    ) -> (DeploymentState, ServiceRevision, SdState) {
+        let n = deployment_number();
+        let id = format!("ecs-svc/{n}");
+        let name = &service.service_name;
+        let revision_arn = self.revision_arn(cluster, name, &n);
+        let sd_arn = self.service_deployment_arn(cluster, name);
+        let d = Deployment {
+            id: id.clone(),
+            status: "PRIMARY".into(),
+            task_definition: td.task_definition_arn.clone(),
+            desired_count: service.desired_count,
+            pending_count: 0,
+            running_count: 0,
+            failed_tasks: 0,
+            created_at: now,
+            updated_at: now,
+            launch_type: service.launch_type.clone(),
+            platform_version: service.platform_version.clone(),
+            platform_family: service.platform_family.clone(),
+            network_configuration: network.clone(),
+            rollout_state: "IN_PROGRESS".into(),
+            rollout_state_reason: Some(format!("ECS deployment {id} in progress.")),
+        };
+        let revision = ServiceRevision {
+            service_revision_arn: revision_arn.clone(),
+            service_arn: service.service_arn.clone(),
+            cluster_arn: service.cluster_arn.clone(),
+            task_definition: td.task_definition_arn.clone(),
+            launch_type: service.launch_type.clone(),
+            capacity_provider_strategy: service.capacity_provider_strategy.clone(),
+            platform_version: service.platform_version.clone(),
+            platform_family: service.platform_family.clone(),
+            load_balancers: service.load_balancers.clone(),
+            service_registries: service.service_registries.clone(),
+            network_configuration: network,
+            container_images: td
+                .container_definitions
+                .iter()
+                .map(|c| json!({"containerName": c.name, "image": c.image}))
+                .collect(),
+            guard_duty_enabled: false,
+            created_at: now,
+        };
+        let sd = ServiceDeployment {
+            service_deployment_arn: sd_arn.clone(),
+            service_arn: service.service_arn.clone(),
+            cluster_arn: service.cluster_arn.clone(),
+            created_at: now,
+            started_at: Some(now),
+            finished_at: None,
+            stopped_at: None,
+            updated_at: now,
+            source_service_revisions: sources,
+            target_service_revision: berth_api::ecs::ServiceRevisionSummary {
+                arn: revision_arn.clone(),
+                requested_task_count: service.desired_count,
+                running_task_count: 0,
+                pending_task_count: 0,
+            },
+            status: "IN_PROGRESS".into(),
+            status_reason: None,
+            lifecycle_stage: Some("RECONCILE_SERVICE".into()),
+            deployment_configuration: service.deployment_configuration.clone(),
+            rollback: None,
+            deployment_circuit_breaker: breaker_status(
+                &service.deployment_configuration,
+                service.desired_count,
+            ),
+            alarms: json!({"status": "DISABLED"}),
+        };
+        (
+            DeploymentState {
+                d,
+                revision_arn,
+                sd_arn: Some(sd_arn),
+                halted: false,
+            },
+            revision,
+            SdState {
+                sd,
+                deployment_id: id,
+                rollback_deployment_id: None,
+            },
+        )
+    }
+
+    /// Resolves a task definition for a service: it must exist (InvalidParameterException
+    /// otherwise, as ECS answers) and, for a new deployment, be ACTIVE.
+    fn service_task_definition(
+        &self,
+        reference: &str,
+    ) -> Result<super::task_definitions::TaskDefRecord, AwsError> {
+        let r = self
+            .resolve_task_definition(reference)
+            .map_err(|_| AwsError::invalid_parameter("TaskDefinition not found."))?;
+        if r.task_definition.status != "ACTIVE" {
+            return Err(AwsError::invalid_parameter("TaskDefinition is inactive"));
+        }
+        Ok(r)
+    }
+
+    pub(super) fn create_service(&self, req: CreateServiceRequest) -> Result<Value, AwsError> {
+        let cluster = cluster_name(req.cluster.as_deref());
+        let cluster_rec = self.active_cluster(&cluster)?;
+        let name = req.service_name.clone();
+        if !valid_service_name(&name) {
+            return Err(AwsError::invalid_parameter(
+                "Service name can have up to 255 characters: letters, numbers, hyphens and underscores.",
+            ));
+        }
+        if let Some(t) = req
+            .deployment_controller
+            .as_ref()
+            .and_then(|c| c.get("type"))
+            .and_then(Value::as_str)
+        {
+            if t != "ECS" {
+                return Err(AwsError::client(
+                    "UnsupportedFeatureException",
+                    format!("The {t} deployment controller is not supported by berth."),
+                ));
+            }
+        }
+        if req.scheduling_strategy.as_deref().unwrap_or("REPLICA") != "REPLICA" {
+            return Err(AwsError::invalid_parameter(
+                "Fargate does not support the DAEMON scheduling strategy.",
+            ));
+        }
+        let desired = req.desired_count.unwrap_or(1);
+        if desired < 0 {
+            return Err(AwsError::invalid_parameter(
+                "desiredCount can not be less than 0.",
+            ));
+        }
+        let td_ref = req
+            .task_definition
+            .as_deref()
+            .ok_or_else(|| AwsError::invalid_parameter("TaskDefinition must be specified."))?;
+        let tdr = self.service_task_definition(td_ref)?;
+        let td = tdr.task_definition;
+        // An empty strategy (Terraform sends one) means none.
+        let cps = req
+            .capacity_provider_strategy
+            .clone()
+            .filter(|c| !c.is_empty());
+        let launch_type = match (&req.launch_type, &cps) {
+            (Some(_), Some(_)) => {
+                return Err(AwsError::invalid_parameter(
+                    "Specifying both a launch type and capacity provider strategy is not supported. Remove one and try again.",
+                ))
+            }
+            (Some(l), None) => l.clone(),
+            _ => "FARGATE".to_string(),
+        };
+        if !matches!(launch_type.as_str(), "FARGATE" | "EC2" | "EXTERNAL") {
+            return Err(AwsError::invalid_parameter(format!(
+                "Invalid launchType: {launch_type}"
+            )));
+        }
+        if launch_type == "FARGATE" && !td.compatibilities.iter().any(|c| c == "FARGATE") {
+            return Err(AwsError::client(
+                "PlatformTaskDefinitionIncompatibilityException",
+                "The specified platform does not satisfy the task definition's required capabilities.",
+            ));
+        }
+        validate_network(&td, req.network_configuration.as_ref())?;
+        let config = with_defaults(req.deployment_configuration.clone().unwrap_or_default());
+        validate_percents(&config)?;
+        let now = epoch_now();
+        let fargate = launch_type == "FARGATE";
+        let mut service = Service {
+            service_arn: self.service_arn(&cluster, &name),
+            service_name: name.clone(),
+            cluster_arn: cluster_rec.cluster_arn.clone(),
+            load_balancers: req.load_balancers.clone().unwrap_or_default(),
+            service_registries: req.service_registries.clone().unwrap_or_default(),
+            status: "ACTIVE".into(),
+            desired_count: desired,
+            running_count: 0,
+            pending_count: 0,
+            launch_type: cps.is_none().then(|| launch_type.clone()),
+            capacity_provider_strategy: cps.clone(),
+            platform_version: fargate.then(|| {
+                req.platform_version
+                    .clone()
+                    .unwrap_or_else(|| "LATEST".into())
+            }),
+            platform_family: fargate.then(|| "Linux".into()),
+            task_definition: td.task_definition_arn.clone(),
+            deployment_configuration: config,
+            task_sets: vec![],
+            deployments: vec![],
+            role_arn: req.role.clone(),
+            events: vec![],
+            created_at: now,
+            current_service_deployment: None,
+            current_service_revisions: None,
+            placement_constraints: req.placement_constraints.clone().unwrap_or_default(),
+            placement_strategy: req.placement_strategy.clone().unwrap_or_default(),
+            network_configuration: req.network_configuration.clone(),
+            health_check_grace_period_seconds: req.health_check_grace_period_seconds,
+            scheduling_strategy: "REPLICA".into(),
+            deployment_controller: json!({"type": "ECS"}),
+            tags: Some(req.tags.clone().unwrap_or_default()),
+            created_by: Some(format!("arn:aws:iam::{}:root", self.scope.account)),
+            enable_ecs_managed_tags: req.enable_ecs_managed_tags.unwrap_or(false),
+            propagate_tags: req.propagate_tags.clone().unwrap_or_else(|| "NONE".into()),
+            enable_execute_command: req.enable_execute_command.unwrap_or(false),
+            availability_zone_rebalancing: Some(
+                req.availability_zone_rebalancing
+                    .clone()
+                    .unwrap_or_else(|| "DISABLED".into()),
+            ),
+        };
+        let (dep, revision, sd) = self.new_deployment(
+            &cluster,
+            &service,
+            &td,
+            req.network_configuration.clone(),
+            vec![],
+            now,
+        );
+        service.current_service_deployment = Some(sd.sd.service_deployment_arn.clone());
+        let rec = ServiceRecord {
+            service,
+            deployments: vec![dep],
+            tasks: vec![],
+            revisions: vec![revision],
+            service_deployments: vec![sd],
+            ..Default::default()
+        };
+        let key = format!("{cluster}/{name}");
+        let expect = match self.load_service_rev(&cluster, &name)? {
+            Some((old, _)) if old.service.status == "ACTIVE" => {
+                return Err(AwsError::invalid_parameter(
+                    "Creation of service was not idempotent.",
+                ))
+            }
+            Some((old, _)) if old.service.status == "DRAINING" => {
+                return Err(AwsError::invalid_parameter(
+                    "Unable to Start a service that is still Draining.",
+                ))
+            }
+            Some((_, rev)) => Expect::Revision(rev),
+            None => Expect::Absent,
+        };
+        match self.store.put_json(SERVICE, &key, &rec, expect) {
+            Ok(()) => {}
+            Err(StoreError::Conflict { .. }) => {
+                return Err(AwsError::invalid_parameter(
+                    "Creation of service was not idempotent.",
+                ))
+            }
+            Err(e) => return Err(store_err(e)),
+        }
+        self.wake_service(&cluster, &name);
+        Ok(json!({ "service": view(&rec, &[], true) }))
+    }
+
+    pub(super) fn update_service(&self, req: UpdateServiceRequest) -> Result<Value, AwsError> {
+        let cluster = cluster_name(req.cluster.as_deref());
+        self.active_cluster(&cluster)?;
+        let name = berth_core::arn::short_name(&req.service).to_string();
+        if req.desired_count.is_some_and(|d| d < 0) {
+            return Err(AwsError::invalid_parameter(
+                "desiredCount can not be less than 0.",
+            ));
+        }
+        let new_td = match &req.task_definition {
+            Some(t) => Some(self.service_task_definition(t)?.task_definition),
+            None => None,
+        };
+        loop {
+            let (mut rec, rev) = self
+                .load_service_rev(&cluster, &name)?
+                .ok_or_else(service_not_found)?;
+            if rec.service.status != "ACTIVE" {
+                return Err(service_not_active());
+            }
+            let now = epoch_now();
+            let s = &mut rec.service;
+            if let Some(d) = req.desired_count {
+                s.desired_count = d;
+            }
+            if let Some(c) = &req.deployment_configuration {
+                let mut cfg = s.deployment_configuration.clone();
+                if c.maximum_percent.is_some() {
+                    cfg.maximum_percent = c.maximum_percent;
+                }
+                if c.minimum_healthy_percent.is_some() {
+                    cfg.minimum_healthy_percent = c.minimum_healthy_percent;
+                }
+                if c.deployment_circuit_breaker.is_some() {
+                    cfg.deployment_circuit_breaker = c.deployment_circuit_breaker.clone();
+                }
+                for (k, v) in &c.extra {
+                    cfg.extra.insert(k.clone(), v.clone());
+                }
+                validate_percents(&cfg)?;
+                s.deployment_configuration = cfg;
+            }
+            if let Some(v) = req.health_check_grace_period_seconds {
+                s.health_check_grace_period_seconds = Some(v);
+            }
+            if let Some(v) = req.enable_execute_command {
+                s.enable_execute_command = v;
+            }
+            if let Some(v) = req.enable_ecs_managed_tags {
+                s.enable_ecs_managed_tags = v;
+            }
+            if let Some(v) = &req.propagate_tags {
+                s.propagate_tags = v.clone();
+            }
+            if let Some(v) = &req.load_balancers {
+                s.load_balancers = v.clone();
+            }
+            if let Some(v) = &req.service_registries {
+                s.service_registries = v.clone();
+            }
+            if let Some(v) = &req.placement_constraints {
+                s.placement_constraints = v.clone();
+            }
+            if let Some(v) = &req.placement_strategy {
+                s.placement_strategy = v.clone();
+            }
+            if let Some(v) = &req.availability_zone_rebalancing {
+                s.availability_zone_rebalancing = Some(v.clone());
+            }
+            let mut redeploy = req.force_new_deployment.unwrap_or(false);
+            let td = match &new_td {
+                Some(td) => {
+                    redeploy |= td.task_definition_arn != s.task_definition;
+                    td.clone()
+                }
+                None => {
+                    self.resolve_task_definition(&s.task_definition)?
+                        .task_definition
+                }
+            };
+            if let Some(n) = &req.network_configuration {
+                validate_network(&td, Some(n))?;
+                redeploy |= s.network_configuration.as_ref() != Some(n);
+                s.network_configuration = Some(n.clone());
+            }
+            if let Some(p) = &req.platform_version {
+                redeploy |= s.platform_version.as_ref() != Some(p);
+                s.platform_version = Some(p.clone());
+            }
+            if redeploy {
+                let obs = self.observe(&cluster, &rec)?;
+                let sources = rec
+                    .deployments
+                    .iter()
+                    .map(|d| revision_summary(&rec, &obs, d))
+                    .collect();
+                let (dep, revision, sd) = self.new_deployment(
+                    &cluster,
+                    &rec.service,
+                    &td,
+                    rec.service.network_configuration.clone(),
+                    sources,
+                    now,
+                );
+                for old in &mut rec.service_deployments {
+                    if matches!(
+                        old.sd.status.as_str(),
+                        "PENDING" | "IN_PROGRESS" | "ROLLBACK_IN_PROGRESS"
+                    ) {
+                        old.sd.status = "STOPPED".into();
+                        old.sd.status_reason =
+                            Some("Service deployment stopped by a newer deployment.".into());
+                        old.sd.stopped_at = Some(now);
+                        old.sd.finished_at = Some(now);
+                        old.sd.updated_at = now;
+                    }
+                }
+                for d in &mut rec.deployments {
+                    d.d.status = "ACTIVE".into();
+                    d.d.updated_at = now;
+                }
+                rec.service.task_definition = td.task_definition_arn.clone();
+                rec.service.current_service_deployment = Some(sd.sd.service_deployment_arn.clone());
+                rec.deployments.insert(0, dep);
+                rec.revisions.push(revision);
+                rec.service_deployments.push(sd);
+                trim_history(&mut rec);
+                rec.launch_failures = 0;
+                rec.next_launch_at = 0.0;
+            } else if let Some(p) = rec.deployments.first_mut() {
+                if p.d.desired_count != rec.service.desired_count {
+                    p.d.desired_count = rec.service.desired_count;
+                    p.d.updated_at = now;
+                }
+            }
+            rec.steady = false;
+            match self.store.put_json(
+                SERVICE,
+                &format!("{cluster}/{name}"),
+                &rec,
+                Expect::Revision(rev),
+            ) {
+                Ok(()) => {}
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(store_err(e)),
+            }
+            self.wake_service(&cluster, &name);
+            return Ok(json!({ "service": self.service_view(&cluster, &rec, true)? }));
+        }
+    }
+
+    pub(super) fn delete_service(&self, req: DeleteServiceRequest) -> Result<Value, AwsError> {
+        let cluster = cluster_name(req.cluster.as_deref());
+        self.active_cluster(&cluster)?;
+        let name = berth_core::arn::short_name(&req.service).to_string();
+        loop {
+            let (mut rec, rev) = self
+                .load_service_rev(&cluster, &name)?
+                .ok_or_else(service_not_found)?;
+            match rec.service.status.as_str() {
+                "INACTIVE" => return Err(service_not_found()),
+                "DRAINING" => {
+                    return Ok(json!({ "service": self.service_view(&cluster, &rec, false)? }))
+                }
+                _ => {}
+            }
+            if rec.service.desired_count > 0 && !req.force.unwrap_or(false) {
+                return Err(AwsError::invalid_parameter(
+                    "The service cannot be stopped while it is scaled above 0.",
+                ));
+            }
+            rec.service.status = "DRAINING".into();
+            rec.service.desired_count = 0;
+            rec.steady = false;
+            match self.store.put_json(
+                SERVICE,
+                &format!("{cluster}/{name}"),
+                &rec,
+                Expect::Revision(rev),
+            ) {
+                Ok(()) => {}
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(store_err(e)),
+            }
+            self.wake_service(&cluster, &name);
+            return Ok(json!({ "service": self.service_view(&cluster, &rec, false)? }));
+        }
+    }
+
+    pub(super) fn describe_services(
+        &self,
+        req: DescribeServicesRequest,
+    ) -> Result<Value, AwsError> {
+        let cluster = cluster_name(req.cluster.as_deref());
+        self.active_cluster(&cluster)?;
+        if req.services.is_empty() || req.services.len() > 10 {
+            return Err(AwsError::invalid_parameter(
+                "services can have between 1 and 10 items.",
+            ));
+        }
+        let tags = include_tags(&req.include);
+        let mut services = Vec::new();
+        let mut failures = Vec::new();
+        for s in &req.services {
+            let name = berth_core::arn::short_name(s);
+            match self.load_service(&cluster, name)? {
+                Some(rec) => services.push(self.service_view(&cluster, &rec, tags)?),
+                None => failures.push(Failure {
+                    arn: self.service_arn(&cluster, name),
+                    reason: "MISSING".into(),
+                    detail: None,
+                }),
+            }
+        }
+        Ok(json!({ "services": services, "failures": failures }))
+    }
+
+    pub(super) fn list_services(&self, req: ListRequest) -> Result<Value, AwsError> {
+        let cluster = cluster_name(req.cluster.as_deref());
+        self.active_cluster(&cluster)?;
+        let max = max_results(req.max_results)?;
+        let token = decode_token(req.next_token.as_deref())?;
+        let items: Vec<(String, String)> = self
+            .store
+            .list_json::<ServiceRecord>(SERVICE, &format!("{cluster}/"))
+            .map_err(store_err)?
+            .into_iter()
+            .map(|r| r.service)
+            .filter(|s| s.status != "INACTIVE")
+            .filter(|s| {
+                req.launch_type
+                    .as_ref()
+                    .is_none_or(|l| s.launch_type.as_ref() == Some(l))
+            })
+            .map(|s| (s.service_name, s.service_arn))
+            .collect();
+        let (arns, next) = page(items, token, max);
+        Ok(json!({ "serviceArns": arns, "nextToken": next }))
+    }
+
+    pub(super) fn list_service_deployments(
+        &self,
+        req: ListServiceDeploymentsRequest,
+    ) -> Result<Value, AwsError> {
+        let cluster = cluster_name(req.cluster.as_deref());
+        self.active_cluster(&cluster)?;
+        let name = berth_core::arn::short_name(&req.service);
+        let rec = self
+            .load_service(&cluster, name)?
+            .ok_or_else(service_not_found)?;
+        let max = max_results(req.max_results)?;
+        let token = decode_token(req.next_token.as_deref())?;
+        let after = req.created_at.as_ref().and_then(|c| c.after);
+        let before = req.created_at.as_ref().and_then(|c| c.before);
+        let n = rec.service_deployments.len();
+        let items: Vec<(String, ServiceDeploymentBrief)> = rec
+            .service_deployments
+            .iter()
+            .enumerate()
+            .rev()
+            .filter(|(_, s)| {
+                req.status
+                    .as_ref()
+                    .is_none_or(|st| st.is_empty() || st.contains(&s.sd.status))
+            })
+            .filter(|(_, s)| after.is_none_or(|a| s.sd.created_at >= a))
+            .filter(|(_, s)| before.is_none_or(|b| s.sd.created_at <= b))
+            .map(|(i, s)| {
+                (
+                    format!("{:010}", n - i),
+                    ServiceDeploymentBrief {
+                        service_deployment_arn: s.sd.service_deployment_arn.clone(),
+                        service_arn: s.sd.service_arn.clone(),
+                        cluster_arn: s.sd.cluster_arn.clone(),
+                        started_at: s.sd.started_at,
+                        created_at: s.sd.created_at,
+                        finished_at: s.sd.finished_at,
+                        target_service_revision_arn: s.sd.target_service_revision.arn.clone(),
+                        status: s.sd.status.clone(),
+                        status_reason: s.sd.status_reason.clone(),
+                    },
+                )
+            })
+            .collect();
+        let (list, next) = page(items, token, max);
+        Ok(json!({ "serviceDeployments": list, "nextToken": next }))
+    }
+
+    pub(super) fn describe_service_deployments(
+        &self,
+        req: DescribeServiceArnsRequest,
+    ) -> Result<Value, AwsError> {
+        let arns = req.service_deployment_arns.unwrap_or_default();
+        if arns.is_empty() || arns.len() > 20 {
+            return Err(AwsError::invalid_parameter(
+                "serviceDeploymentArns can have between 1 and 20 items.",
+            ));
+        }
+        let mut out = Vec::new();
+        let mut failures = Vec::new();
+        for arn in &arns {
+            let found = match parse_sub_arn(arn, "service-deployment") {
+                Some((cluster, name, _)) => match self.load_service(cluster, name)? {
+                    Some(rec) => {
+                        let obs = self.observe(cluster, &rec)?;
+                        rec.service_deployments
+                            .iter()
+                            .find(|s| &s.sd.service_deployment_arn == arn)
+                            .map(|s| live_sd(&rec, &obs, s))
+                    }
+                    None => None,
+                },
+                None => None,
+            };
+            match found {
+                Some(sd) => out.push(sd),
+                None => failures.push(Failure {
+                    arn: arn.clone(),
+                    reason: "MISSING".into(),
+                    detail: None,
+                }),
+            }
+        }
+        Ok(json!({ "serviceDeployments": out, "failures": failures }))
+    }
+
+    pub(super) fn describe_service_revisions(
+        &self,
+        req: DescribeServiceArnsRequest,
+    ) -> Result<Value, AwsError> {
+        let arns = req.service_revision_arns.unwrap_or_default();
+        if arns.is_empty() || arns.len() > 20 {
+            return Err(AwsError::invalid_parameter(
+                "serviceRevisionArns can have between 1 and 20 items.",
+            ));
+        }
+        let mut out = Vec::new();
+        let mut failures = Vec::new();
+        for arn in &arns {
+            let found = match parse_sub_arn(arn, "service-revision") {
+                Some((cluster, name, _)) => self.load_service(cluster, name)?.and_then(|rec| {
+                    rec.revisions
+                        .into_iter()
+                        .find(|r| &r.service_revision_arn == arn)
+                }),
+                None => None,
+            };
+            match found {
+                Some(r) => out.push(r),
+                None => failures.push(Failure {
+                    arn: arn.clone(),
+                    reason: "MISSING".into(),
+                    detail: None,
+                }),
+            }
+        }
+        Ok(json!({ "serviceRevisions": out, "failures": failures }))
+    }
+
+    pub(super) fn stop_service_deployment(
+        &self,
+        req: StopServiceDeploymentRequest,
+    ) -> Result<Value, AwsError> {
+        let not_found = || {
+            AwsError::client(
+                "ServiceDeploymentNotFoundException",
+                "The service deployment does not exist.",
+            )
+        };
+        let stop_type = req.stop_type.as_deref().unwrap_or("ROLLBACK");
+        if !matches!(stop_type, "ROLLBACK" | "ABORT") {
+            return Err(AwsError::invalid_parameter(format!(
+                "Invalid stopType: {stop_type}"
+            )));
+        }
+        let arn = req.service_deployment_arn.clone();
+        let (cluster, name, _) = parse_sub_arn(&arn, "service-deployment").ok_or_else(not_found)?;
+        loop {
+            let (mut rec, rev) = self
+                .load_service_rev(cluster, name)?
+                .ok_or_else(not_found)?;
+            let idx = rec
+                .service_deployments
+                .iter()
+                .position(|s| s.sd.service_deployment_arn == arn)
+                .ok_or_else(not_found)?;
+            let sd = rec.service_deployments[idx].clone();
+            let is_primary = rec
+                .deployments
+                .first()
+                .is_some_and(|d| d.d.id == sd.deployment_id);
+            if !matches!(sd.sd.status.as_str(), "PENDING" | "IN_PROGRESS") || !is_primary {
+                return Err(AwsError::client(
+                    "ConflictException",
+                    "The service deployment is not in a state that can be stopped.",
+                ));
+            }
+            let now = epoch_now();
+            let rolled = stop_type == "ROLLBACK"
+                && start_rollback(
+                    &mut rec,
+                    "Service deployment rolled back because of a StopServiceDeployment request.",
+                    now,
+                    &mut id_gen,
+                )
+                .is_some();
+            if !rolled {
+                let d = &mut rec.deployments[0];
+                d.halted = true;
+                d.d.rollout_state = "FAILED".into();
+                d.d.rollout_state_reason = Some("Service deployment stopped.".into());
+                d.d.updated_at = now;
+                let s = &mut rec.service_deployments[idx].sd;
+                s.status = "STOPPED".into();
+                s.status_reason =
+                    Some("Service deployment stopped by StopServiceDeployment.".into());
+                s.stopped_at = Some(now);
+                s.finished_at = Some(now);
+                s.updated_at = now;
+            }
+            match self.store.put_json(
+                SERVICE,
+                &format!("{cluster}/{name}"),
+                &rec,
+                Expect::Revision(rev),
+            ) {
+                Ok(()) => {}
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(store_err(e)),
+            }
+            self.wake_service(cluster, name);
+            return Ok(json!({ "serviceDeploymentArn": arn }));
+        }
+    }
+}
+
+/// The controller's view of one task record.
+pub(crate) fn observed(tr: &TaskRecord) -> Observed {
+    Observed {
+        id: tr.spec.task_id.clone(),
+        last_status: tr.task.last_status.clone(),
+        desired_status: tr.task.desired_status.clone(),
+        health_status: tr.task.health_status.clone(),
+        has_health_check: tr
+            .spec
+            .containers
+            .iter()
+            .any(|c| c.essential && c.health_check.is_some()),
+        stop_code: tr.task.stop_code.clone(),
+        started_at: tr.task.started_at,
+    }
+}
+
+/// The API view of a stored service given its observed tasks.
+pub(crate) fn view(rec: &ServiceRecord, obs: &[Observed], with_tags: bool) -> Service {
+    let mut s = rec.service.clone();
+    let (pending, running) = counts(rec, obs, None);
+    s.pending_count = pending;
+    s.running_count = running;
+    s.deployments = rec
+        .deployments
+        .iter()
+        .map(|d| {
+            let (p, r) = counts(rec, obs, Some(&d.d.id));
+            Deployment {
+                pending_count: p,
+                running_count: r,
+                ..d.d.clone()
+            }
+        })
+        .collect();
+    s.current_service_revisions = Some(
+        rec.deployments
+            .iter()
+            .map(|d| {
+                let r = revision_summary(rec, obs, d);
+                berth_api::ecs::ServiceCurrentRevisionSummary {
+                    arn: r.arn,
+                    requested_task_count: r.requested_task_count,
+                    running_task_count: r.running_task_count,
+                    pending_task_count: r.pending_task_count,
+                }
+            })
+            .collect(),
+    );
+    if !with_tags {
+        s.tags = None;
+    }
+    s
+}
+
+/// A service deployment with the live counts of its revisions.
+fn live_sd(rec: &ServiceRecord, obs: &[Observed], s: &SdState) -> ServiceDeployment {
+    let mut sd = s.sd.clone();
+    let finished = sd.finished_at.is_some();
+    if !finished {
+        if let Some(d) = rec
+            .deployments
+            .iter()
+            .find(|d| d.revision_arn == sd.target_service_revision.arn)
+        {
+            sd.target_service_revision = revision_summary(rec, obs, d);
+        }
+        for src in &mut sd.source_service_revisions {
+            if let Some(d) = rec.deployments.iter().find(|d| d.revision_arn == src.arn) {
+                *src = revision_summary(rec, obs, d);
+            } else {
+                src.running_task_count = 0;
+                src.pending_task_count = 0;
+            }
+        }
+    }
+    sd
+}
+
+fn trim_history(rec: &mut ServiceRecord) {
+    let in_use: Vec<String> = rec
+        .deployments
+        .iter()
+        .map(|d| d.revision_arn.clone())
+        .chain(rec.last_completed.iter().map(|d| d.revision_arn.clone()))
+        .collect();
+    while rec.service_deployments.len() > MAX_HISTORY {
+        rec.service_deployments.remove(0);
+    }
+    while rec.revisions.len() > MAX_HISTORY {
+        match rec
+            .revisions
+            .iter()
+            .position(|r| !in_use.contains(&r.service_revision_arn))
+        {
+            Some(i) => {
+                rec.revisions.remove(i);
+            }
+            None => break,
+        }
+    }
+}
+
+/// ECS's defaults for a REPLICA service: circuit breaker off, 200 / 100 percent.
+fn with_defaults(mut c: DeploymentConfiguration) -> DeploymentConfiguration {
+    c.maximum_percent.get_or_insert(200);
+    c.minimum_healthy_percent.get_or_insert(100);
+    c.deployment_circuit_breaker
+        .get_or_insert_with(Default::default);
+    c
+}
+
+fn validate_percents(c: &DeploymentConfiguration) -> Result<(), AwsError> {
+    let (max, min) = crate::controller::service::percents(c);
+    if !(0..=100).contains(&min) {
+        return Err(AwsError::invalid_parameter(
+            "minimumHealthyPercent must be between 0 and 100.",
+        ));
+    }
+    if max < 100 && !(max > 0 && min == 0) || max > 200 {
+        return Err(AwsError::invalid_parameter(
+            "maximumPercent must be between 100 and 200 (or above 0 with a minimumHealthyPercent of 0).",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_network(
+    td: &TaskDefinition,
+    net: Option<&NetworkConfiguration>,
+) -> Result<(), AwsError> {
+    let vpc = net.and_then(|n| n.awsvpc_configuration.as_ref());
+    if td.network_mode.as_deref() == Some("awsvpc") && vpc.is_none() {
+        return Err(AwsError::invalid_parameter(
+            "Network Configuration must be provided when networkMode 'awsvpc' is specified.",
+        ));
+    }
+    if vpc.is_some_and(|v| v.subnets.is_empty()) {
+        return Err(AwsError::invalid_parameter("subnets can not be empty."));
+    }
+    Ok(())
+}

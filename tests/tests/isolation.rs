@@ -1,0 +1,324 @@
+//! Fargate-grade task isolation, black-box (root): awsvpc networking between tasks and to the
+//! host, port publishing on 127.0.0.1, OOM reporting, capabilities, read-only rootfs, the task
+//! metadata endpoint, tasks outliving a `kill -9` of the server, health checks and dependsOn.
+//! Network traffic goes only to 127.0.0.1 and to addresses of namespaces berth created.
+
+use std::time::{Duration, Instant};
+
+use berth_tests::{fargate_taskdef, task_id, Server};
+use serde_json::{json, Value};
+
+fn setup(s: &Server) {
+    s.push_test_image("busybox", "1");
+    s.aws_ok(&["ecs", "create-cluster", "--cluster-name", "iso"]);
+}
+
+fn logs(s: &Server, family: &str, container: &str, arn: &str) -> Vec<String> {
+    let v = s.aws_ok(&[
+        "logs",
+        "get-log-events",
+        "--log-group-name",
+        &format!("/ecs/{family}"),
+        "--log-stream-name",
+        &format!("ecs/{container}/{}", task_id(arn)),
+        "--start-from-head",
+    ]);
+    v["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["message"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+fn wait_stopped(s: &Server, arn: &str) -> Value {
+    s.wait_status("iso", arn, "STOPPED", Duration::from_secs(60))
+}
+
+fn task_ip(t: &Value) -> String {
+    t["attachments"][0]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "privateIPv4Address")
+        .map(|d| d["value"].as_str().unwrap().to_string())
+        .unwrap_or_else(|| panic!("no privateIPv4Address: {t}"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn tasks_reach_each_other_ports_are_published_and_the_host_is_closed() {
+    let s = Server::start();
+    setup(&s);
+    let port = free_port();
+    let web = s.register(&fargate_taskdef(
+        "web",
+        "busybox",
+        json!({
+            "command": ["sh", "-c", "echo hi-from-web > /tmp/index.html; exec httpd -f -p 0.0.0.0:PORT -h /tmp".replace("PORT", &port.to_string())],
+            "portMappings": [{"containerPort": port, "protocol": "tcp"}],
+            "stopTimeout": 2
+        }),
+    ));
+    let a = s.run_task("iso", &web, None);
+    let t = s.wait_status("iso", &a, "RUNNING", Duration::from_secs(30));
+    let ip = task_ip(&t);
+    assert_eq!(
+        t["containers"][0]["networkInterfaces"][0]["privateIpv4Address"], ip,
+        "{t}"
+    );
+    assert_eq!(
+        t["containers"][0]["networkBindings"][0]["hostPort"], port,
+        "{t}"
+    );
+    let subnet = s.task_subnet();
+    assert!(
+        ip.starts_with(subnet.rsplit_once('.').unwrap().0),
+        "{ip} not in {subnet}"
+    );
+
+    // Published on 127.0.0.1 of the host.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        match berth_tests::http(port, "GET", "/index.html", &[], b"") {
+            Ok((200, _, b)) => break String::from_utf8_lossy(&b).to_string(),
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            r => panic!("port {port} not reachable: {r:?}"),
+        }
+    };
+    assert_eq!(body.trim(), "hi-from-web");
+
+    // Another task reaches it by address, but not the host (the bridge address, where only
+    // the metadata endpoint answers) nor the berth API.
+    let gw = {
+        let (net, _) = subnet.split_once('/').unwrap();
+        let (pre, _) = net.rsplit_once('.').unwrap();
+        format!("{pre}.1")
+    };
+    let script = format!(
+        "timeout 3 wget -q -O- http://{ip}:{port}/index.html; echo peer=$?; \
+         timeout 2 wget -q -O- http://{gw}:{api}/ >/dev/null 2>&1; echo host=$?; \
+         ping -c 1 -W 2 {ip} >/dev/null 2>&1; echo ping=$?",
+        api = s.port
+    );
+    let client = s.register(&fargate_taskdef(
+        "client",
+        "busybox",
+        json!({"command": ["sh", "-c", script]}),
+    ));
+    let b = s.run_task("iso", &client, None);
+    let tb = wait_stopped(&s, &b);
+    assert_eq!(tb["containers"][0]["exitCode"], 0, "{tb}");
+    let out = logs(&s, "client", "app", &b);
+    assert!(out.contains(&"hi-from-web".to_string()), "{out:?}");
+    assert!(out.contains(&"peer=0".to_string()), "{out:?}");
+    assert!(
+        out.iter().any(|l| l.starts_with("host=") && l != "host=0"),
+        "{out:?}"
+    );
+    assert!(out.contains(&"ping=0".to_string()), "{out:?}");
+    assert_ne!(task_ip(&tb), ip);
+    s.aws_ok(&["ecs", "stop-task", "--cluster", "iso", "--task", &a]);
+    wait_stopped(&s, &a);
+    // The address is released and the port closed.
+    assert!(berth_tests::http(port, "GET", "/", &[], b"").is_err());
+}
+
+#[test]
+fn oom_caps_readonly_rootfs_and_metadata() {
+    let s = Server::start();
+    setup(&s);
+    let hog = s.register(&fargate_taskdef(
+        "hog",
+        "busybox",
+        json!({"memory": 16, "command": ["sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"]}),
+    ));
+    let a = s.run_task("iso", &hog, None);
+    let probe = s.register(&fargate_taskdef(
+        "probe",
+        "busybox",
+        json!({
+            "readonlyRootFilesystem": true,
+            "linuxParameters": {"capabilities": {"drop": ["NET_RAW"]}},
+            "command": ["sh", "-c",
+                "grep CapEff /proc/self/status; touch /x 2>/dev/null && echo writable || echo ro-refused; \
+                 wget -q -O- $ECS_CONTAINER_METADATA_URI_V4/task; echo; wget -q -O- $ECS_CONTAINER_METADATA_URI_V4; echo"]
+        }),
+    ));
+    let b = s.run_task("iso", &probe, None);
+
+    let t = wait_stopped(&s, &a);
+    assert_eq!(t["containers"][0]["exitCode"], 137, "{t}");
+    assert_eq!(
+        t["containers"][0]["reason"], "OutOfMemoryError: Container killed due to memory usage",
+        "{t}"
+    );
+    assert_eq!(t["stopCode"], "EssentialContainerExited", "{t}");
+
+    let t = wait_stopped(&s, &b);
+    assert_eq!(t["containers"][0]["exitCode"], 0, "{t}");
+    let out = logs(&s, "probe", "app", &b);
+    // Docker's default set (0xa80425fb) without CAP_NET_RAW (bit 13).
+    assert!(
+        out.iter()
+            .any(|l| l.replace('\t', " ") == "CapEff: 00000000a80405fb"),
+        "{out:?}"
+    );
+    assert!(out.contains(&"ro-refused".to_string()), "{out:?}");
+    let task_doc: Value = out
+        .iter()
+        .find_map(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .filter(|v| v.get("TaskARN").is_some())
+        })
+        .unwrap_or_else(|| panic!("no task metadata document: {out:?}"));
+    assert_eq!(task_doc["TaskARN"], b.as_str(), "{task_doc}");
+    assert_eq!(task_doc["Family"], "probe");
+    assert_eq!(task_doc["Containers"][0]["Name"], "app");
+    assert_eq!(task_doc["Limits"]["CPU"], 0.25);
+    let ctr_doc: Value = out
+        .iter()
+        .find_map(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .filter(|v| v.get("DockerId").is_some())
+        })
+        .unwrap_or_else(|| panic!("no container metadata document: {out:?}"));
+    assert_eq!(
+        ctr_doc["Networks"][0]["IPv4Addresses"][0].as_str().unwrap(),
+        task_ip(&t)
+    );
+}
+
+#[test]
+fn tasks_outlive_a_kill9_of_the_server() {
+    let mut s = Server::start();
+    setup(&s);
+    let td = s.register(&fargate_taskdef(
+        "long",
+        "busybox",
+        json!({"command": ["sh", "-c", "echo started; exec sleep 3600"], "stopTimeout": 1}),
+    ));
+    let arns: Vec<String> = (0..5).map(|_| s.run_task("iso", &td, None)).collect();
+    let short = s.register(&fargate_taskdef(
+        "short",
+        "busybox",
+        json!({"command": ["sh", "-c", "sleep 2; echo done; exit 3"]}),
+    ));
+    let sa = s.run_task("iso", &short, None);
+    for a in arns.iter().chain([&sa]) {
+        s.wait_status("iso", a, "RUNNING", Duration::from_secs(30));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    s.kill9();
+    std::thread::sleep(Duration::from_secs(3));
+    s.restart_after_kill9();
+    let t = wait_stopped(&s, &sa);
+    assert_eq!(t["containers"][0]["exitCode"], 3, "{t}");
+    assert_eq!(logs(&s, "short", "app", &sa), vec!["done".to_string()]);
+    for a in &arns {
+        let t = s.describe_task("iso", a);
+        assert_eq!(t["lastStatus"], "RUNNING", "{t}");
+        assert_eq!(logs(&s, "long", "app", a), vec!["started".to_string()]);
+    }
+    for a in &arns {
+        s.aws_ok(&["ecs", "stop-task", "--cluster", "iso", "--task", a]);
+    }
+    for a in &arns {
+        let t = wait_stopped(&s, a);
+        assert_eq!(t["containers"][0]["exitCode"], 137, "{t}");
+    }
+}
+
+fn two_containers(family: &str, db: Value, app: Value) -> Value {
+    let mut td = fargate_taskdef(family, "busybox", db);
+    let mut a = td["containerDefinitions"][0].clone();
+    td["containerDefinitions"][0]["name"] = json!("db");
+    a.as_object_mut().unwrap().remove("healthCheck");
+    for (k, v) in app.as_object().unwrap() {
+        a[k] = v.clone();
+    }
+    a["name"] = json!("app");
+    td["containerDefinitions"].as_array_mut().unwrap().push(a);
+    td
+}
+
+fn container<'a>(t: &'a Value, name: &str) -> &'a Value {
+    t["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap()
+}
+
+#[test]
+fn health_checks_and_depends_on() {
+    let s = Server::start();
+    setup(&s);
+    // A failing check turns the container and the task UNHEALTHY.
+    let sick = s.register(&fargate_taskdef(
+        "sick",
+        "busybox",
+        json!({"command": ["sleep", "3600"], "stopTimeout": 1,
+               "healthCheck": {"command": ["CMD-SHELL", "exit 1"], "interval": 5, "retries": 1}}),
+    ));
+    let a = s.run_task("iso", &sick, None);
+    // dependsOn HEALTHY: app starts only once db's check passed (first probe after 5 s);
+    // a non-essential sidecar that exits does not stop the task.
+    let td = two_containers(
+        "ordered",
+        json!({"command": ["sleep", "3600"], "stopTimeout": 1,
+               "healthCheck": {"command": ["CMD", "true"], "interval": 5, "retries": 1}}),
+        json!({"command": ["sh", "-c", "echo app-started; exec sleep 3600"], "stopTimeout": 1,
+               "dependsOn": [{"containerName": "db", "condition": "HEALTHY"}]}),
+    );
+    let mut td = td;
+    let mut side = td["containerDefinitions"][0].clone();
+    side["name"] = json!("side");
+    side["essential"] = json!(false);
+    side["command"] = json!(["sh", "-c", "exit 4"]);
+    side.as_object_mut().unwrap().remove("healthCheck");
+    td["containerDefinitions"]
+        .as_array_mut()
+        .unwrap()
+        .push(side);
+    let ordered = s.register(&td);
+    let b = s.run_task("iso", &ordered, None);
+    s.wait_status("iso", &b, "RUNNING", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    let t = s.describe_task("iso", &b);
+    assert_eq!(container(&t, "db")["lastStatus"], "RUNNING", "{t}");
+    assert_eq!(container(&t, "app")["lastStatus"], "PENDING", "{t}");
+    assert_eq!(container(&t, "side")["exitCode"], 4, "{t}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let t = s.describe_task("iso", &b);
+        if container(&t, "app")["lastStatus"] == "RUNNING" {
+            assert_eq!(container(&t, "db")["healthStatus"], "HEALTHY", "{t}");
+            assert_eq!(t["healthStatus"], "HEALTHY", "{t}");
+            assert_eq!(t["lastStatus"], "RUNNING", "{t}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "app never started: {t}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let t = s.describe_task("iso", &a);
+        if t["healthStatus"] == "UNHEALTHY" {
+            assert_eq!(t["containers"][0]["healthStatus"], "UNHEALTHY", "{t}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never UNHEALTHY: {t}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
