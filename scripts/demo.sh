@@ -39,6 +39,10 @@ EP=http://127.0.0.1:$PORT
 REG=127.0.0.1:$PORT
 
 DATA_DIR=$(mktemp -d /tmp/berth-demo.XXXXXX)
+# berth creates its task bridge (berth0) and tagged iptables rules on first use; if this demo is
+# what creates them, it removes them again on exit.
+BRIDGE_WAS_THERE=no
+ip link show berth0 >/dev/null 2>&1 && BRIDGE_WAS_THERE=yes
 LOG=$(mktemp /tmp/berth-demo-server.XXXXXX.log)
 SERVER_PID=""
 
@@ -61,6 +65,13 @@ cleanup() {
             umount -l "$m" 2>/dev/null
         done
         rm -rf --one-file-system "$DATA_DIR"
+    fi
+    if [ "$BRIDGE_WAS_THERE" = no ]; then
+        for t in filter nat; do
+            iptables -t "$t" -S 2>/dev/null | grep -F -- '--comment "berth:berth0"' | sed 's/^-A /-D /' |
+                while read -r rule; do eval "iptables -t $t $rule" 2>/dev/null; done
+        done
+        ip link del berth0 2>/dev/null
     fi
     rm -f "$LOG"
     exit "$rc"

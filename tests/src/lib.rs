@@ -80,6 +80,7 @@ pub struct Server {
     pub data_dir: PathBuf,
     child: Option<Child>,
     keep_data: bool,
+    extra_args: Vec<String>,
 }
 
 impl Server {
@@ -88,14 +89,24 @@ impl Server {
         Self::start_in(temp_dir("data"))
     }
 
+    /// Starts a server on a free port with a new data directory and extra `berth server` flags.
+    pub fn start_with(extra_args: &[&str]) -> Server {
+        Self::start_inner(temp_dir("data"), extra_args)
+    }
+
     /// Starts a server on a free port over an existing data directory.
     pub fn start_in(data_dir: PathBuf) -> Server {
+        Self::start_inner(data_dir, &[])
+    }
+
+    fn start_inner(data_dir: PathBuf, extra_args: &[&str]) -> Server {
         let port = free_port();
         let mut s = Server {
             port,
             data_dir,
             child: None,
             keep_data: false,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         s.spawn();
         s
@@ -111,6 +122,7 @@ impl Server {
             .args(["--runtime", &runtime])
             .args(["--task-subnet", &self.task_subnet()])
             .args(["--task-bridge", &self.bridge()])
+            .args(&self.extra_args)
             .env("BERTH_LOG", "info,berth=debug")
             .stdout(Stdio::null())
             .stderr(log)
@@ -122,7 +134,8 @@ impl Server {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("berth server exited with {st}:\n{}", self.log());
             }
-            if http(self.port, "GET", "/v2/", &[], b"").is_ok_and(|(s, _, _)| s == 200) {
+            if http(self.port, "GET", "/v2/", &[], b"").is_ok_and(|(s, _, _)| s == 200 || s == 401)
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));

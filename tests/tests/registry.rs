@@ -1085,3 +1085,54 @@ fn skopeo_push_interrupted_by_kill9_of_the_server_is_redone() {
     assert_eq!(sha256(&blob), big);
     let _ = std::fs::remove_dir_all(&work);
 }
+
+#[test]
+fn tasks_pull_from_the_registry_when_it_requires_credentials() {
+    let s = Server::start_with(&["--registry-auth"]);
+    s.aws_ok(&["ecr", "create-repository", "--repository-name", "locked"]);
+    let token = s.aws_ok(&["ecr", "get-authorization-token"]);
+    let token = token["authorizationData"][0]["authorizationToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let decoded = Command::new("sh")
+        .args(["-c", &format!("printf %s {token} | base64 -d")])
+        .output()
+        .unwrap();
+    let creds = String::from_utf8(decoded.stdout).unwrap();
+    let password = creds.strip_prefix("AWS:").unwrap().to_string();
+    let pushed = run(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &format!("AWS:{password}"),
+            &format!("oci:{}:1", test_image().display()),
+            &format!("docker://{}/locked:1", s.host()),
+        ],
+    );
+    assert!(pushed.status.success(), "{pushed:?}");
+    s.aws_ok(&["ecs", "create-cluster", "--cluster-name", "demo"]);
+    let td = s.register(&berth_tests::fargate_taskdef(
+        "locked",
+        "locked",
+        json!({"command": ["sh", "-c", "echo pulled with credentials"]}),
+    ));
+    let arn = s.run_task("demo", &td, None);
+    s.aws_ok(&[
+        "ecs",
+        "wait",
+        "tasks-stopped",
+        "--cluster",
+        "demo",
+        "--tasks",
+        &arn,
+    ]);
+    let t = s.describe_task("demo", &arn);
+    assert_eq!(t["containers"][0]["exitCode"], 0, "{t}\n{}", s.log());
+    // Without credentials the registry still refuses.
+    let (status, _, _) = http(s.port, "GET", "/v2/locked/tags/list", &[], b"").unwrap();
+    assert_eq!(status, 401);
+}

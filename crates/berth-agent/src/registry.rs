@@ -100,6 +100,9 @@ pub struct Puller {
     server_url: String,
     blobs: PathBuf,
     snapshots: Arc<Snapshots>,
+    /// `Basic <base64 AWS:token>` for berth's own registry when it requires credentials
+    /// (`berth server --registry-auth`), from ECR GetAuthorizationToken.
+    own_auth: tokio::sync::Mutex<Option<String>>,
 }
 
 fn sha256_digest(data: &[u8]) -> String {
@@ -135,7 +138,35 @@ impl Puller {
             server_url: server_url.trim_end_matches('/').to_string(),
             blobs,
             snapshots,
+            own_auth: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// Asks the control plane for a registry password (ECR `GetAuthorizationToken`, the same
+    /// call `aws ecr get-login-password` makes) and keeps it for berth's own registry.
+    async fn refresh_own_auth(&self) -> Result<String, String> {
+        let resp = self
+            .client
+            .post(format!("{}/", self.server_url))
+            .header(
+                "X-Amz-Target",
+                "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken",
+            )
+            .header("Content-Type", "application/x-amz-json-1.1")
+            .body("{}")
+            .send()
+            .await
+            .map_err(|e| format!("GetAuthorizationToken: {e}"))?;
+        let v: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| format!("GetAuthorizationToken: {e}"))?;
+        let token = v["authorizationData"][0]["authorizationToken"]
+            .as_str()
+            .ok_or("GetAuthorizationToken returned no token")?;
+        let header = format!("Basic {token}");
+        *self.own_auth.lock().await = Some(header.clone());
+        Ok(header)
     }
 
     fn blob_path(&self, digest: &str) -> Result<PathBuf, AgentError> {
@@ -192,7 +223,7 @@ impl Puller {
         let accept =
             format!("{MT_OCI_MANIFEST}, {MT_OCI_INDEX}, {MT_DOCKER_MANIFEST}, {MT_DOCKER_LIST}");
         let resp = self
-            .send_retry(|| self.client.get(&url).header("Accept", &accept))
+            .send_retry(r, || self.client.get(&url).header("Accept", &accept))
             .await?;
         let body = resp
             .bytes()
@@ -208,21 +239,39 @@ impl Puller {
         Ok((body.to_vec(), digest))
     }
 
-    /// Sends a request, retrying once on a connection error or 5xx.
-    async fn send_retry<F>(&self, make: F) -> Result<reqwest::Response, FetchError>
+    /// Sends a request, retrying once on a connection error or 5xx. Requests to berth's own
+    /// registry carry its credentials once it has asked for them (401).
+    async fn send_retry<F>(&self, r: &Resolved, make: F) -> Result<reqwest::Response, FetchError>
     where
         F: Fn() -> reqwest::RequestBuilder,
     {
+        let own = r.base_url == self.server_url;
         let mut last = String::new();
-        for attempt in 0..2 {
+        let mut refreshed = false;
+        let mut attempt = 0;
+        while attempt < 2 {
             if attempt > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
-            match make().send().await {
+            let auth = if own {
+                self.own_auth.lock().await.clone()
+            } else {
+                None
+            };
+            let req = match auth {
+                Some(a) => make().header("Authorization", a),
+                None => make(),
+            };
+            match req.send().await {
                 Ok(resp) => {
                     let st = resp.status();
                     if st.is_success() {
                         return Ok(resp);
+                    }
+                    if st == reqwest::StatusCode::UNAUTHORIZED && own && !refreshed {
+                        refreshed = true;
+                        self.refresh_own_auth().await.map_err(FetchError::Other)?;
+                        continue;
                     }
                     if st == reqwest::StatusCode::NOT_FOUND {
                         return Err(FetchError::NotFound);
@@ -238,6 +287,7 @@ impl Puller {
                 }
                 Err(e) => last = format!("{e}"),
             }
+            attempt += 1;
         }
         Err(FetchError::Other(last))
     }
@@ -284,7 +334,7 @@ impl Puller {
                     "{}/v2/{}/blobs/{}",
                     r.base_url, r.repository, config_desc.digest
                 );
-                let resp = self.send_retry(|| self.client.get(&url)).await?;
+                let resp = self.send_retry(r, || self.client.get(&url)).await?;
                 let b = resp
                     .bytes()
                     .await
@@ -360,7 +410,7 @@ impl Puller {
             return Ok(path);
         }
         let url = format!("{}/v2/{}/blobs/{}", r.base_url, r.repository, digest);
-        let resp = self.send_retry(|| self.client.get(&url)).await?;
+        let resp = self.send_retry(r, || self.client.get(&url)).await?;
         let tmp = path.with_extension(format!("tmp-{}", rand_suffix()));
         let res = async {
             let mut f = tokio::fs::File::create(&tmp)

@@ -84,7 +84,7 @@ pub struct ServerArgs {
     pub no_agent: bool,
     /// Require credentials on the registry (/v2/): without `Authorization: Basic` carrying the
     /// password of `aws ecr get-login-password` (user AWS) requests get 401 with a Basic
-    /// challenge. The agent does not log in yet, so tasks cannot pull from berth in this mode.
+    /// challenge. The local agent fetches a token the same way to pull task images.
     #[arg(long)]
     pub registry_auth: bool,
     /// Directory of OSV vulnerability records (JSON files, searched recursively) that image
