@@ -19,7 +19,9 @@ as_root() {
 # busybox-static: the test image; containernetworking-plugins + iproute2 + iptables: awsvpc task
 # networking; podman: the benchmark's peer; python3-venv: the aws cli venv; curl/make/jq: scripts.
 PACKAGES=(crun runc skopeo busybox-static podman buildah containernetworking-plugins iproute2 iptables
-          python3-venv curl make jq ca-certificates)
+          python3-venv curl make jq ca-certificates chromium)
+# chromium: the web console test and benchmark (Playwright from npm drives Debian's chromium).
+# Node.js with npm must already be there (Debian's `npm` conflicts with NodeSource's nodejs).
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -56,6 +58,15 @@ if [ ! -x "$ROOT/.venv/bin/aws" ]; then
     say "installed $("$ROOT/.venv/bin/aws" --version 2>&1)"
 else
     say ".venv/bin/aws present ($("$ROOT/.venv/bin/aws" --version 2>&1 | cut -d' ' -f1-2))"
+fi
+
+# --- playwright-core for the console test (npm; uses /usr/bin/chromium, never downloads a browser) ---
+if [ ! -d "$ROOT/tests/console/node_modules/playwright-core" ]; then
+    command -v npm >/dev/null 2>&1 || { say "npm missing: install Node.js with npm"; exit 1; }
+    say "npm ci in tests/console (playwright-core)"
+    (cd "$ROOT/tests/console" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+else
+    say "tests/console/node_modules present"
 fi
 
 # --- cgroup hugetlb v1 hierarchy (crun 1.8 refuses hybrid layouts otherwise) ----------------------

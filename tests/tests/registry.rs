@@ -1136,3 +1136,66 @@ fn tasks_pull_from_the_registry_when_it_requires_credentials() {
     let (status, _, _) = http(s.port, "GET", "/v2/locked/tags/list", &[], b"").unwrap();
     assert_eq!(status, 401);
 }
+
+#[test]
+fn berth_push_and_pull_move_images_with_progress() {
+    let s = Server::start();
+    s.aws_ok(&["ecr", "create-repository", "--repository-name", "verbs"]);
+    let bin = std::env::var("BERTH_BIN").unwrap_or_else(|_| {
+        berth_tests::repo_root()
+            .join("target/debug/berth")
+            .to_string_lossy()
+            .into_owned()
+    });
+    let endpoint = s.endpoint();
+    let src = format!("oci:{}:1", test_image().display());
+    // On a terminal (a pty from `script`) the verbs show bytes and rate.
+    let push = run(
+        "script",
+        &[
+            "-qec",
+            &format!("{bin} push --endpoint {endpoint} {src} verbs:7"),
+            "/dev/null",
+        ],
+    );
+    let out = String::from_utf8_lossy(&push.stdout).to_string();
+    assert!(push.status.success(), "{out}\n{}", s.log());
+    assert!(out.contains("MiB/s"), "no progress shown: {out}");
+    let pushed = out
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("sha256:"))
+        .expect("digest printed")
+        .to_string();
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(test_image().join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], pushed.as_str());
+    let remote = ok(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{}/verbs:7", s.host()),
+        ],
+    );
+    let remote: Value = serde_json::from_str(&remote).unwrap();
+    assert_eq!(remote["Digest"], pushed.as_str());
+    // Pull it back into a new layout; the digest and the blobs are the same.
+    let dir = temp_dir("pulled");
+    let pull = run(
+        &bin,
+        &[
+            "pull",
+            "--endpoint",
+            &endpoint,
+            "verbs:7",
+            &format!("oci:{}", dir.display()),
+        ],
+    );
+    assert!(pull.status.success(), "{pull:?}");
+    let pulled = String::from_utf8_lossy(&pull.stdout).trim().to_string();
+    assert_eq!(pulled, pushed);
+    let copy = run("skopeo", &["inspect", &format!("oci:{}:7", dir.display())]);
+    assert!(copy.status.success(), "{copy:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

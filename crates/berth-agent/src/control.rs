@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use berth_api::agent::{Assignments, LogBatch, LogLine, TaskStateReport};
+use berth_api::agent::{Assignments, LogBatch, LogLine, MetricsBatch, TaskStateReport};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::AgentError;
@@ -66,6 +66,24 @@ impl Control {
                 Err((st.is_server_error(), format!("POST {url}: {st}: {body}")))
             }
             Err(e) => Err((true, format!("POST {url}: {e}"))),
+        }
+    }
+
+    /// Posts utilization samples (`POST /_berth/agent/metrics`); not retried (the next
+    /// interval brings fresh ones).
+    pub async fn post_metrics(&self, batch: &MetricsBatch) -> Result<(), String> {
+        let url = format!("{}/_berth/agent/metrics", self.base);
+        match self
+            .client
+            .post(&url)
+            .json(batch)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+        {
+            Ok(resp) if resp.status().is_success() => Ok(()),
+            Ok(resp) => Err(format!("POST {url}: {}", resp.status())),
+            Err(e) => Err(format!("POST {url}: {e}")),
         }
     }
 

@@ -21,6 +21,7 @@ mod network;
 mod registry;
 mod resolve;
 mod runtime;
+mod sampler;
 mod seccomp;
 pub mod shim;
 mod shim_client;
@@ -48,6 +49,8 @@ pub struct AgentConfig {
     /// awsvpc networking: the task subnet (CIDR) and bridge name; `None` gives awsvpc tasks a
     /// loopback-only namespace.
     pub network: Option<NetworkConfig>,
+    /// How often running tasks' CPU and memory are sampled for CloudWatch metrics.
+    pub metrics_interval: Duration,
 }
 
 /// Task network settings of an agent.
@@ -282,6 +285,7 @@ pub async fn run(mut config: AgentConfig) -> Result<(), AgentError> {
     if let Some(n) = agent.net.clone() {
         tokio::spawn(async move { network::install_isolation(&n).await });
     }
+    tokio::spawn(sampler::run(agent.clone(), agent.cfg.metrics_interval));
 
     let mut tasks: HashMap<String, TaskHandle> = HashMap::new();
     // Tasks of a previous run: re-adopt those whose shims still run, report the others.

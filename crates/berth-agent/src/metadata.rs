@@ -108,6 +108,32 @@ impl Metadata {
         }
     }
 
+    /// The tasks whose last reported status is RUNNING, for the metrics sampler.
+    pub fn running(&self) -> Vec<crate::sampler::RunningTask> {
+        let tasks = self.tasks.lock().unwrap();
+        tasks
+            .values()
+            .filter(|e| e.report.last_status == "RUNNING")
+            .map(|e| {
+                let c = &e.spec.containers;
+                let cpu_sum: u32 = c.iter().map(|c| c.cpu).sum();
+                let mem_sum: u32 = c
+                    .iter()
+                    .filter_map(|c| c.memory.or(c.memory_reservation))
+                    .sum();
+                crate::sampler::RunningTask {
+                    task_id: e.spec.task_id.clone(),
+                    cluster: e.spec.cluster_name.clone(),
+                    cpu_units: e
+                        .spec
+                        .cpu
+                        .unwrap_or(if cpu_sum > 0 { cpu_sum } else { 1024 }),
+                    memory_mib: e.spec.memory.or((mem_sum > 0).then_some(mem_sum)),
+                }
+            })
+            .collect()
+    }
+
     pub fn remove(&self, task_id: &str) {
         self.tasks.lock().unwrap().remove(task_id);
     }

@@ -9,6 +9,7 @@
 //!   every task placed on this instance that is not yet STOPPED, with its desired status.
 //! - `POST /_berth/agent/tasks/<task-id>/state` with [`TaskStateReport`] -> 204.
 //! - `POST /_berth/agent/logs` with [`LogBatch`] -> 204.
+//! - `POST /_berth/agent/metrics` with [`MetricsBatch`] -> 204.
 //!
 //! Time values are epoch seconds as `f64`, like the ECS API's timestamps.
 
@@ -265,4 +266,26 @@ pub struct LogLine {
     /// Milliseconds since the epoch.
     pub timestamp: i64,
     pub message: String,
+}
+
+/// Utilization samples of the running tasks of one instance (`POST /_berth/agent/metrics`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MetricsBatch {
+    pub samples: Vec<TaskMetricSample>,
+}
+
+/// One task's CPU and memory use over the last sampling interval, as ECS defines utilization:
+/// CPUUtilization = CPU time used / (interval * reserved vCPUs) * 100, MemoryUtilization =
+/// memory used / reserved memory * 100.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TaskMetricSample {
+    /// 32 hex characters, the last part of the task ARN.
+    pub task_id: String,
+    pub cluster_name: String,
+    /// End of the interval, milliseconds since the epoch.
+    pub timestamp: i64,
+    /// Percent of the task's reserved CPU units (can exceed 100 without a hard limit).
+    pub cpu_utilization: f64,
+    /// Percent of the task's reserved memory.
+    pub memory_utilization: f64,
 }

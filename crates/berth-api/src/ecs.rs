@@ -290,6 +290,10 @@ pub struct Task {
     pub attachments: Vec<Attachment>,
     pub attributes: Vec<Value>,
     pub availability_zone: String,
+    /// The capacity provider the task was launched with (`FARGATE`, `FARGATE_SPOT`) when the
+    /// request had a `capacityProviderStrategy`; it selects the metering rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_provider_name: Option<String>,
     pub cluster_arn: String,
     pub connectivity: String,
     pub connectivity_at: f64,

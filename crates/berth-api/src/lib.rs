@@ -3,6 +3,7 @@
 //! service for its request and response shapes (`ecs`, `logs`).
 
 pub mod agent;
+pub mod cbor;
 pub mod ecs;
 pub mod logs;
 pub mod proto;

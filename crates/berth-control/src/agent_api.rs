@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use berth_api::agent::{Assignments, LogBatch, TaskAssignment, TaskStateReport};
+use berth_api::agent::{Assignments, LogBatch, MetricsBatch, TaskAssignment, TaskStateReport};
 use serde::Deserialize;
 
 use crate::ControlPlane;
@@ -88,11 +88,19 @@ async fn logs(State(cp): State<Arc<ControlPlane>>, Json(batch): Json<LogBatch>) 
     StatusCode::NO_CONTENT.into_response()
 }
 
+async fn metrics(State(cp): State<Arc<ControlPlane>>, Json(batch): Json<MetricsBatch>) -> Response {
+    match cp.ingest_metrics(&batch) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => fault(e),
+    }
+}
+
 /// Routes under `/_berth/agent/` (see `berth_api::agent` for the protocol).
 pub fn router(cp: Arc<ControlPlane>) -> Router {
     Router::new()
         .route("/_berth/agent/assignments", get(assignments))
         .route("/_berth/agent/tasks/{task_id}/state", post(report))
         .route("/_berth/agent/logs", post(logs))
+        .route("/_berth/agent/metrics", post(metrics))
         .with_state(cp)
 }

@@ -5,9 +5,14 @@
 //! conflict. Agents never see the store: they long-poll [`agent_api`] for assignments.
 
 pub mod agent_api;
+pub mod autoscaling;
+pub mod cloudwatch;
 pub mod controller;
 pub mod ecs;
 pub mod logs;
+pub mod metering;
+pub mod prom;
+pub mod usage_api;
 
 use std::sync::{mpsc, Arc, Mutex};
 

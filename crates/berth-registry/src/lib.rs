@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod blobs;
+pub mod client;
 pub mod digest;
 pub mod ecr;
 mod error;

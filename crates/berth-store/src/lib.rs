@@ -8,6 +8,7 @@
 //! [`logs`], because they are append-only streams rather than records.
 
 pub mod logs;
+pub mod metrics;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -167,6 +168,7 @@ impl SqliteStore {
              CREATE TABLE IF NOT EXISTS sequences(name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
         )?;
         logs::init(&conn)?;
+        metrics::init(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })

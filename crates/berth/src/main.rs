@@ -2,7 +2,9 @@
 //! Wiring only (DESIGN §2): subcommands `server`, `agent` and `shim` (the per-task shim the
 //! agent starts; it is dispatched before anything else is set up, to stay small).
 
+mod image_verbs;
 mod server;
+mod usage_verb;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,6 +31,31 @@ enum Command {
     /// The per-task shim (started by the agent; not for direct use):
     /// `berth shim <task-dir> <runtime>`.
     Shim { task_dir: PathBuf, runtime: String },
+    /// Print metered usage (vCPU-seconds, GB-seconds, cost) of a berth server's tasks:
+    /// per second from image pull start to stop, one-minute minimum, Fargate rates.
+    Usage(usage_verb::UsageArgs),
+    /// Push an image from an OCI layout to a registry (berth's own by default), with progress:
+    /// `berth push oci:./web:1 web:1`.
+    Push {
+        /// `oci:DIR[:TAG]`; TAG picks the image in the layout's index.json.
+        src: String,
+        /// Image reference: `repo:tag`, `127.0.0.1:5150/repo:tag` or the ECR hostname form.
+        dest: String,
+        /// berth's endpoint (its registry, and where to get a password when one is asked for).
+        #[arg(long, default_value = "http://127.0.0.1:5150")]
+        endpoint: String,
+    },
+    /// Pull an image from a registry (berth's own by default) into an OCI layout, with progress:
+    /// `berth pull web:1 oci:./web`.
+    Pull {
+        /// Image reference: `repo:tag`, `repo@sha256:...`, `host:port/repo:tag`.
+        src: String,
+        /// `oci:DIR[:TAG]` (TAG defaults to the source tag).
+        dest: String,
+        /// berth's endpoint (its registry, and where to get a password when one is asked for).
+        #[arg(long, default_value = "http://127.0.0.1:5150")]
+        endpoint: String,
+    },
 }
 
 /// Task networking options shared by `berth server` and `berth agent`.
@@ -92,8 +119,25 @@ pub struct ServerArgs {
     /// it scans end FAILED saying no database is configured.
     #[arg(long)]
     pub scan_db: Option<PathBuf>,
+    /// Price table for metering (`berth usage`, `/_berth/usage`): JSON
+    /// `{"currency":"USD","rates":{"FARGATE":{"vcpu_per_hour":0.04048,"gb_per_hour":0.004445},
+    /// "FARGATE_SPOT":{...}}}`; keys it leaves out keep the defaults (Fargate us-east-1
+    /// Linux/x86 on-demand rates and a Spot snapshot).
+    #[arg(long)]
+    pub pricing: Option<PathBuf>,
+    /// Seconds between samples of running tasks' CPU and memory (CloudWatch `AWS/ECS` metrics);
+    /// auto scaling evaluates once per interval over the last six samples.
+    #[arg(long, default_value_t = 10.0)]
+    pub metrics_interval: f64,
     #[command(flatten)]
     pub net: NetArgs,
+}
+
+impl ServerArgs {
+    /// `--metrics-interval` as a duration (at least 100 ms).
+    pub fn metrics_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.metrics_interval.max(0.1))
+    }
 }
 
 /// Options of `berth agent`.
@@ -111,6 +155,9 @@ pub struct AgentArgs {
     /// Container instance id this agent registers as.
     #[arg(long, default_value = "local")]
     pub instance_id: String,
+    /// Seconds between samples of running tasks' CPU and memory (CloudWatch metrics).
+    #[arg(long, default_value_t = 10.0)]
+    pub metrics_interval: f64,
     #[command(flatten)]
     pub net: NetArgs,
 }
@@ -135,6 +182,17 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Server(args) => server::run(args).await,
+            Command::Usage(args) => usage_verb::run(args).await,
+            Command::Push {
+                src,
+                dest,
+                endpoint,
+            } => image_verbs::push(&src, &dest, &endpoint).await,
+            Command::Pull {
+                src,
+                dest,
+                endpoint,
+            } => image_verbs::pull(&src, &dest, &endpoint).await,
             Command::Shim { task_dir, runtime } => {
                 let args = [task_dir.display().to_string(), runtime];
                 std::process::exit(berth_agent::shim::main(&args));
@@ -147,6 +205,9 @@ fn main() -> anyhow::Result<()> {
                     instance_id: args.instance_id,
                     shim_bin: None,
                     network: Some(args.net.config()),
+                    metrics_interval: std::time::Duration::from_secs_f64(
+                        args.metrics_interval.max(0.1),
+                    ),
                 };
                 berth_agent::preflight(&config)?;
                 berth_agent::run(config).await?;

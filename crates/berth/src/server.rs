@@ -50,22 +50,31 @@ async fn aws_json(State(apis): State<Arc<Apis>>, headers: HeaderMap, body: Bytes
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let Some((prefix, op)) = proto::split_target(target) else {
+        let form = headers.get("content-type").and_then(|v| v.to_str().ok());
+        if form.is_some_and(|v| v.starts_with("application/x-www-form-urlencoded")) {
+            // CloudWatch's query protocol (`Action=...`).
+            return berth_control::cloudwatch::query_response(&apis.control, &body);
+        }
         return aws_response(Err(AwsError::unknown_operation()));
     };
+    let started = std::time::Instant::now();
     let result = match prefix {
         proto::ECS_PREFIX => apis.control.handle_ecs(op, &body).await,
         proto::ECR_PREFIX => apis.registry.handle_ecr(op, &body).await,
         proto::LOGS_PREFIX => apis.control.handle_logs(op, &body).await,
+        berth_control::autoscaling::TARGET_PREFIX => {
+            apis.control.handle_autoscaling(op, &body).await
+        }
+        berth_control::cloudwatch::TARGET_PREFIX => {
+            return berth_control::cloudwatch::json_response(&apis.control, op, &body)
+        }
         _ => Err(AwsError::unknown_operation()),
     };
     if let Err(e) = &result {
         tracing::debug!(target, error = %e, "request failed");
     }
+    berth_control::prom::record_api(prefix, op, result.as_ref().err(), started.elapsed());
     aws_response(result)
-}
-
-async fn index() -> &'static str {
-    "berth: ECS, ECR and CloudWatch Logs APIs on POST /, the OCI registry on /v2/\n"
 }
 
 /// Runs the server until the process is stopped.
@@ -98,6 +107,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         std::time::Duration::from_secs(600),
         berth_registry::gc::GcOptions::default(),
     );
+    let pricing = match &args.pricing {
+        Some(p) => berth_control::metering::Pricing::from_json(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("pricing file {}", p.display()))?,
+        None => berth_control::metering::Pricing::default(),
+    };
     let control = berth_control::control_plane(store, scope, "local".to_string());
     let agent_config = berth_agent::AgentConfig {
         server_url: format!("http://{host}"),
@@ -106,20 +122,33 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         instance_id: "local".to_string(),
         shim_bin: None,
         network: Some(args.net.config()),
+        metrics_interval: args.metrics_interval(),
     };
     if !args.no_agent {
         // Tasks of a previous run keep running under their shims; the agent re-adopts them.
         berth_agent::preflight(&agent_config)?;
     }
     control.start_controllers();
+    // Target tracking over the last six sampling intervals (one minute at the default 10 s).
+    let tick = args.metrics_interval();
+    berth_control::autoscaling::spawn(control.clone(), tick, tick * 6);
     let apis = Arc::new(Apis {
         control: control.clone(),
         registry: registry.clone(),
     });
     let app = Router::new()
-        .route("/", post(aws_json).get(index))
+        .route("/", post(aws_json).get(berth_console::index))
         .with_state(apis)
-        .merge(registry.router())
+        .merge(registry.router().layer(axum::middleware::from_fn(
+            berth_control::prom::track_registry,
+        )))
+        .merge(berth_control::cloudwatch::router(control.clone()))
+        .merge(berth_control::prom::router(
+            control.clone(),
+            Some(data_dir.join("registry").join("blobs")),
+        ))
+        .merge(berth_control::usage_api::router(control.clone(), pricing))
+        .merge(berth_console::router())
         .merge(berth_control::agent_api::router(control));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -244,6 +244,11 @@ impl ControlPlane {
                 task_id: Some(task_id.clone()),
             });
             rec.task.version = 1;
+            let ordinal = r.tasks.iter().position(|t| &t.id == task_id).unwrap_or(0);
+            rec.task.capacity_provider_name = super::tasks::capacity_provider_for(
+                r.service.capacity_provider_strategy.as_deref(),
+                ordinal,
+            );
             ops.push(
                 Op::put(TASK, &format!("{cluster}/{task_id}"), &rec, Expect::Absent)
                     .map_err(store_err)?,

@@ -235,6 +235,40 @@ fn task_health(spec: &TaskSpec, containers: &[Container]) -> String {
     }
 }
 
+/// The capacity provider the `n`th task (0-based) launched with `strategy` runs on, as ECS
+/// spreads tasks: each provider's `base` is filled first (in strategy order), the rest go
+/// round-robin in proportion to `weight` (all weights 0: the first provider). `None` without a
+/// (non-empty) strategy.
+pub(crate) fn capacity_provider_for(strategy: Option<&[Value]>, n: usize) -> Option<String> {
+    let items: Vec<(String, usize, usize)> = strategy?
+        .iter()
+        .filter_map(|v| {
+            let name = v.get("capacityProvider")?.as_str()?.to_string();
+            let num = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0) as usize;
+            Some((name, num("base"), num("weight")))
+        })
+        .collect();
+    let mut left = n;
+    for (name, base, _) in &items {
+        if left < *base {
+            return Some(name.clone());
+        }
+        left -= base;
+    }
+    let total: usize = items.iter().map(|i| i.2).sum();
+    if total == 0 {
+        return items.first().map(|i| i.0.clone());
+    }
+    let mut slot = left % total;
+    for (name, _, weight) in &items {
+        if slot < *weight {
+            return Some(name.clone());
+        }
+        slot -= weight;
+    }
+    None
+}
+
 /// Everything needed to mint one task record (RunTask and the service scheduler).
 pub(crate) struct NewTask<'a> {
     pub cluster: &'a str,
@@ -461,8 +495,8 @@ impl ControlPlane {
         }
         let mut ops = Vec::new();
         let mut tasks = Vec::new();
-        for _ in 0..count {
-            let rec = self.build_task_record(&NewTask {
+        for i in 0..count {
+            let mut rec = self.build_task_record(&NewTask {
                 cluster: &cluster,
                 cluster_arn: &cluster_rec.cluster_arn,
                 td: &td,
@@ -481,6 +515,8 @@ impl ControlPlane {
                 enable_execute_command: req.enable_execute_command.unwrap_or(false),
                 task_id: None,
             });
+            rec.task.capacity_provider_name =
+                capacity_provider_for(req.capacity_provider_strategy.as_deref(), i as usize);
             let id = rec.spec.task_id.clone();
             ops.push(
                 Op::put(TASK, &task_key(&cluster, &id), &rec, Expect::Absent).map_err(store_err)?,
@@ -779,5 +815,38 @@ fn apply_network(t: &mut Task, n: &berth_api::agent::NetworkReport) {
             attachment_id: Some(id.clone()),
             private_ipv4_address: Some(n.private_ipv4_address.clone()),
         }];
+    }
+}
+
+#[cfg(test)]
+mod capacity_provider_tests {
+    use super::capacity_provider_for;
+    use serde_json::json;
+
+    #[test]
+    fn base_first_then_weights() {
+        let s = [
+            json!({"capacityProvider": "FARGATE", "base": 1, "weight": 1}),
+            json!({"capacityProvider": "FARGATE_SPOT", "weight": 3}),
+        ];
+        let picks: Vec<_> = (0..5)
+            .map(|n| capacity_provider_for(Some(&s), n).unwrap())
+            .collect();
+        assert_eq!(
+            picks,
+            [
+                "FARGATE",
+                "FARGATE",
+                "FARGATE_SPOT",
+                "FARGATE_SPOT",
+                "FARGATE_SPOT"
+            ]
+        );
+        assert_eq!(capacity_provider_for(None, 0), None);
+        let zero = [json!({"capacityProvider": "FARGATE_SPOT"})];
+        assert_eq!(
+            capacity_provider_for(Some(&zero), 7).as_deref(),
+            Some("FARGATE_SPOT")
+        );
     }
 }
