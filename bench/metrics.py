@@ -80,8 +80,18 @@ def run_one(binary, image, interval, tasks, window):
         pct = 100 * (c1 - c0) / (w1 - w0)
         log(f"interval {interval}s: {c1 - c0:.3f} CPU s over {w1 - w0:.1f} s = {pct:.3f}% of one core")
         ecs.update_service(cluster="bench", service="web", desiredCount=0)
-        deadline = time.monotonic() + 120
-        while ecs.list_tasks(cluster="bench")["taskArns"] and time.monotonic() < deadline:
+        # Tasks outlive the server: wait until every one is really STOPPED before stopping it.
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            arns = []
+            for status in ("RUNNING", "STOPPED"):
+                for page in ecs.get_paginator("list_tasks").paginate(cluster="bench", desiredStatus=status):
+                    arns += page["taskArns"]
+            live = [t for i in range(0, len(arns), 100)
+                    for t in ecs.describe_tasks(cluster="bench", tasks=arns[i:i + 100])["tasks"]
+                    if t["lastStatus"] != "STOPPED"]
+            if not live:
+                break
             time.sleep(1)
         return {"interval_s": interval, "cpu_seconds": round(c1 - c0, 3),
                 "window_s": round(w1 - w0, 1), "cpu_percent_of_one_core": round(pct, 3)}
