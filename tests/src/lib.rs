@@ -370,6 +370,19 @@ impl Server {
         v["tasks"][0]["taskArn"].as_str().unwrap().to_string()
     }
 
+    /// Runs the real waiter `aws ecs wait tasks-stopped` for one task (polls every 6 s).
+    pub fn wait_tasks_stopped(&self, cluster: &str, task: &str) {
+        self.aws_ok(&[
+            "ecs",
+            "wait",
+            "tasks-stopped",
+            "--cluster",
+            cluster,
+            "--tasks",
+            task,
+        ]);
+    }
+
     /// DescribeTasks for one task.
     pub fn describe_task(&self, cluster: &str, task: &str) -> Value {
         let v = self.aws_ok(&[

@@ -189,15 +189,7 @@ fn state_survives_a_restart_and_running_tasks_are_kept() {
     // The image pushed before the restart still runs.
     let ov = json!({"containerOverrides": [{"name": "app", "command": ["true"]}]});
     let arn = s.run_task("keep", &td, Some(&ov));
-    s.aws_ok(&[
-        "ecs",
-        "wait",
-        "tasks-stopped",
-        "--cluster",
-        "keep",
-        "--tasks",
-        &arn,
-    ]);
+    s.wait_tasks_stopped("keep", &arn);
     let t = s.describe_task("keep", &arn);
     assert_eq!(t["containers"][0]["exitCode"], 0, "{t}");
 }

@@ -1121,15 +1121,7 @@ fn tasks_pull_from_the_registry_when_it_requires_credentials() {
         json!({"command": ["sh", "-c", "echo pulled with credentials"]}),
     ));
     let arn = s.run_task("demo", &td, None);
-    s.aws_ok(&[
-        "ecs",
-        "wait",
-        "tasks-stopped",
-        "--cluster",
-        "demo",
-        "--tasks",
-        &arn,
-    ]);
+    s.wait_tasks_stopped("demo", &arn);
     let t = s.describe_task("demo", &arn);
     assert_eq!(t["containers"][0]["exitCode"], 0, "{t}\n{}", s.log());
     // Without credentials the registry still refuses.

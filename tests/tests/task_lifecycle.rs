@@ -21,15 +21,7 @@ fn task_output_reaches_logs_and_exit_codes_come_back() {
         json!({"command": ["sh", "-c", "echo hello from berth; echo second line >&2"]}),
     );
     let arn = s.run_task("demo", &td, None);
-    s.aws_ok(&[
-        "ecs",
-        "wait",
-        "tasks-stopped",
-        "--cluster",
-        "demo",
-        "--tasks",
-        &arn,
-    ]);
+    s.wait_tasks_stopped("demo", &arn);
     let t = s.describe_task("demo", &arn);
     assert_eq!(t["lastStatus"], "STOPPED", "{t}");
     assert_eq!(t["desiredStatus"], "STOPPED", "{t}");
@@ -86,15 +78,7 @@ fn task_output_reaches_logs_and_exit_codes_come_back() {
     // A non-zero exit code comes back as is, through a command override.
     let ov = json!({"containerOverrides": [{"name": "app", "command": ["sh", "-c", "exit 3"]}]});
     let arn = s.run_task("demo", &td, Some(&ov));
-    s.aws_ok(&[
-        "ecs",
-        "wait",
-        "tasks-stopped",
-        "--cluster",
-        "demo",
-        "--tasks",
-        &arn,
-    ]);
+    s.wait_tasks_stopped("demo", &arn);
     let t = s.describe_task("demo", &arn);
     assert_eq!(t["containers"][0]["exitCode"], 3, "{t}");
     assert_eq!(t["stopCode"], "EssentialContainerExited", "{t}");
@@ -106,15 +90,7 @@ fn task_output_reaches_logs_and_exit_codes_come_back() {
     // Environment overrides reach the process.
     let ov = json!({"containerOverrides": [{"name": "app", "command": ["sh", "-c", "echo value=$GREETING"], "environment": [{"name": "GREETING", "value": "hi"}]}]});
     let arn = s.run_task("demo", &td, Some(&ov));
-    s.aws_ok(&[
-        "ecs",
-        "wait",
-        "tasks-stopped",
-        "--cluster",
-        "demo",
-        "--tasks",
-        &arn,
-    ]);
+    s.wait_tasks_stopped("demo", &arn);
     let stream = format!("ecs/app/{}", task_id(&arn));
     let ev = s.aws_ok(&[
         "logs",
@@ -144,15 +120,7 @@ fn missing_image_fails_to_start() {
     s.aws_ok(&["ecr", "create-repository", "--repository-name", "empty"]);
     let td = s.register(&fargate_taskdef("nope", "empty", json!({})));
     let arn = s.run_task("demo", &td, None);
-    s.aws_ok(&[
-        "ecs",
-        "wait",
-        "tasks-stopped",
-        "--cluster",
-        "demo",
-        "--tasks",
-        &arn,
-    ]);
+    s.wait_tasks_stopped("demo", &arn);
     let t = s.describe_task("demo", &arn);
     assert_eq!(t["stopCode"], "TaskFailedToStart", "{t}");
     let reason = t["stoppedReason"].as_str().unwrap_or("");
@@ -177,15 +145,7 @@ fn container_sees_its_memory_limit_and_cannot_exceed_it() {
         json!({"memory": 64, "command": ["sh", "-c", script]}),
     );
     let arn = s.run_task("demo", &td, None);
-    s.aws_ok(&[
-        "ecs",
-        "wait",
-        "tasks-stopped",
-        "--cluster",
-        "demo",
-        "--tasks",
-        &arn,
-    ]);
+    s.wait_tasks_stopped("demo", &arn);
     let stream = format!("ecs/app/{}", task_id(&arn));
     let ev = s.aws_ok(&[
         "logs",
@@ -200,15 +160,7 @@ fn container_sees_its_memory_limit_and_cannot_exceed_it() {
     // `sort` keeps its whole (endless) input line in memory: the kernel must kill it at 64 MiB.
     let ov = json!({"containerOverrides": [{"name": "app", "command": ["sort", "/dev/zero"]}]});
     let arn = s.run_task("demo", &td, Some(&ov));
-    s.aws_ok(&[
-        "ecs",
-        "wait",
-        "tasks-stopped",
-        "--cluster",
-        "demo",
-        "--tasks",
-        &arn,
-    ]);
+    s.wait_tasks_stopped("demo", &arn);
     let t = s.describe_task("demo", &arn);
     assert_eq!(t["containers"][0]["exitCode"], 137, "{t}");
     assert_eq!(t["stopCode"], "EssentialContainerExited", "{t}");
