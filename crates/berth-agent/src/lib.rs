@@ -196,6 +196,8 @@ pub(crate) struct Agent {
     pub tasks_dir: PathBuf,
     pub shim_bin: PathBuf,
     pub net: Option<network::NetConfig>,
+    /// Warm pool of attached network namespaces (with `net`).
+    pub pool: Option<Arc<network::NetPool>>,
     pub metadata: Arc<metadata::Metadata>,
     metadata_bind: tokio::sync::Mutex<()>,
 }
@@ -278,6 +280,7 @@ pub async fn run(mut config: AgentConfig) -> Result<(), AgentError> {
         puller,
         tasks_dir,
         shim_bin,
+        pool: net.clone().map(network::NetPool::new),
         net,
         metadata_bind: tokio::sync::Mutex::new(()),
         cfg: config,
@@ -308,6 +311,41 @@ pub async fn run(mut config: AgentConfig) -> Result<(), AgentError> {
                 },
             );
         }
+    }
+    if let (Some(cfg), Some(pool)) = (agent.net.clone(), agent.pool.clone()) {
+        // Pool namespaces of an earlier run that no task took are released, then the pool
+        // is filled (in the background).
+        let mut in_use = std::collections::HashSet::new();
+        if let Ok(rd) = std::fs::read_dir(&agent.tasks_dir) {
+            for e in rd.flatten() {
+                if let Some(id) = std::fs::read(e.path().join("net.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<network::TaskNet>(&b).ok())
+                    .and_then(|n| network::net_id(&n))
+                {
+                    in_use.insert(id);
+                }
+            }
+        }
+        network::sweep_pool(&cfg, &in_use).await;
+        pool.refill();
+        // On SIGTERM/SIGINT the pool's addresses are released before the process ends (tasks
+        // keep running: they outlive the agent).
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            let code = tokio::select! {
+                _ = term.recv() => 143,
+                _ = int.recv() => 130,
+            };
+            pool.drain().await;
+            std::process::exit(code);
+        });
     }
     for id in rec.finished {
         let (stop, _) = tokio::sync::watch::channel(true);

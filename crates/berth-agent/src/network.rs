@@ -251,6 +251,120 @@ pub async fn setup(cfg: &NetConfig, task_id: &str) -> Result<TaskNet, AgentError
     }
 }
 
+/// Prefix of the warm pool's namespace (and CNI container) ids.
+pub const POOL_PREFIX: &str = "pool-";
+/// How many attached namespaces the warm pool keeps ready.
+pub const POOL_SIZE: usize = 4;
+
+/// The CNI container id (and namespace file name) of a task's network: the name of its
+/// namespace file (the task id, or a `pool-` id when it came from the warm pool).
+pub fn net_id(n: &TaskNet) -> Option<String> {
+    n.netns.file_name().map(|f| f.to_string_lossy().to_string())
+}
+
+/// A small warm pool of network namespaces already attached to the bridge (as Fargate
+/// pre-provisions ENIs): a task takes one at start and the pool refills in the background.
+/// Bounded by [`POOL_SIZE`]; entries are released by [`NetPool::drain`] and, after a crash,
+/// by [`sweep_pool`] on the next start.
+pub struct NetPool {
+    cfg: NetConfig,
+    ready: std::sync::Mutex<std::collections::VecDeque<TaskNet>>,
+    filling: std::sync::atomic::AtomicBool,
+    closed: std::sync::atomic::AtomicBool,
+    seq: std::sync::atomic::AtomicU64,
+}
+
+impl NetPool {
+    pub fn new(cfg: NetConfig) -> std::sync::Arc<NetPool> {
+        std::sync::Arc::new(NetPool {
+            cfg,
+            ready: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            filling: std::sync::atomic::AtomicBool::new(false),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            seq: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Takes a ready network (and starts a refill), or None when the pool is empty.
+    pub fn take(self: &std::sync::Arc<Self>) -> Option<TaskNet> {
+        let n = self.ready.lock().unwrap().pop_front();
+        self.refill();
+        n
+    }
+
+    /// Fills the pool up to [`POOL_SIZE`] in the background (one fill at a time; a failure
+    /// ends the fill until the next take).
+    pub fn refill(self: &std::sync::Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.closed.load(Ordering::Acquire) || self.filling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let pool = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if pool.closed.load(Ordering::Acquire)
+                    || pool.ready.lock().unwrap().len() >= POOL_SIZE
+                {
+                    break;
+                }
+                let id = format!(
+                    "{POOL_PREFIX}{}-{}",
+                    std::process::id(),
+                    pool.seq.fetch_add(1, Ordering::Relaxed)
+                );
+                if pool.cfg.netns_dir.join(&id).exists() {
+                    continue;
+                }
+                match setup(&pool.cfg, &id).await {
+                    Ok(_) if pool.closed.load(Ordering::Acquire) => {
+                        teardown(&pool.cfg, &id).await;
+                        break;
+                    }
+                    Ok(n) => pool.ready.lock().unwrap().push_back(n),
+                    Err(e) => {
+                        tracing::warn!("network pool: {e}");
+                        break;
+                    }
+                }
+            }
+            pool.filling.store(false, Ordering::Release);
+        });
+    }
+
+    /// Releases every ready network and stops refilling (agent shutdown).
+    pub async fn drain(&self) {
+        use std::sync::atomic::Ordering;
+        self.closed.store(true, Ordering::Release);
+        // A fill in flight finishes (and releases what it made) first.
+        for _ in 0..200 {
+            if !self.filling.load(Ordering::Acquire) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let all: Vec<TaskNet> = self.ready.lock().unwrap().drain(..).collect();
+        for n in all {
+            if let Some(id) = net_id(&n) {
+                teardown(&self.cfg, &id).await;
+            }
+        }
+    }
+}
+
+/// Releases pool namespaces left by an earlier run that no task uses (`in_use`: ids from the
+/// tasks' `net.json`).
+pub async fn sweep_pool(cfg: &NetConfig, in_use: &std::collections::HashSet<String>) {
+    let Ok(rd) = std::fs::read_dir(&cfg.netns_dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with(POOL_PREFIX) && !in_use.contains(&name) {
+            teardown(cfg, &name).await;
+        }
+    }
+}
+
 /// Detaches and removes the task's namespace, releasing its address.
 pub async fn teardown(cfg: &NetConfig, task_id: &str) {
     let netns = cfg.netns_dir.join(task_id);

@@ -186,6 +186,15 @@ pub async fn run_task(agent: Arc<Agent>, spec: TaskSpec, mut stop: watch::Receiv
     let net = async {
         if spec.awsvpc {
             if let Some(cfg) = &agent.net {
+                // A pre-attached namespace from the warm pool when there is one (recorded at
+                // once, so cleanup releases it whatever happens next).
+                if let Some(n) = agent.pool.as_ref().and_then(|p| p.take()) {
+                    let _ = std::fs::write(
+                        task_dir.join("net.json"),
+                        serde_json::to_vec(&n).unwrap_or_default(),
+                    );
+                    return Ok(Some(n));
+                }
                 return network::setup(cfg, &spec.task_id).await.map(Some);
             }
         }
@@ -330,6 +339,13 @@ fn network_report(n: &TaskNet, region: &str) -> berth_api::agent::NetworkReport 
     }
 }
 
+/// The id of a warm-pool network recorded in `<task_dir>/net.json`, if any.
+fn pooled_net_id(task_dir: &Path) -> Option<String> {
+    let n: TaskNet =
+        serde_json::from_slice(&std::fs::read(task_dir.join("net.json")).ok()?).ok()?;
+    network::net_id(&n).filter(|id| id.starts_with(network::POOL_PREFIX))
+}
+
 /// Undoes what a task set up on this node: containers, rootfs mounts, cgroups, network, shim.
 async fn cleanup(
     agent: &Arc<Agent>,
@@ -352,7 +368,11 @@ async fn cleanup(
         tracing::warn!("cannot remove cgroup {f}");
     }
     if let Some(cfg) = &agent.net {
-        if spec.awsvpc || cfg.netns_dir.join(&spec.task_id).exists() {
+        let pooled = pooled_net_id(task_dir).filter(|id| id != &spec.task_id);
+        if let Some(id) = &pooled {
+            network::teardown(cfg, id).await;
+        }
+        if (spec.awsvpc && pooled.is_none()) || cfg.netns_dir.join(&spec.task_id).exists() {
             network::teardown(cfg, &spec.task_id).await;
         }
     }
@@ -806,6 +826,9 @@ pub async fn recover(
             if valid_task_id(&dir_name) {
                 let _ = cgroups::remove_tree(&agent.layout, &cgroup_task_rel(&dir_name));
                 if let Some(cfg) = &agent.net {
+                    if let Some(id) = pooled_net_id(&dir) {
+                        network::teardown(cfg, &id).await;
+                    }
                     if cfg.netns_dir.join(&dir_name).exists() {
                         network::teardown(cfg, &dir_name).await;
                     }
