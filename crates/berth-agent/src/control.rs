@@ -49,12 +49,18 @@ impl Control {
         Ok(resp.json().await?)
     }
 
-    async fn post_report(&self, task_id: &str, r: &TaskStateReport) -> Result<(), (bool, String)> {
-        let url = format!("{}/_berth/agent/tasks/{task_id}/state", self.base);
+    /// POSTs `body` as JSON to `path`; on failure says whether a retry may help (connection
+    /// errors and 5xx) and what happened.
+    async fn post_json<T: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &T,
+    ) -> Result<(), (bool, String)> {
+        let url = format!("{}{path}", self.base);
         match self
             .client
             .post(&url)
-            .json(r)
+            .json(body)
             .timeout(Duration::from_secs(30))
             .send()
             .await
@@ -69,41 +75,21 @@ impl Control {
         }
     }
 
+    async fn post_report(&self, task_id: &str, r: &TaskStateReport) -> Result<(), (bool, String)> {
+        self.post_json(&format!("/_berth/agent/tasks/{task_id}/state"), r)
+            .await
+    }
+
     /// Posts utilization samples (`POST /_berth/agent/metrics`); not retried (the next
     /// interval brings fresh ones).
     pub async fn post_metrics(&self, batch: &MetricsBatch) -> Result<(), String> {
-        let url = format!("{}/_berth/agent/metrics", self.base);
-        match self
-            .client
-            .post(&url)
-            .json(batch)
-            .timeout(Duration::from_secs(30))
-            .send()
+        self.post_json("/_berth/agent/metrics", batch)
             .await
-        {
-            Ok(resp) if resp.status().is_success() => Ok(()),
-            Ok(resp) => Err(format!("POST {url}: {}", resp.status())),
-            Err(e) => Err(format!("POST {url}: {e}")),
-        }
+            .map_err(|(_, m)| m)
     }
 
     async fn post_logs(&self, batch: &LogBatch) -> Result<(), (bool, String)> {
-        let url = format!("{}/_berth/agent/logs", self.base);
-        match self
-            .client
-            .post(&url)
-            .json(batch)
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-        {
-            Ok(resp) if resp.status().is_success() => Ok(()),
-            Ok(resp) => {
-                let st = resp.status();
-                Err((st.is_server_error(), format!("POST {url}: {st}")))
-            }
-            Err(e) => Err((true, format!("POST {url}: {e}"))),
-        }
+        self.post_json("/_berth/agent/logs", batch).await
     }
 }
 
