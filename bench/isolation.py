@@ -8,7 +8,7 @@
    container's busybox httpd; vs `podman run -d -p 127.0.0.1:<port>:<port>` on podman's default
    bridge network until the same GET is answered. Both then removed (not timed).
 2. Memory per task: 200 concurrent `sleep 3600` tasks. berth: RSS and PSS (smaps_rollup) of all
-   `berth shim` processes plus the server's RSS growth, per task; podman: RSS and PSS of all
+   shim processes (`berth-shim shim <task-dir> ..`) plus the server's RSS growth, per task; podman: RSS and PSS of all
    `conmon` processes, per container. The containers' own processes are not counted.
 
 Writes bench/results/isolation.json. Only 127.0.0.1 and berth's/podman's own bridge addresses are
@@ -200,7 +200,6 @@ def main():
     finally:
         ts.unmount_under(workdir)
         subprocess.run(["rm", "-rf", workdir])
-        subprocess.run(["ip", "link", "del", "berth0"], capture_output=True)
     p = podman_bench(image_dir, args.n, args.tasks)
     out = {"berth": b, "podman": p,
            "ratio_start_podman_over_berth": p["start_net_ms"]["median_ms"] / b["start_net_ms"]["median_ms"],

@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import shutil
+import shlex
 import signal
 import socket
 import statistics
@@ -197,7 +198,8 @@ class Berth:
     def start(self):
         self.log_file = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [self.binary, "server", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir],
+            [self.binary, "server", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir,
+             "--task-bridge", self.bridge, "--task-subnet", self.subnet],
             stdin=subprocess.DEVNULL, stdout=self.log_file, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while True:
@@ -310,6 +312,27 @@ class Berth:
                 self.proc.kill()
                 self.proc.wait()
         self.log_file.close()
+        remove_bridge(self.bridge)
+
+    @property
+    def bridge(self):
+        """This server's own task bridge (benchmarks may run beside other berth servers)."""
+        return f"bb{self.port}"
+
+    @property
+    def subnet(self):
+        """This server's own task subnet: a /22 of 10.240.0.0/12 derived from its port."""
+        p = self.port % 1024
+        return f"10.{240 + p // 64}.{(p % 64) * 4}.0/22"
+
+
+def remove_bridge(bridge):
+    """Deletes a berth task bridge and the iptables rules berth tagged with it."""
+    subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+    out = subprocess.run(["iptables", "-w", "5", "-S"], capture_output=True, text=True).stdout
+    for rule in out.splitlines():
+        if f"berth:{bridge}" in rule and rule.startswith("-A "):
+            subprocess.run(["iptables", "-w", "5", "-D"] + shlex.split(rule[3:]), capture_output=True)
 
 
 def bench_berth(binary, image_dir, tag, n, workdir, poll_s, timeout_s):

@@ -43,9 +43,6 @@ pub struct AgentConfig {
     pub runtime: String,
     /// This container instance's id (as the control plane knows it).
     pub instance_id: String,
-    /// The binary run as `<shim_bin> shim <task-dir> <runtime>` for each task; `None` means
-    /// this executable (the `berth` binary).
-    pub shim_bin: Option<PathBuf>,
     /// awsvpc networking: the task subnet (CIDR) and bridge name; `None` gives awsvpc tasks a
     /// loopback-only namespace.
     pub network: Option<NetworkConfig>,
@@ -256,10 +253,8 @@ pub async fn run(mut config: AgentConfig) -> Result<(), AgentError> {
     let puller = registry::Puller::new(client, &config.server_url, &config.data_dir, snapshots)?;
     let tasks_dir = config.data_dir.join("tasks");
     std::fs::create_dir_all(&tasks_dir)?;
-    let shim_bin = match &config.shim_bin {
-        Some(b) => b.clone(),
-        None => std::env::current_exe()?,
-    };
+    // The embedded per-task shim, run as `<data-dir>/bin/berth-shim-<hash> shim <task-dir> ..`.
+    let shim_bin = shim::install(&config.data_dir.join("bin"))?;
     let net = config.network.as_ref().map(|n| network::NetConfig {
         bridge: n.bridge.clone(),
         subnet: n.subnet.clone(),

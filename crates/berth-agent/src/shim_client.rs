@@ -32,7 +32,8 @@ pub struct ShimConn {
     pending: Pending,
 }
 
-/// Starts `<shim_bin> shim <task_dir> <runtime>` in a process group of its own with a fresh
+/// Starts `<shim_bin> shim <task_dir> <runtime>` (the embedded shim, see
+/// [`crate::shim::install`]) in a process group of its own with a fresh
 /// listening socket as stdin; writes `shim.pid`. Returns the shim's pid.
 pub fn spawn(
     shim_bin: &Path,
@@ -99,23 +100,24 @@ impl ShimConn {
             tokio::spawn(async move {
                 let mut lines = BufReader::new(r).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    match serde_json::from_str::<Event>(&line) {
-                        Ok(Event::Started { idx, pid, error }) => {
-                            let res = match (pid, error) {
-                                (Some(p), None) => Ok(p),
-                                (_, e) => Err(e.unwrap_or_else(|| "start failed".into())),
-                            };
-                            if let Some(w) = pending.lock().unwrap().remove(&idx) {
-                                let _ = w.send(res);
-                            }
-                        }
-                        Ok(Event::Log { idx }) => {
+                    let (idx, res) = match Event::parse(&line) {
+                        Some(Event::Started { idx, pid }) => (idx, Ok(pid)),
+                        Some(Event::Failed { idx, message }) => (idx, Err(message)),
+                        Some(Event::Log { idx }) => {
                             let _ = tx.send(ShimEvent::Log(idx));
+                            continue;
                         }
-                        Ok(Event::Exit(rec)) => {
+                        Some(Event::Exit(rec)) => {
                             let _ = tx.send(ShimEvent::Exit(rec));
+                            continue;
                         }
-                        Err(e) => tracing::warn!("bad shim event {line:?}: {e}"),
+                        None => {
+                            tracing::warn!("bad shim event {line:?}");
+                            continue;
+                        }
+                    };
+                    if let Some(w) = pending.lock().unwrap().remove(&idx) {
+                        let _ = w.send(res);
                     }
                 }
                 for (_, w) in pending.lock().unwrap().drain() {
@@ -134,8 +136,7 @@ impl ShimConn {
     }
 
     async fn send(&self, r: &Request) -> Result<(), String> {
-        let mut line = serde_json::to_vec(r).map_err(|e| e.to_string())?;
-        line.push(b'\n');
+        let line = r.encode()?;
         self.writer
             .lock()
             .await
@@ -144,7 +145,8 @@ impl ShimConn {
             .map_err(|e| format!("writing to the shim: {e}"))
     }
 
-    /// Starts container `idx` (bundle in `bundle`); returns its pid 1 once it runs.
+    /// Starts container `idx` (bundle in `bundle`); returns its pid 1 once it runs, or the
+    /// reason it did not start (with the runtime's own last error line when it logged one).
     pub async fn start(
         &self,
         idx: usize,
@@ -157,11 +159,18 @@ impl ShimConn {
         self.send(&Request::Start {
             idx,
             id: id.to_string(),
-            bundle,
+            bundle: bundle.clone(),
             oom,
         })
         .await?;
-        rx.await.map_err(|_| "the shim went away".to_string())?
+        let res = rx.await.map_err(|_| "the shim went away".to_string())?;
+        res.map_err(|msg| {
+            let log = std::fs::read_to_string(bundle.join("runtime.log")).unwrap_or_default();
+            match crate::shim::runtime_error(&log) {
+                e if e.is_empty() => msg,
+                e => format!("{msg}: {e}"),
+            }
+        })
     }
 
     /// Sends `sig` to container `idx`'s pid 1.

@@ -474,7 +474,6 @@ async fn scenario(runtime: &str, prefix: &str) {
         data_dir: data_dir.clone(),
         runtime: runtime.into(),
         instance_id: "i-test".into(),
-        shim_bin: Some(env!("CARGO_BIN_EXE_berth-agent-shim").into()),
         network: None,
         metrics_interval: std::time::Duration::from_secs(10),
     };

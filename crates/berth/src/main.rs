@@ -1,6 +1,8 @@
 //! `berth`: the AWS container platform (ECS, ECR, Fargate) as one self-hosted binary.
-//! Wiring only (DESIGN §2): subcommands `server`, `agent` and `shim` (the per-task shim the
-//! agent starts; it is dispatched before anything else is set up, to stay small).
+//! Wiring only (DESIGN §2): subcommands `server`, `agent` and the user verbs. The per-task shim
+//! is a separate few-KiB executable embedded in this binary (`berth_agent::shim::BINARY`),
+//! which the agent installs under its data directory; it is not a subcommand, so that each
+//! running task costs a few dozen KiB instead of a mapping of this whole binary.
 
 mod image_verbs;
 mod server;
@@ -28,9 +30,6 @@ enum Command {
     Server(ServerArgs),
     /// Run only a node agent that takes tasks from a berth server.
     Agent(AgentArgs),
-    /// The per-task shim (started by the agent; not for direct use):
-    /// `berth shim <task-dir> <runtime>`.
-    Shim { task_dir: PathBuf, runtime: String },
     /// Print metered usage (vCPU-seconds, GB-seconds, cost) of a berth server's tasks:
     /// per second from image pull start to stop, one-minute minimum, Fargate rates.
     Usage(usage_verb::UsageArgs),
@@ -163,11 +162,6 @@ pub struct AgentArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    // The shim runs for every task: no argument parser, logger or async runtime.
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("shim") && args.len() == 4 {
-        std::process::exit(berth_agent::shim::main(&args[2..]));
-    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -193,17 +187,12 @@ fn main() -> anyhow::Result<()> {
                 dest,
                 endpoint,
             } => image_verbs::pull(&src, &dest, &endpoint).await,
-            Command::Shim { task_dir, runtime } => {
-                let args = [task_dir.display().to_string(), runtime];
-                std::process::exit(berth_agent::shim::main(&args));
-            }
             Command::Agent(args) => {
                 let config = berth_agent::AgentConfig {
                     server_url: args.server,
                     data_dir: args.data_dir,
                     runtime: args.runtime,
                     instance_id: args.instance_id,
-                    shim_bin: None,
                     network: Some(args.net.config()),
                     metrics_interval: std::time::Duration::from_secs_f64(
                         args.metrics_interval.max(0.1),

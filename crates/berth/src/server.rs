@@ -120,7 +120,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         data_dir: data_dir.join("agent"),
         runtime: args.runtime.clone(),
         instance_id: "local".to_string(),
-        shim_bin: None,
         network: Some(args.net.config()),
         metrics_interval: args.metrics_interval(),
     };
