@@ -212,3 +212,63 @@ fn stop_task_kills_after_stop_timeout() {
     assert_eq!(t["stoppedReason"], "test says stop", "{t}");
     assert_eq!(t["containers"][0]["exitCode"], 137, "{t}");
 }
+
+#[test]
+fn init_process_forwards_signals_and_reaps_orphans() {
+    let s = Server::start();
+    let td = setup(
+        &s,
+        "inited",
+        json!({
+            "linuxParameters": {"initProcessEnabled": true},
+            "stopTimeout": 30,
+            "command": ["sh", "-c",
+                "echo pid1=$(tr '\\0' ' ' < /proc/1/cmdline); (sleep 0.2 &); sleep 1; \
+                 echo zombies=$(grep -l '^State:.Z' /proc/[0-9]*/status 2>/dev/null | wc -l); \
+                 echo ready; exec sleep 3600"]
+        }),
+    );
+    let arn = s.run_task("demo", &td, None);
+    let group = "/ecs/inited";
+    let stream = format!("ecs/app/{}", task_id(&arn));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let lines = loop {
+        let v = s.aws(&[
+            "logs",
+            "get-log-events",
+            "--log-group-name",
+            group,
+            "--log-stream-name",
+            &stream,
+            "--start-from-head",
+        ]);
+        let lines: Vec<String> = v.ok().map_or_else(Vec::new, |v| {
+            v["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| e["message"].as_str().unwrap_or("").to_string())
+                .collect()
+        });
+        if lines.iter().any(|l| l == "ready") {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "no 'ready' in {lines:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // pid 1 is the init, running the command; the orphaned `sleep 0.2` was reaped.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("pid1=/dev/init -- sh -c")),
+        "{lines:?}"
+    );
+    assert!(lines.contains(&"zombies=0".to_string()), "{lines:?}");
+    // SIGTERM reaches `sleep` through the init (a bare `sleep` as pid 1 would ignore it and
+    // be killed only after the 30 s stopTimeout).
+    let started = Instant::now();
+    s.aws_ok(&["ecs", "stop-task", "--cluster", "demo", "--task", &arn]);
+    let t = s.wait_status("demo", &arn, "STOPPED", Duration::from_secs(25));
+    assert!(started.elapsed() < Duration::from_secs(10), "{t}");
+    assert_eq!(t["containers"][0]["exitCode"], 143, "{t}");
+}

@@ -5,6 +5,9 @@
 //! agent embeds it, see `berth_agent::shim`). Its resident set is a few dozen KiB where a shim
 //! linked against glibc costs a megabyte.
 //!
+//! The same executable is also a container's init process when the container definition asks
+//! for one (`berth-shim -- <command>`, see `init`).
+//!
 //! Invocation (by the agent): `berth-shim shim <task-dir> <runtime>`, in a session of its own,
 //! with a listening Unix stream socket as fd 0. It:
 //! - is the child subreaper of the task's containers: it runs `<runtime> run --detach` for each
@@ -969,8 +972,8 @@ impl Shim {
     }
 }
 
-/// The candidates for the runtime: itself when it has a slash, else every `$PATH` entry.
-fn runtime_paths(runtime: &[u8], envp: *const *const u8) -> Vec<Vec<u8>> {
+/// Where to look for a program: itself when it has a slash, else in every `$PATH` entry.
+fn exec_candidates(runtime: &[u8], envp: *const *const u8) -> Vec<Vec<u8>> {
     if runtime.contains(&b'/') {
         return alloc::vec![c_string(&[runtime])];
     }
@@ -999,15 +1002,118 @@ extern "C" fn entry(sp: *const usize) -> ! {
         let args: Vec<&'static [u8]> = (0..argc).map(|i| c_str(*argv.add(i))).collect();
         (args, argv.add(argc + 1))
     };
+    if argv.len() > 2 && argv[1] == b"--" {
+        // SAFETY: argv[2..] is the tail of the kernel's NULL-terminated argument array.
+        let cmd = unsafe { (sp.add(1) as *const *const u8).add(2) };
+        init(argv[2], cmd, envp)
+    }
     if argv.len() != 4 || argv[1] != b"shim" {
         write_all(
             2,
-            b"usage: berth-shim shim <task-dir> <runtime> (started by the berth agent)\n",
+            b"usage: berth-shim shim <task-dir> <runtime> (started by the berth agent)\n\
+              \x20      berth-shim -- <command> [<arg>...] (a container's init process)\n",
             false,
         );
         sys::exit(2);
     }
     main(argv[2], argv[3], envp)
+}
+
+/// `berth-shim -- <command> [<arg>...]`: a minimal init for a container's pid 1 (ECS
+/// `linuxParameters.initProcessEnabled`, Docker's `--init`). It runs the command as its child,
+/// forwards every signal it receives to it, reaps every process reparented to it, and exits
+/// with the command's status (128 + signal when the command was killed by one).
+fn init(prog: &[u8], argv: *const *const u8, envp: *const *const u8) -> ! {
+    let candidates = exec_candidates(prog, envp);
+    let bit = |s: u64| 1u64 << (s - 1);
+    let all: u64 = !(bit(9) | bit(19)); // everything but SIGKILL and SIGSTOP
+    let empty = 0u64;
+    // SAFETY: plain system calls with valid arguments.
+    let sfd = unsafe {
+        sys::call(
+            sys::RT_SIGPROCMASK,
+            [2, &all as *const u64 as usize, 0, 8, 0, 0],
+        );
+        sys::call(
+            sys::SIGNALFD4,
+            [
+                usize::MAX,
+                &all as *const u64 as usize,
+                8,
+                sys::O_CLOEXEC,
+                0,
+                0,
+            ],
+        ) as i32
+    };
+    // SAFETY: fork (clone with SIGCHLD only); the child only makes system calls.
+    let child = unsafe { sys::call(sys::CLONE, [sys::SIGCHLD, 0, 0, 0, 0, 0]) } as i32;
+    if child == 0 {
+        // SAFETY: an empty signal mask for the command, then execve.
+        unsafe {
+            sys::call(
+                sys::RT_SIGPROCMASK,
+                [2, &empty as *const u64 as usize, 0, 8, 0, 0],
+            );
+            for p in &candidates {
+                sys::c3(
+                    sys::EXECVE,
+                    p.as_ptr() as usize,
+                    argv as usize,
+                    envp as usize,
+                );
+            }
+        }
+        let mut msg = Vec::from(&b"berth-init: cannot execute "[..]);
+        msg.extend_from_slice(prog);
+        msg.push(b'\n');
+        write_all(2, &msg, false);
+        sys::exit(127);
+    }
+    if child < 0 || sfd < 0 {
+        write_all(2, b"berth-init: cannot start the command\n", false);
+        sys::exit(126);
+    }
+    loop {
+        let mut si = [0u32; 32]; // struct signalfd_siginfo: ssi_signo first
+                                 // SAFETY: reading one signalfd_siginfo into a 128-byte buffer.
+        let n = unsafe { sys::c3(sys::READ, sfd as usize, si.as_mut_ptr() as usize, 128) };
+        if n != 128 {
+            continue;
+        }
+        let sig = si[0] as usize;
+        if sig != sys::SIGCHLD {
+            // SAFETY: forwarding to our own unreaped child.
+            unsafe { sys::c3(sys::KILL, child as usize, sig, 0) };
+            continue;
+        }
+        loop {
+            let mut status = 0i32;
+            // SAFETY: waitpid(-1) without blocking; status is a valid int.
+            let pid = unsafe {
+                sys::call(
+                    sys::WAIT4,
+                    [
+                        usize::MAX,
+                        &mut status as *mut i32 as usize,
+                        sys::WNOHANG,
+                        0,
+                        0,
+                        0,
+                    ],
+                )
+            };
+            if pid <= 0 {
+                break;
+            }
+            if pid as i32 == child {
+                if status & 0x7f == 0 {
+                    sys::exit((status >> 8) & 0xff);
+                }
+                sys::exit(128 + (status & 0x7f));
+            }
+        }
+    }
 }
 
 fn main(task_dir: &'static [u8], runtime: &'static [u8], envp: *const *const u8) -> ! {
@@ -1044,7 +1150,7 @@ fn main(task_dir: &'static [u8], runtime: &'static [u8], envp: *const *const u8)
     let mut shim = Shim {
         task_dir,
         runtime,
-        runtime_paths: runtime_paths(runtime, envp),
+        runtime_paths: exec_candidates(runtime, envp),
         envp,
         dev_null,
         client: -1,

@@ -115,7 +115,13 @@ pub struct TaskEnv<'a> {
     /// The agent's own hard limits, by `RLIMIT_*` name (`nofile`, `nproc`, ...).
     pub hard_limits: &'a (dyn Fn(&str) -> Option<u64> + Sync),
     pub region: &'a str,
+    /// The init for containers with `initProcessEnabled`: the agent's installed shim
+    /// executable (`berth-shim -- <command>`), bind-mounted read-only at [`INIT_PATH`].
+    pub init: Option<&'a Path>,
 }
+
+/// Where a container's init process is mounted (ECS `initProcessEnabled`).
+pub const INIT_PATH: &str = "/dev/init";
 
 /// Mounts container `idx`'s rootfs and writes its `config.json`. Returns the bundle directory.
 pub fn prepare(
@@ -147,7 +153,7 @@ pub fn prepare(
     .map_err(|e| AgentError::Runtime(format!("mounting the overlay rootfs: {e}")))?;
 
     let rc = img.config.config.as_ref();
-    let args = process_args(rc, c).map_err(AgentError::Spec)?;
+    let mut args = process_args(rc, c).map_err(AgentError::Spec)?;
     let user_str = c
         .user
         .clone()
@@ -211,6 +217,12 @@ pub fn prepare(
     for (src, dest, ro) in volume_mounts(spec, env.task_dir, idx).map_err(AgentError::Spec)? {
         std::fs::create_dir_all(&src)?;
         binds.push(BindMount::new(src, &dest, ro));
+    }
+    if c.init_process_enabled {
+        if let Some(init) = env.init {
+            args.splice(0..0, [INIT_PATH.to_string(), "--".to_string()]);
+            binds.push(BindMount::new(init.to_path_buf(), INIT_PATH, true));
+        }
     }
     let name = crate::task::safe_name(&c.name);
     let inputs = BundleInputs {

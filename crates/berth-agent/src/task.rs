@@ -278,6 +278,7 @@ pub async fn run_task(agent: Arc<Agent>, spec: TaskSpec, mut stop: watch::Receiv
         cgroup_ns: agent.layout.is_unified(),
         hard_limits: &crate::spec::own_hard_limit,
         region: &region,
+        init: Some(&agent.shim_bin),
     };
     let mut bundle_errors = Vec::new();
     let mut bundles = Vec::new();
