@@ -81,6 +81,7 @@ pub struct Server {
     child: Option<Child>,
     keep_data: bool,
     extra_args: Vec<String>,
+    subnet_prefix: u8,
 }
 
 impl Server {
@@ -99,7 +100,18 @@ impl Server {
         Self::start_inner(data_dir, &[])
     }
 
+    /// Starts a server whose task subnet is the first `/<prefix>` (24..=30) of its own /24
+    /// (see [`Server::task_subnet`]), e.g. 29 usable task addresses with a /27.
+    pub fn start_with_subnet_prefix(prefix: u8) -> Server {
+        assert!((24..=30).contains(&prefix), "subnet prefix /{prefix}");
+        Self::start_full(temp_dir("data"), &[], prefix)
+    }
+
     fn start_inner(data_dir: PathBuf, extra_args: &[&str]) -> Server {
+        Self::start_full(data_dir, extra_args, 24)
+    }
+
+    fn start_full(data_dir: PathBuf, extra_args: &[&str], subnet_prefix: u8) -> Server {
         let port = free_port();
         let mut s = Server {
             port,
@@ -107,6 +119,7 @@ impl Server {
             child: None,
             keep_data: false,
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            subnet_prefix,
         };
         s.spawn();
         s
@@ -159,10 +172,11 @@ impl Server {
     }
 
     /// This server's task subnet: a /24 of 10.200.0.0/12 derived from its port, so servers of
-    /// tests running at the same time do not share one.
+    /// tests running at the same time do not share one (or the first smaller range of that /24
+    /// when started with [`Server::start_with_subnet_prefix`]).
     pub fn task_subnet(&self) -> String {
         let p = self.port % 4096;
-        format!("10.{}.{}.0/24", 200 + p / 256, p % 256)
+        format!("10.{}.{}.0/{}", 200 + p / 256, p % 256, self.subnet_prefix)
     }
 
     /// This server's task bridge name.
@@ -440,6 +454,28 @@ impl Server {
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
+    }
+
+    /// Calls an API operation directly (awsJson1.1, e.g. target
+    /// `AmazonEC2ContainerServiceV20141113.RunTask`), without the AWS CLI's start-up cost:
+    /// Ok(reply) on HTTP 200, Err(status and body) otherwise.
+    pub fn json_api(&self, target: &str, body: &Value) -> Result<Value, String> {
+        let (status, _, reply) = http(
+            self.port,
+            "POST",
+            "/",
+            &[
+                ("X-Amz-Target", target),
+                ("Content-Type", "application/x-amz-json-1.1"),
+            ],
+            body.to_string().as_bytes(),
+        )
+        .map_err(|e| format!("{target}: {e}"))?;
+        let text = String::from_utf8_lossy(&reply);
+        if status != 200 {
+            return Err(format!("{target}: HTTP {status}: {text}"));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("{target}: bad JSON {e}: {text}"))
     }
 
     /// Keeps the data directory after drop (for a restart test that moves it to a new server).
