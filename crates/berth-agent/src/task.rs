@@ -183,23 +183,41 @@ pub async fn run_task(agent: Arc<Agent>, spec: TaskSpec, mut stop: watch::Receiv
         futures_util::future::join_all(spec.containers.iter().map(|c| agent.puller.pull(&c.image)))
             .await
     };
-    let net = async {
-        if spec.awsvpc {
-            if let Some(cfg) = &agent.net {
-                // A pre-attached namespace from the warm pool when there is one (recorded at
-                // once, so cleanup releases it whatever happens next).
-                if let Some(n) = agent.pool.as_ref().and_then(|p| p.take()) {
-                    let _ = std::fs::write(
-                        task_dir.join("net.json"),
-                        serde_json::to_vec(&n).unwrap_or_default(),
-                    );
-                    return Ok(Some(n));
+    // The network is set up in a task of its own: a stop request must not cancel a CNI ADD
+    // half-way (its DEL could then run first and the address would stay reserved), so the
+    // stop path waits for it before cleaning up.
+    let net_setup: tokio::task::JoinHandle<Result<Option<TaskNet>, AgentError>> = {
+        let (agent, task_dir, awsvpc, task_id) = (
+            agent.clone(),
+            task_dir.clone(),
+            spec.awsvpc,
+            spec.task_id.clone(),
+        );
+        tokio::spawn(async move {
+            if awsvpc {
+                if let Some(cfg) = &agent.net {
+                    // A pre-attached namespace from the warm pool when there is one (recorded
+                    // at once, so cleanup releases it whatever happens next).
+                    if let Some(n) = agent.pool.as_ref().and_then(|p| p.take()) {
+                        let _ = std::fs::write(
+                            task_dir.join("net.json"),
+                            serde_json::to_vec(&n).unwrap_or_default(),
+                        );
+                        return Ok(Some(n));
+                    }
+                    return network::setup(cfg, &task_id).await.map(Some);
                 }
-                return network::setup(cfg, &spec.task_id).await.map(Some);
             }
-        }
-        Ok(None)
+            Ok(None)
+        })
     };
+    let net_setup = futures_util::FutureExt::shared(async move {
+        match net_setup.await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("network setup: {e}")),
+        }
+    });
+    let net = net_setup.clone();
     let shim = async { shim_start(&agent, &task_dir, &spec.task_id).await };
     let cg = async {
         cgroups::setup_task(
@@ -213,7 +231,9 @@ pub async fn run_task(agent: Arc<Agent>, spec: TaskSpec, mut stop: watch::Receiv
     let (pulled, net, shim, cg) = tokio::select! {
         r = all => r,
         _ = stop_requested(&mut stop) => {
-            // Whatever got set up is undone by cleanup (network, cgroups, shim).
+            // Whatever got set up is undone by cleanup (network, cgroups, shim), once the
+            // network setup has finished.
+            let _ = net_setup.await;
             cleanup(&agent, &spec, &task_dir, None).await;
             reports.finish(stopped_report(&spec, &report)).await;
             remove_task_dir(&task_dir);
