@@ -8,8 +8,11 @@
 //! The same executable is also a container's init process when the container definition asks
 //! for one (`berth-shim -- <command>`, see `init`).
 //!
-//! Invocation (by the agent): `berth-shim shim <task-dir> <runtime>`, in a session of its own,
-//! with a listening Unix stream socket as fd 0. It:
+//! Invocation (by the agent): `berth-shim shim <task-dir> <runtime> [<runtime copy>]`, in a
+//! session of its own, with a listening Unix stream socket as fd 0. `<runtime copy>` is the
+//! agent's sealed in-memory copy of the runtime binary (`/proc/<pid>/fd/<n>`, see the agent's
+//! `runtime` module); the shim opens it at once (so it outlives the agent) and executes it with
+//! `execveat`, falling back to `<runtime>` looked up in `$PATH`. It:
 //! - is the child subreaper of the task's containers: it runs `<runtime> run --detach` for each
 //!   container on request, and the container's pid 1 becomes its child;
 //! - owns each container's stdout and stderr (pipes) and appends every line to `c<idx>/log` as
@@ -72,6 +75,8 @@ mod sys {
     pub const SIGNALFD4: usize = 289;
     pub const DUP3: usize = 292;
     pub const PIPE2: usize = 293;
+    pub const EXECVEAT: usize = 322;
+    pub const AT_EMPTY_PATH: usize = 0x1000;
 
     pub const EINTR: isize = 4;
     pub const EAGAIN: isize = 11;
@@ -565,6 +570,8 @@ struct Shim {
     runtime: &'static [u8],
     /// Absolute candidates for the runtime binary (PATH lookup done once).
     runtime_paths: Vec<Vec<u8>>,
+    /// The agent's sealed in-memory copy of the runtime binary, executed first when open.
+    runtime_fd: i32,
     envp: *const *const u8,
     dev_null: i32,
     client: i32,
@@ -669,6 +676,19 @@ impl Shim {
                     sys::RT_SIGPROCMASK,
                     [2, &empty as *const u64 as usize, 0, 8, 0, 0],
                 );
+                if self.runtime_fd >= 0 {
+                    sys::call(
+                        sys::EXECVEAT,
+                        [
+                            self.runtime_fd as usize,
+                            c"".as_ptr() as usize,
+                            argv.as_ptr() as usize,
+                            self.envp as usize,
+                            sys::AT_EMPTY_PATH,
+                            0,
+                        ],
+                    );
+                }
                 for p in &self.runtime_paths {
                     sys::c3(
                         sys::EXECVE,
@@ -1007,16 +1027,20 @@ extern "C" fn entry(sp: *const usize) -> ! {
         let cmd = unsafe { (sp.add(1) as *const *const u8).add(2) };
         init(argv[2], cmd, envp)
     }
-    if argv.len() != 4 || argv[1] != b"shim" {
+    if !(argv.len() == 4 || argv.len() == 5) || argv[1] != b"shim" {
         write_all(
             2,
-            b"usage: berth-shim shim <task-dir> <runtime> (started by the berth agent)\n\
+            b"usage: berth-shim shim <task-dir> <runtime> [<runtime copy>] (started by the berth agent)\n\
               \x20      berth-shim -- <command> [<arg>...] (a container's init process)\n",
             false,
         );
         sys::exit(2);
     }
-    main(argv[2], argv[3], envp)
+    let runtime_fd = match argv.get(4) {
+        Some(p) => open(&c_string(&[p]), sys::O_RDONLY | sys::O_CLOEXEC, 0),
+        None => -1,
+    };
+    main(argv[2], argv[3], runtime_fd, envp)
 }
 
 /// `berth-shim -- <command> [<arg>...]`: a minimal init for a container's pid 1 (ECS
@@ -1116,7 +1140,12 @@ fn init(prog: &[u8], argv: *const *const u8, envp: *const *const u8) -> ! {
     }
 }
 
-fn main(task_dir: &'static [u8], runtime: &'static [u8], envp: *const *const u8) -> ! {
+fn main(
+    task_dir: &'static [u8],
+    runtime: &'static [u8],
+    runtime_fd: i32,
+    envp: *const *const u8,
+) -> ! {
     // SAFETY: plain system calls with valid arguments.
     let (sfd, dev_null) = unsafe {
         sys::c3(sys::PRCTL, sys::PR_SET_CHILD_SUBREAPER, 1, 0);
@@ -1151,6 +1180,7 @@ fn main(task_dir: &'static [u8], runtime: &'static [u8], envp: *const *const u8)
         task_dir,
         runtime,
         runtime_paths: exec_candidates(runtime, envp),
+        runtime_fd,
         envp,
         dev_null,
         client: -1,

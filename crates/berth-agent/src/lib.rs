@@ -114,7 +114,7 @@ impl From<oci_spec::OciSpecError> for AgentError {
     }
 }
 
-fn find_in_path(bin: &str) -> Option<PathBuf> {
+pub(crate) fn find_in_path(bin: &str) -> Option<PathBuf> {
     if bin.contains('/') {
         let p = PathBuf::from(bin);
         return p.is_file().then_some(p);
@@ -192,6 +192,8 @@ pub(crate) struct Agent {
     pub logs: control::LogShipper,
     pub tasks_dir: PathBuf,
     pub shim_bin: PathBuf,
+    /// Keeps the kernel's cgroup attach path warm while tasks start.
+    pub primer: Arc<cgroups::AttachPrimer>,
     pub net: Option<network::NetConfig>,
     /// Warm pool of attached network namespaces (with `net`).
     pub pool: Option<Arc<network::NetPool>>,
@@ -265,10 +267,9 @@ pub async fn run(mut config: AgentConfig) -> Result<(), AgentError> {
     });
     let layout = cgroups::Layout::read();
     let agent = Arc::new(Agent {
-        runtime: runtime::Runtime {
-            bin: config.runtime.clone(),
-        },
+        runtime: runtime::Runtime::new(&config.runtime),
         metadata: Arc::new(metadata::Metadata::new(layout.clone())),
+        primer: cgroups::AttachPrimer::new(layout.clone()),
         layout,
         logs: control::LogShipper::start(control.clone()),
         control,

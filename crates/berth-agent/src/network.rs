@@ -266,6 +266,9 @@ pub fn net_id(n: &TaskNet) -> Option<String> {
 /// pre-provisions ENIs): a task takes one at start and the pool refills in the background.
 /// Bounded by [`POOL_SIZE`]; entries are released by [`NetPool::drain`] and, after a crash,
 /// by [`sweep_pool`] on the next start.
+/// How long after a take the pool starts refilling.
+pub const REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(150);
+
 pub struct NetPool {
     cfg: NetConfig,
     ready: std::sync::Mutex<std::collections::VecDeque<TaskNet>>,
@@ -285,10 +288,16 @@ impl NetPool {
         })
     }
 
-    /// Takes a ready network (and starts a refill), or None when the pool is empty.
+    /// Takes a ready network, or None when the pool is empty. The refill starts
+    /// [`REFILL_DELAY`] later, so that the CNI plugins it runs do not compete for the CPUs with
+    /// the start of the task that took the network.
     pub fn take(self: &std::sync::Arc<Self>) -> Option<TaskNet> {
         let n = self.ready.lock().unwrap().pop_front();
-        self.refill();
+        let pool = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(REFILL_DELAY).await;
+            pool.refill();
+        });
         n
     }
 

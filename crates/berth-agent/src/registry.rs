@@ -178,8 +178,13 @@ impl Puller {
         tokio::fs::read(p).await.ok()
     }
 
+    /// Caches a verified manifest or config under its digest (content-addressed: an existing
+    /// file already holds these bytes).
     async fn store_small(&self, digest: &str, data: &[u8]) -> Result<(), AgentError> {
         let p = self.blob_path(digest)?;
+        if tokio::fs::try_exists(&p).await.unwrap_or(false) {
+            return Ok(());
+        }
         let tmp = p.with_extension(format!("tmp-{}", rand_suffix()));
         tokio::fs::write(&tmp, data).await?;
         tokio::fs::rename(&tmp, &p).await?;

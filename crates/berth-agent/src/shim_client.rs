@@ -32,14 +32,14 @@ pub struct ShimConn {
     pending: Pending,
 }
 
-/// Starts `<shim_bin> shim <task_dir> <runtime>` (the embedded shim, see
+/// Starts `<shim_bin> shim <task_dir> <runtime> [<sealed runtime copy>]` (the embedded shim, see
 /// [`crate::shim::install`]) in a process group of its own with a fresh
 /// listening socket as stdin; writes `shim.pid`. Returns the shim's pid.
 pub fn spawn(
     shim_bin: &Path,
     task_dir: &Path,
     task_id: &str,
-    runtime: &str,
+    runtime: &crate::runtime::Runtime,
 ) -> Result<i32, AgentError> {
     let addr = SocketAddr::from_abstract_name(crate::shim::socket_name(task_id).as_bytes())?;
     let listener = std::os::unix::net::UnixListener::bind_addr(&addr)?;
@@ -47,7 +47,8 @@ pub fn spawn(
     let mut child = tokio::process::Command::new(shim_bin)
         .arg("shim")
         .arg(task_dir)
-        .arg(runtime)
+        .arg(&runtime.bin)
+        .args(runtime.sealed_path())
         .stdin(std::process::Stdio::from(OwnedFd::from(listener)))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::from(log))

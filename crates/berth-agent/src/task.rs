@@ -176,6 +176,8 @@ pub async fn run_task(agent: Arc<Agent>, spec: TaskSpec, mut stop: watch::Receiv
     }
     agent.metadata.insert(&spec, None);
 
+    // The runtime's cgroup attach is a few ms away: have the kernel's attach path warm by then.
+    agent.primer.touch();
     // Pull, the network, the shim and the task cgroup, all at once.
     report.pull_started_at = Some(epoch_now());
     reports.send(&report);
@@ -219,13 +221,18 @@ pub async fn run_task(agent: Arc<Agent>, spec: TaskSpec, mut stop: watch::Receiv
     });
     let net = net_setup.clone();
     let shim = async { shim_start(&agent, &task_dir, &spec.task_id).await };
-    let cg = async {
-        cgroups::setup_task(
-            &agent.layout,
-            &cgroup_task_rel(&spec.task_id),
+    let cg = {
+        let (layout, rel, cpu, memory) = (
+            agent.layout.clone(),
+            cgroup_task_rel(&spec.task_id),
             spec.cpu,
             spec.memory,
-        )
+        );
+        async move {
+            tokio::task::spawn_blocking(move || cgroups::setup_task(&layout, &rel, cpu, memory))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+        }
     };
     let all = async { tokio::join!(pulls, net, shim, cg) };
     let (pulled, net, shim, cg) = tokio::select! {
@@ -345,8 +352,18 @@ async fn shim_start(
     task_dir: &Path,
     task_id: &str,
 ) -> Result<(Arc<ShimConn>, mpsc::UnboundedReceiver<ShimEvent>), AgentError> {
-    std::fs::create_dir_all(task_dir)?;
-    crate::shim_client::spawn(&agent.shim_bin, task_dir, task_id, &agent.runtime.bin)?;
+    let (bin, dir, id, runtime) = (
+        agent.shim_bin.clone(),
+        task_dir.to_path_buf(),
+        task_id.to_string(),
+        agent.runtime.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir)?;
+        crate::shim_client::spawn(&bin, &dir, &id, &runtime)
+    })
+    .await
+    .map_err(|e| AgentError::Runtime(format!("starting the shim: {e}")))??;
     ShimConn::connect(task_id).await
 }
 
@@ -773,7 +790,7 @@ impl Supervisor {
         let c = &self.spec.containers[idx];
         let hc = c.health_check.clone()?;
         health::spawn(
-            self.agent.runtime.bin.clone(),
+            self.agent.runtime.exe.clone(),
             container_id(&self.spec.task_id, &c.name),
             idx,
             hc,
