@@ -140,6 +140,7 @@ pub async fn run_task(agent: Arc<Agent>, spec: TaskSpec, mut stop: watch::Receiv
         agent: agent.clone(),
         task_id: spec.task_id.clone(),
     };
+    let t0 = Instant::now();
     let mut report = pending_report(&spec);
     let fail = |report: &TaskStateReport, reason: String, per_container: Vec<Option<String>>| {
         let mut r = stopped_report(&spec, report);
@@ -248,6 +249,7 @@ pub async fn run_task(agent: Arc<Agent>, spec: TaskSpec, mut stop: watch::Receiv
         }
     };
     report.pull_stopped_at = Some(epoch_now());
+    tracing::debug!(task = %spec.task_id, "pull, network, shim, cgroup ready after {:?}", t0.elapsed());
     let mut images = Vec::with_capacity(pulled.len());
     let mut errors: Vec<Option<String>> = Vec::new();
     let mut first_err = None;
@@ -331,6 +333,7 @@ pub async fn run_task(agent: Arc<Agent>, spec: TaskSpec, mut stop: watch::Receiv
     for (cr, img) in report.containers.iter_mut().zip(images.iter()) {
         cr.image_digest = Some(img.digest.clone());
     }
+    tracing::debug!(task = %spec.task_id, "bundles ready after {:?}", t0.elapsed());
     let phases = vec![Phase::Pending; spec.containers.len()];
     let health = vec![health::State::new(); spec.containers.len()];
     let sup = Supervisor {
@@ -343,6 +346,7 @@ pub async fn run_task(agent: Arc<Agent>, spec: TaskSpec, mut stop: watch::Receiv
         reports,
         phases,
         health,
+        t0,
     };
     sup.run(events, stop).await;
 }
@@ -449,6 +453,8 @@ struct Supervisor {
     reports: Reports,
     phases: Vec<Phase>,
     health: Vec<health::State>,
+    /// When the agent took the task (for the start-phase timings logged at debug level).
+    t0: Instant,
 }
 
 impl Supervisor {
@@ -530,6 +536,7 @@ impl Supervisor {
                         Decision::Wait => {}
                         Decision::Start => {
                             self.phases[idx] = Phase::Starting;
+                            tracing::debug!(task = %self.spec.task_id, "starting container {idx} after {:?}", self.t0.elapsed());
                             let c = &self.spec.containers[idx];
                             let id = container_id(&self.spec.task_id, &c.name);
                             let bundle = shim::container_dir(&self.task_dir, idx);
@@ -578,6 +585,7 @@ impl Supervisor {
                 self.report.started_at = Some(epoch_now());
                 self.send();
                 tracing::info!(task = %self.spec.task_id, "running");
+                tracing::debug!(task = %self.spec.task_id, "running after {:?}", self.t0.elapsed());
             }
             let done = self
                 .phases
@@ -666,6 +674,7 @@ impl Supervisor {
                         if self.phases[idx] != Phase::Starting {
                             continue;
                         }
+                        tracing::debug!(task = %self.spec.task_id, "container {idx} started after {:?}", self.t0.elapsed());
                         self.phases[idx] = Phase::Running;
                         let c = &self.spec.containers[idx];
                         let cr = &mut self.report.containers[idx];
@@ -963,6 +972,7 @@ pub async fn recover(
             reports,
             phases,
             health,
+            t0: Instant::now(),
         };
         tokio::spawn(sup.run(events, stop));
     }
