@@ -6,7 +6,8 @@
 1. Task start with networking: berth RunTask (awsvpc, a portMapping) until DescribeTasks says
    RUNNING *and* an HTTP GET to 127.0.0.1:<port> (the published port) is answered by the
    container's busybox httpd; vs `podman run -d -p 127.0.0.1:<port>:<port>` on podman's default
-   bridge network until the same GET is answered. Both then removed (not timed).
+   bridge network until the same GET is answered. Both then removed (not timed). N starts back
+   to back after a warm-up, then --idle more, each after 3 s with no start (reported apart).
 2. Memory per task: 200 concurrent `sleep 3600` tasks. berth: RSS and PSS (smaps_rollup) of all
    shim processes (`berth-shim shim <task-dir> ..`) plus the server's RSS growth, per task; podman: RSS and PSS of all
    `conmon` processes, per container. The containers' own processes are not counted.
@@ -29,6 +30,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import task_start as ts  # noqa: E402  (re-execs under the venv for botocore)
 
 IMG = f"{ts.ACCOUNT}.dkr.ecr.{ts.REGION}.amazonaws.com/busybox:1"
+# Idle time before each "after idle" start: longer than the agent keeps the kernel's cgroup
+# attach path warm after a start (berth_agent::cgroups::PRIME_FOR, 2 s).
+IDLE_S = 3.0
 
 
 def http_ok(port):
@@ -80,7 +84,7 @@ def pids_named(pred):
     return out
 
 
-def berth_bench(binary, image_dir, n, ntasks, workdir):
+def berth_bench(binary, image_dir, n, n_idle, ntasks, workdir):
     b = ts.Berth(binary, workdir, 0.002, 60)
     res = {}
     try:
@@ -93,8 +97,10 @@ def berth_bench(binary, image_dir, n, ntasks, workdir):
             containerDefinitions=[{"name": "app", "image": IMG, "essential": True,
                                    "command": ["httpd", "-f", "-p", str(port), "-h", "/"],
                                    "portMappings": [{"containerPort": port}], "stopTimeout": 1}])
-        samples, running = [], []
-        for i in range(n + 1):
+        samples, running, idle = [], [], []
+        for i in range(n + 1 + n_idle):
+            if i > n:
+                time.sleep(IDLE_S)  # an idle host: nothing started for a while
             t0 = time.perf_counter()
             resp = b.ecs.run_task(cluster=b.cluster, taskDefinition="bench-web", launchType="FARGATE",
                                   networkConfiguration={"awsvpcConfiguration": {"subnets": ["subnet-1"]}})
@@ -104,12 +110,15 @@ def berth_bench(binary, image_dir, n, ntasks, workdir):
                 time.sleep(0.002)
             t_run = time.perf_counter() - t0
             dt = wait_http(port, t0)
-            if i > 0:
+            if i > n:
+                idle.append(dt)
+            elif i > 0:
                 samples.append(dt)
                 running.append(t_run)
             b.stop_and_wait(arn)
         res["start_net_ms"] = ts.stats(samples)
         res["running_ms"] = ts.stats(running)
+        res["start_net_after_idle_ms"] = ts.stats(idle)
 
         # Memory: ntasks concurrent sleep tasks.
         server_pid = b.proc.pid
@@ -150,24 +159,29 @@ def berth_bench(binary, image_dir, n, ntasks, workdir):
         b.shutdown()
 
 
-def podman_bench(image_dir, n, ntasks):
+def podman_bench(image_dir, n, n_idle, ntasks):
     ts.run(["skopeo", "copy", "-q", f"oci:{image_dir}:1", f"containers-storage:{ts.PODMAN_REF}"],
            stdout=subprocess.DEVNULL)
     res = {}
     names = []
     try:
         port = ts.free_port()
-        samples = []
-        for i in range(n + 1):
+        samples, idle = [], []
+        for i in range(n + 1 + n_idle):
+            if i > n:
+                time.sleep(IDLE_S)
             name = f"berth-bench-web-{i}"
             t0 = time.perf_counter()
             ts.run(["podman", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:{port}", ts.PODMAN_REF,
                     "httpd", "-f", "-p", str(port), "-h", "/"], stdout=subprocess.DEVNULL)
             dt = wait_http(port, t0)
-            if i > 0:
+            if i > n:
+                idle.append(dt)
+            elif i > 0:
                 samples.append(dt)
             subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)
         res["start_net_ms"] = ts.stats(samples)
+        res["start_net_after_idle_ms"] = ts.stats(idle)
         for i in range(ntasks):
             name = f"berth-bench-sleep-{i}"
             names.append(name)
@@ -191,18 +205,22 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=20)
     ap.add_argument("--tasks", type=int, default=200)
+    ap.add_argument("--idle", type=int, default=5,
+                    help="extra starts, each after %.0f s without any start" % IDLE_S)
     args = ap.parse_args()
     binary = os.environ.get("BERTH_BIN", os.path.join(ts.ROOT, "target", "release", "berth"))
     image_dir = os.environ.get("BERTH_TEST_IMAGE", os.path.join(ts.ROOT, "build", "busybox-oci"))
     workdir = tempfile.mkdtemp(prefix="berth-bench-iso-")
     try:
-        b = berth_bench(binary, image_dir, args.n, args.tasks, workdir)
+        b = berth_bench(binary, image_dir, args.n, args.idle, args.tasks, workdir)
     finally:
         ts.unmount_under(workdir)
         subprocess.run(["rm", "-rf", workdir])
-    p = podman_bench(image_dir, args.n, args.tasks)
+    p = podman_bench(image_dir, args.n, args.idle, args.tasks)
     out = {"berth": b, "podman": p,
            "ratio_start_podman_over_berth": p["start_net_ms"]["median_ms"] / b["start_net_ms"]["median_ms"],
+           "ratio_start_after_idle_podman_over_berth":
+               p["start_net_after_idle_ms"]["median_ms"] / b["start_net_after_idle_ms"]["median_ms"],
            "ratio_rss_berth_over_podman": (b["shim_rss_kib_per_task"] + max(0, b["server_rss_growth_kib_per_task"])) / p["conmon_rss_kib_per_ctr"],
            "ratio_pss_berth_over_podman": (b["shim_pss_kib_per_task"] + max(0, b["server_rss_growth_kib_per_task"])) / p["conmon_pss_kib_per_ctr"]}
     os.makedirs(os.path.join(ts.ROOT, "bench", "results"), exist_ok=True)
