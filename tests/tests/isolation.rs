@@ -517,3 +517,52 @@ fn addresses_are_released_when_tasks_stop() {
         ips.len()
     );
 }
+
+#[test]
+fn udp_port_mappings_reach_the_task() {
+    let s = Server::start();
+    setup(&s);
+    let port = {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        u.local_addr().unwrap().port()
+    };
+    // Busybox has no UDP server, so the task reports its network namespace's UDP counters:
+    // a datagram relayed to a port nobody listens on counts as `NoPorts`.
+    let td = s.register(&fargate_taskdef(
+        "udp",
+        "busybox",
+        json!({
+            "command": ["sh", "-c", "while true; do grep '^Udp:' /proc/net/snmp | tail -1; sleep 0.3; done"],
+            "portMappings": [{"containerPort": port, "protocol": "udp"}],
+            "stopTimeout": 1
+        }),
+    ));
+    let a = s.run_task("iso", &td, None);
+    let t = s.wait_status("iso", &a, "RUNNING", Duration::from_secs(30));
+    let b = &t["containers"][0]["networkBindings"][0];
+    assert_eq!(b["hostPort"], port, "{t}");
+    assert_eq!(b["protocol"], "udp", "{t}");
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let no_ports = |l: &String| -> u64 {
+        // `Udp: InDatagrams NoPorts InErrors OutDatagrams ...`
+        l.split_whitespace()
+            .nth(2)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    loop {
+        sock.send_to(b"hello", ("127.0.0.1", port)).unwrap();
+        let out = logs(&s, "udp", "app", &a);
+        if out.iter().any(|l| no_ports(l) >= 1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no datagram reached the task: {out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    s.aws_ok(&["ecs", "stop-task", "--cluster", "iso", "--task", &a]);
+    wait_stopped(&s, &a);
+}

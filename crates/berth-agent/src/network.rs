@@ -2,8 +2,8 @@
 //! `<data_dir>/netns/<task-id>`, loopback up), attached to the agent's bridge by the standard
 //! CNI `bridge` plugin with `host-local` IPAM (CNI spec 1.0.0, plugins from
 //! `containernetworking-plugins` in `/usr/lib/cni`), the address released by CNI DEL when the
-//! task ends. Container ports are published on 127.0.0.1 of the host by a TCP relay in the
-//! agent. Host isolation: traffic from the bridge to the host is dropped except replies and
+//! task ends. Container ports are published on 127.0.0.1 of the host by TCP and UDP relays in
+//! the agent. Host isolation: traffic from the bridge to the host is dropped except replies and
 //! the task metadata endpoint; traffic from the bridge to other interfaces is not forwarded.
 
 use std::net::Ipv4Addr;
@@ -479,7 +479,7 @@ pub async fn install_isolation(cfg: &NetConfig) {
 }
 
 /// Publishes `127.0.0.1:<host_port>` -> `<ip>:<container_port>` (TCP) until the returned
-/// handle is aborted.
+/// handle is aborted (UDP: [`publish_udp`]).
 pub async fn publish(
     host_port: u16,
     ip: Ipv4Addr,
@@ -502,6 +502,70 @@ pub async fn publish(
                     let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
                 }
             });
+        }
+    }))
+}
+
+/// How long a UDP relay flow (one client address) lives without traffic.
+pub const UDP_FLOW_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Publishes UDP `127.0.0.1:<host_port>` -> `<ip>:<container_port>` until the returned handle
+/// is aborted. Each client address gets its own socket towards the task, so the task's replies
+/// go back to that client; a flow ends after [`UDP_FLOW_IDLE`] without traffic.
+pub async fn publish_udp(
+    host_port: u16,
+    ip: Ipv4Addr,
+    container_port: u16,
+) -> Result<tokio::task::JoinHandle<()>, AgentError> {
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    let front = tokio::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, host_port))
+        .await
+        .map_err(|e| {
+            AgentError::Runtime(format!("cannot publish port 127.0.0.1:{host_port}/udp: {e}"))
+        })?;
+    let front = Arc::new(front);
+    Ok(tokio::spawn(async move {
+        let flows: Arc<std::sync::Mutex<HashMap<SocketAddr, Arc<tokio::net::UdpSocket>>>> =
+            Arc::default();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let Ok((n, client)) = front.recv_from(&mut buf).await else {
+                continue;
+            };
+            let existing = flows.lock().unwrap().get(&client).cloned();
+            let back = match existing {
+                Some(b) => b,
+                None => {
+                    let Ok(b) = tokio::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await
+                    else {
+                        continue;
+                    };
+                    if b.connect((ip, container_port)).await.is_err() {
+                        continue;
+                    }
+                    let b = Arc::new(b);
+                    flows.lock().unwrap().insert(client, b.clone());
+                    let (front, flows, b2) = (front.clone(), flows.clone(), b.clone());
+                    tokio::spawn(async move {
+                        let mut rbuf = vec![0u8; 65536];
+                        loop {
+                            match tokio::time::timeout(UDP_FLOW_IDLE, b2.recv(&mut rbuf)).await {
+                                Ok(Ok(m)) => {
+                                    let _ = front.send_to(&rbuf[..m], client).await;
+                                }
+                                // Idle, or the task refused (ICMP port unreachable): the flow
+                                // ends; the next datagram from the client opens a new one.
+                                _ => break,
+                            }
+                        }
+                        flows.lock().unwrap().remove(&client);
+                    });
+                    b
+                }
+            };
+            let _ = back.send(&buf[..n]).await;
         }
     }))
 }
@@ -562,3 +626,4 @@ mod tests {
         assert_eq!(c["bridge"], "berth0");
     }
 }
+

@@ -487,8 +487,13 @@ impl Supervisor {
         if let Some(net) = &self.net {
             for (idx, c) in self.spec.containers.iter().enumerate() {
                 let mut bound = Vec::new();
-                for p in c.port_mappings.iter().filter(|p| p.protocol != "udp") {
-                    match network::publish(p.host_port, net.ip, p.container_port).await {
+                for p in &c.port_mappings {
+                    let published = if p.protocol == "udp" {
+                        network::publish_udp(p.host_port, net.ip, p.container_port).await
+                    } else {
+                        network::publish(p.host_port, net.ip, p.container_port).await
+                    };
+                    match published {
                         Ok(h) => {
                             relays.push(h);
                             bound.push(p.clone());
