@@ -523,7 +523,9 @@ pub async fn publish_udp(
     let front = tokio::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, host_port))
         .await
         .map_err(|e| {
-            AgentError::Runtime(format!("cannot publish port 127.0.0.1:{host_port}/udp: {e}"))
+            AgentError::Runtime(format!(
+                "cannot publish port 127.0.0.1:{host_port}/udp: {e}"
+            ))
         })?;
     let front = Arc::new(front);
     Ok(tokio::spawn(async move {
@@ -550,15 +552,12 @@ pub async fn publish_udp(
                     let (front, flows, b2) = (front.clone(), flows.clone(), b.clone());
                     tokio::spawn(async move {
                         let mut rbuf = vec![0u8; 65536];
-                        loop {
-                            match tokio::time::timeout(UDP_FLOW_IDLE, b2.recv(&mut rbuf)).await {
-                                Ok(Ok(m)) => {
-                                    let _ = front.send_to(&rbuf[..m], client).await;
-                                }
-                                // Idle, or the task refused (ICMP port unreachable): the flow
-                                // ends; the next datagram from the client opens a new one.
-                                _ => break,
-                            }
+                        // Idle, or the task refused (ICMP port unreachable): the flow ends;
+                        // the next datagram from the client opens a new one.
+                        while let Ok(Ok(m)) =
+                            tokio::time::timeout(UDP_FLOW_IDLE, b2.recv(&mut rbuf)).await
+                        {
+                            let _ = front.send_to(&rbuf[..m], client).await;
                         }
                         flows.lock().unwrap().remove(&client);
                     });
@@ -626,4 +625,3 @@ mod tests {
         assert_eq!(c["bridge"], "berth0");
     }
 }
-
