@@ -161,6 +161,28 @@ impl Server {
         std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default()
     }
 
+    /// The messages of a CloudWatch Logs stream (`aws logs get-log-events --start-from-head`),
+    /// empty when the group or stream does not exist (yet).
+    pub fn log_events(&self, group: &str, stream: &str) -> Vec<String> {
+        let Ok(v) = self.aws(&[
+            "logs",
+            "get-log-events",
+            "--log-group-name",
+            group,
+            "--log-stream-name",
+            stream,
+            "--start-from-head",
+        ]) else {
+            return Vec::new();
+        };
+        v["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e["message"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+
     /// `http://127.0.0.1:<port>`.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

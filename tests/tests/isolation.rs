@@ -14,21 +14,10 @@ fn setup(s: &Server) {
 }
 
 fn logs(s: &Server, family: &str, container: &str, arn: &str) -> Vec<String> {
-    let v = s.aws_ok(&[
-        "logs",
-        "get-log-events",
-        "--log-group-name",
+    s.log_events(
         &format!("/ecs/{family}"),
-        "--log-stream-name",
         &format!("ecs/{container}/{}", task_id(arn)),
-        "--start-from-head",
-    ]);
-    v["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| e["message"].as_str().unwrap_or("").to_string())
-        .collect()
+    )
 }
 
 fn wait_stopped(s: &Server, arn: &str) -> Value {
@@ -294,11 +283,23 @@ fn health_checks_and_depends_on() {
     let ordered = s.register(&td);
     let b = s.run_task("iso", &ordered, None);
     s.wait_status("iso", &b, "RUNNING", Duration::from_secs(30));
-    std::thread::sleep(Duration::from_secs(2));
-    let t = s.describe_task("iso", &b);
-    assert_eq!(container(&t, "db")["lastStatus"], "RUNNING", "{t}");
-    assert_eq!(container(&t, "app")["lastStatus"], "PENDING", "{t}");
-    assert_eq!(container(&t, "side")["exitCode"], 4, "{t}");
+    // Until db is HEALTHY, app waits; meanwhile the sidecar's exit is recorded.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let t = s.describe_task("iso", &b);
+        assert_eq!(container(&t, "db")["lastStatus"], "RUNNING", "{t}");
+        if container(&t, "db")["healthStatus"] != "HEALTHY" {
+            assert_eq!(container(&t, "app")["lastStatus"], "PENDING", "{t}");
+        }
+        if container(&t, "side")["exitCode"] == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sidecar's exit was not recorded: {t}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let t = s.describe_task("iso", &b);

@@ -233,23 +233,7 @@ fn init_process_forwards_signals_and_reaps_orphans() {
     let stream = format!("ecs/app/{}", task_id(&arn));
     let deadline = Instant::now() + Duration::from_secs(30);
     let lines = loop {
-        let v = s.aws(&[
-            "logs",
-            "get-log-events",
-            "--log-group-name",
-            group,
-            "--log-stream-name",
-            &stream,
-            "--start-from-head",
-        ]);
-        let lines: Vec<String> = v.ok().map_or_else(Vec::new, |v| {
-            v["events"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|e| e["message"].as_str().unwrap_or("").to_string())
-                .collect()
-        });
+        let lines = s.log_events(group, &stream);
         if lines.iter().any(|l| l == "ready") {
             break lines;
         }

@@ -857,33 +857,8 @@ impl Shim {
     }
 
     fn reap(&mut self) {
-        loop {
-            let mut status = 0i32;
-            // SAFETY: waitpid(-1) without blocking; status is a valid int.
-            let pid = unsafe {
-                sys::call(
-                    sys::WAIT4,
-                    [
-                        usize::MAX,
-                        &mut status as *mut i32 as usize,
-                        sys::WNOHANG | sys::WALL,
-                        0,
-                        0,
-                        0,
-                    ],
-                )
-            };
-            if pid <= 0 {
-                return;
-            }
-            let code = if status & 0x7f == 0 {
-                (status >> 8) & 0xff
-            } else if ((status & 0x7f) + 1) as i8 >> 1 > 0 {
-                128 + (status & 0x7f)
-            } else {
-                continue; // stopped or continued
-            };
-            self.on_reaped(pid as i32, code);
+        while let Some((pid, code)) = reap_one() {
+            self.on_reaped(pid, code);
         }
     }
 
@@ -989,6 +964,39 @@ impl Shim {
             let flag: &[u8] = if oom { b"1" } else { b"0" };
             self.send_num(b"exit", idx, code as i64, Some(flag));
         }
+    }
+}
+
+/// Reaps one ended child without blocking: `(pid, code)` with a shell-style code (the exit
+/// status, or 128 + signal); `None` when no child has ended.
+fn reap_one() -> Option<(i32, i32)> {
+    loop {
+        let mut status = 0i32;
+        // SAFETY: waitpid(-1) without blocking; status is a valid int.
+        let pid = unsafe {
+            sys::call(
+                sys::WAIT4,
+                [
+                    usize::MAX,
+                    &mut status as *mut i32 as usize,
+                    sys::WNOHANG | sys::WALL,
+                    0,
+                    0,
+                    0,
+                ],
+            )
+        };
+        if pid <= 0 {
+            return None;
+        }
+        let sig = status & 0x7f;
+        if sig == 0 {
+            return Some((pid as i32, (status >> 8) & 0xff));
+        }
+        if sig != 0x7f {
+            return Some((pid as i32, 128 + sig));
+        }
+        // 0x7f: stopped or continued, not ended.
     }
 }
 
@@ -1099,8 +1107,9 @@ fn init(prog: &[u8], argv: *const *const u8, envp: *const *const u8) -> ! {
         sys::exit(126);
     }
     loop {
-        let mut si = [0u32; 32]; // struct signalfd_siginfo: ssi_signo first
-                                 // SAFETY: reading one signalfd_siginfo into a 128-byte buffer.
+        // One struct signalfd_siginfo (128 bytes), ssi_signo first.
+        let mut si = [0u32; 32];
+        // SAFETY: reading one signalfd_siginfo into a 128-byte buffer.
         let n = unsafe { sys::c3(sys::READ, sfd as usize, si.as_mut_ptr() as usize, 128) };
         if n != 128 {
             continue;
@@ -1111,30 +1120,9 @@ fn init(prog: &[u8], argv: *const *const u8, envp: *const *const u8) -> ! {
             unsafe { sys::c3(sys::KILL, child as usize, sig, 0) };
             continue;
         }
-        loop {
-            let mut status = 0i32;
-            // SAFETY: waitpid(-1) without blocking; status is a valid int.
-            let pid = unsafe {
-                sys::call(
-                    sys::WAIT4,
-                    [
-                        usize::MAX,
-                        &mut status as *mut i32 as usize,
-                        sys::WNOHANG,
-                        0,
-                        0,
-                        0,
-                    ],
-                )
-            };
-            if pid <= 0 {
-                break;
-            }
-            if pid as i32 == child {
-                if status & 0x7f == 0 {
-                    sys::exit((status >> 8) & 0xff);
-                }
-                sys::exit(128 + (status & 0x7f));
+        while let Some((pid, code)) = reap_one() {
+            if pid == child {
+                sys::exit(code);
             }
         }
     }
