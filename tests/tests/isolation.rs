@@ -138,7 +138,9 @@ fn oom_caps_readonly_rootfs_and_metadata() {
             "linuxParameters": {"capabilities": {"drop": ["NET_RAW"]}},
             "command": ["sh", "-c",
                 "grep CapEff /proc/self/status; touch /x 2>/dev/null && echo writable || echo ro-refused; \
-                 wget -q -O- $ECS_CONTAINER_METADATA_URI_V4/task; echo; wget -q -O- $ECS_CONTAINER_METADATA_URI_V4; echo"]
+                 wget -q -O- $ECS_CONTAINER_METADATA_URI_V4/task; echo; wget -q -O- $ECS_CONTAINER_METADATA_URI_V4; echo; \
+                 wget -q -O- $ECS_CONTAINER_METADATA_URI_V4/stats >/dev/null; sleep 0.5; \
+                 wget -q -O- $ECS_CONTAINER_METADATA_URI_V4/stats; echo"]
         }),
     ));
     let b = s.run_task("iso", &probe, None);
@@ -184,6 +186,36 @@ fn oom_caps_readonly_rootfs_and_metadata() {
     assert_eq!(
         ctr_doc["Networks"][0]["IPv4Addresses"][0].as_str().unwrap(),
         task_ip(&t)
+    );
+    // The second stats read: Docker's shape, with the first read as `pre*`, the host CPU
+    // time, and the task namespace's interface counters (the wgets themselves made traffic).
+    let stats: Value = out
+        .iter()
+        .find_map(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .filter(|v| v.get("precpu_stats").is_some())
+        })
+        .unwrap_or_else(|| panic!("no stats document: {out:?}"));
+    assert_ne!(stats["preread"], "0001-01-01T00:00:00Z", "{stats}");
+    assert!(
+        stats["cpu_stats"]["system_cpu_usage"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
+    assert!(
+        stats["precpu_stats"]["system_cpu_usage"].as_u64().unwrap()
+            <= stats["cpu_stats"]["system_cpu_usage"].as_u64().unwrap(),
+        "{stats}"
+    );
+    assert!(
+        stats["memory_stats"]["usage"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
+    let nets = stats["networks"].as_object().unwrap();
+    assert!(
+        nets.values()
+            .any(|n| n["rx_bytes"].as_u64().unwrap_or(0) > 0),
+        "{stats}"
     );
 }
 

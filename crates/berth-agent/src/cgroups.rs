@@ -288,42 +288,130 @@ pub fn oom_files(layout: &Layout, rel: &str) -> Vec<PathBuf> {
     v
 }
 
-/// Memory use in bytes and its limit, CPU time in ns, and pids of cgroup `rel` (what the
-/// task metadata endpoint's stats documents report). Missing values are 0.
-pub fn stats(layout: &Layout, rel: &str) -> (u64, u64, u64, u64) {
+/// What the task metadata endpoint's stats documents report about cgroup `rel` (Docker's
+/// stats fields). Missing values are 0 (or empty).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Stats {
+    /// `memory.usage_in_bytes` (v1) / `memory.current` (v2), bytes.
+    pub memory_usage: u64,
+    /// `memory.max_usage_in_bytes` (v1) / `memory.peak` (v2), bytes.
+    pub memory_max_usage: u64,
+    /// The hard limit, bytes (v2 `max` reads as 0).
+    pub memory_limit: u64,
+    /// `memory.stat`, name -> value.
+    pub memory_stat: Vec<(String, u64)>,
+    /// CPU time in ns: total, in kernel mode, in user mode.
+    pub cpu_total_ns: u64,
+    pub cpu_kernel_ns: u64,
+    pub cpu_user_ns: u64,
+    /// CFS: periods, throttled periods, throttled time (ns).
+    pub periods: u64,
+    pub throttled_periods: u64,
+    pub throttled_ns: u64,
+    pub pids: u64,
+}
+
+/// Parses `name value` lines (`memory.stat`, `cpu.stat`, `cpuacct.stat`).
+pub fn flat_keyed(text: &str) -> Vec<(String, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// [`Stats`] of cgroup `rel` (v1 controllers or the v2 hierarchy).
+pub fn stats(layout: &Layout, rel: &str) -> Stats {
+    let read = |p: Option<PathBuf>| p.and_then(|p| std::fs::read_to_string(p).ok());
     let num = |p: Option<PathBuf>| -> u64 {
-        p.and_then(|p| std::fs::read_to_string(p).ok())
+        read(p)
             .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
+            .unwrap_or(0)
+    };
+    let get = |kv: &[(String, u64)], k: &str| {
+        kv.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| *v)
             .unwrap_or(0)
     };
     if layout.is_unified() {
         let d = controller_dir(layout, "memory", rel);
-        let cpu = d
-            .as_ref()
-            .and_then(|d| std::fs::read_to_string(d.join("cpu.stat")).ok())
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse::<u64>().ok())
-            })
-            .unwrap_or(0)
-            * 1000;
-        return (
-            num(d.as_ref().map(|d| d.join("memory.current"))),
-            num(d.as_ref().map(|d| d.join("memory.max"))),
-            cpu,
-            num(d.as_ref().map(|d| d.join("pids.current"))),
-        );
+        let f = |name: &str| d.as_ref().map(|d| d.join(name));
+        let cpu = flat_keyed(&read(f("cpu.stat")).unwrap_or_default());
+        return Stats {
+            memory_usage: num(f("memory.current")),
+            memory_max_usage: num(f("memory.peak")),
+            memory_limit: num(f("memory.max")),
+            memory_stat: flat_keyed(&read(f("memory.stat")).unwrap_or_default()),
+            cpu_total_ns: get(&cpu, "usage_usec") * 1000,
+            cpu_kernel_ns: get(&cpu, "system_usec") * 1000,
+            cpu_user_ns: get(&cpu, "user_usec") * 1000,
+            periods: get(&cpu, "nr_periods"),
+            throttled_periods: get(&cpu, "nr_throttled"),
+            throttled_ns: get(&cpu, "throttled_usec") * 1000,
+            pids: num(f("pids.current")),
+        };
     }
-    (
-        num(controller_dir(layout, "memory", rel).map(|d| d.join("memory.usage_in_bytes"))),
-        num(controller_dir(layout, "memory", rel).map(|d| d.join("memory.limit_in_bytes"))),
-        num(controller_dir(layout, "cpuacct", rel).map(|d| d.join("cpuacct.usage"))),
-        num(controller_dir(layout, "pids", rel).map(|d| d.join("pids.current"))),
-    )
+    let mem = |name: &str| controller_dir(layout, "memory", rel).map(|d| d.join(name));
+    // cpuacct.stat is in USER_HZ ticks (100 per second on Linux).
+    let acct = flat_keyed(
+        &read(controller_dir(layout, "cpuacct", rel).map(|d| d.join("cpuacct.stat")))
+            .unwrap_or_default(),
+    );
+    let cfs = flat_keyed(
+        &read(controller_dir(layout, "cpu", rel).map(|d| d.join("cpu.stat"))).unwrap_or_default(),
+    );
+    Stats {
+        memory_usage: num(mem("memory.usage_in_bytes")),
+        memory_max_usage: num(mem("memory.max_usage_in_bytes")),
+        memory_limit: num(mem("memory.limit_in_bytes")),
+        memory_stat: flat_keyed(&read(mem("memory.stat")).unwrap_or_default()),
+        cpu_total_ns: num(controller_dir(layout, "cpuacct", rel).map(|d| d.join("cpuacct.usage"))),
+        cpu_kernel_ns: get(&acct, "system") * 10_000_000,
+        cpu_user_ns: get(&acct, "user") * 10_000_000,
+        periods: get(&cfs, "nr_periods"),
+        throttled_periods: get(&cfs, "nr_throttled"),
+        throttled_ns: get(&cfs, "throttled_time"),
+        pids: num(controller_dir(layout, "pids", rel).map(|d| d.join("pids.current"))),
+    }
+}
+
+/// The host's CPU time in ns since boot as Docker's `system_cpu_usage` counts it: the sum of
+/// the `cpu` line of `/proc/stat` (user .. steal, USER_HZ = 100 ticks per second).
+pub fn system_cpu_ns(proc_stat: &str) -> u64 {
+    proc_stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .take(8)
+                .filter_map(|x| x.parse::<u64>().ok())
+                .sum::<u64>()
+                * 10_000_000
+        })
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cpu_and_keyed_files() {
+        assert_eq!(
+            crate::cgroups::system_cpu_ns(
+                "cpu  10 0 5 85 0 0 0 0 0 0\ncpu0 5 0 2 40 0 0 0 0 0 0\n"
+            ),
+            100 * 10_000_000
+        );
+        assert_eq!(crate::cgroups::system_cpu_ns(""), 0);
+        let kv = crate::cgroups::flat_keyed("user 12\nsystem 3\nbad line\n");
+        assert_eq!(
+            kv,
+            vec![("user".to_string(), 12), ("system".to_string(), 3)]
+        );
+    }
+
     use super::*;
 
     const HYBRID: &str = "\

@@ -268,7 +268,7 @@ pub async fn run(mut config: AgentConfig) -> Result<(), AgentError> {
     let layout = cgroups::Layout::read();
     let agent = Arc::new(Agent {
         runtime: runtime::Runtime::new(&config.runtime),
-        metadata: Arc::new(metadata::Metadata::new(layout.clone())),
+        metadata: Arc::new(metadata::Metadata::new(layout.clone(), tasks_dir.clone())),
         primer: cgroups::AttachPrimer::new(layout.clone()),
         layout,
         logs: control::LogShipper::start(control.clone()),

@@ -40,6 +40,41 @@ pub struct Metadata {
     tasks: Mutex<HashMap<String, Entry>>,
     serving: AtomicBool,
     layout: Layout,
+    /// `<data-dir>/tasks`: where the containers' pids are (`<task-id>/c<idx>/pid`).
+    tasks_dir: std::path::PathBuf,
+    /// The previous stats read per container id: (`read` time, `cpu_stats`), for Docker's
+    /// `preread` / `precpu_stats`.
+    prev: Mutex<HashMap<String, (Value, Value)>>,
+}
+
+/// Docker's zero time, `preread` of a first stats read.
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// `/proc/<pid>/net/dev` as Docker's `networks`: interface -> rx/tx bytes, packets, errors,
+/// drops (`lo` left out).
+pub fn networks(net_dev: &str) -> Value {
+    let mut o = serde_json::Map::new();
+    for l in net_dev.lines().skip(2) {
+        let Some((name, rest)) = l.split_once(':') else {
+            continue;
+        };
+        let name = name.trim();
+        let v: Vec<u64> = rest
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if name == "lo" || v.len() < 12 {
+            continue;
+        }
+        o.insert(
+            name.to_string(),
+            json!({
+                "rx_bytes": v[0], "rx_packets": v[1], "rx_errors": v[2], "rx_dropped": v[3],
+                "tx_bytes": v[8], "tx_packets": v[9], "tx_errors": v[10], "tx_dropped": v[11],
+            }),
+        );
+    }
+    Value::Object(o)
 }
 
 fn iso(t: Option<f64>) -> Value {
@@ -77,11 +112,14 @@ fn rfc3339(secs: i64, nanos: u32) -> String {
 }
 
 impl Metadata {
-    pub fn new(layout: Layout) -> Metadata {
+    /// `tasks_dir`: the agent's `<data-dir>/tasks`.
+    pub fn new(layout: Layout, tasks_dir: std::path::PathBuf) -> Metadata {
         Metadata {
             tasks: Mutex::new(HashMap::new()),
             serving: AtomicBool::new(false),
             layout,
+            tasks_dir,
+            prev: Mutex::new(HashMap::new()),
         }
     }
 
@@ -136,6 +174,11 @@ impl Metadata {
 
     pub fn remove(&self, task_id: &str) {
         self.tasks.lock().unwrap().remove(task_id);
+        let prefix = crate::task::container_id(task_id, "");
+        self.prev
+            .lock()
+            .unwrap()
+            .retain(|id, _| !id.starts_with(&prefix));
     }
 
     /// The endpoint is listening.
@@ -232,6 +275,11 @@ impl Metadata {
         })
     }
 
+    /// Docker's stats document for container `idx` (what `docker stats --no-stream` returns
+    /// and the AWS metadata endpoint serves): `read`/`preread`, `cpu_stats`/`precpu_stats`
+    /// (`cpu_usage` in ns, `system_cpu_usage`, `online_cpus`, `throttling_data`),
+    /// `memory_stats`, `pids_stats`, `networks` (the task namespace's interfaces), and empty
+    /// `blkio_stats`/`storage_stats`.
     fn stats_doc(&self, e: &Entry, idx: usize) -> Value {
         let c = &e.spec.containers[idx];
         let rel = format!(
@@ -239,16 +287,76 @@ impl Metadata {
             crate::task::cgroup_task_rel(&e.spec.task_id),
             crate::task::safe_name(&c.name)
         );
-        let (mem, limit, cpu_ns, pids) = crate::cgroups::stats(&self.layout, &rel);
+        let st = crate::cgroups::stats(&self.layout, &rel);
         let id = crate::task::container_id(&e.spec.task_id, &c.name);
+        let system = crate::cgroups::system_cpu_ns(
+            &std::fs::read_to_string("/proc/stat").unwrap_or_default(),
+        );
+        let online = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let cpu = json!({
+            "cpu_usage": {
+                "total_usage": st.cpu_total_ns,
+                "usage_in_kernelmode": st.cpu_kernel_ns,
+                "usage_in_usermode": st.cpu_user_ns,
+            },
+            "system_cpu_usage": system,
+            "online_cpus": online,
+            "throttling_data": {
+                "periods": st.periods,
+                "throttled_periods": st.throttled_periods,
+                "throttled_time": st.throttled_ns,
+            },
+        });
+        let read = iso(Some(berth_core::epoch_now()));
+        let (preread, precpu) = self
+            .prev
+            .lock()
+            .unwrap()
+            .insert(id.clone(), (read.clone(), cpu.clone()))
+            .unwrap_or_else(|| {
+                (
+                    Value::String(ZERO_TIME.into()),
+                    json!({"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0,
+                           "usage_in_usermode": 0}, "throttling_data": {"periods": 0,
+                           "throttled_periods": 0, "throttled_time": 0}}),
+                )
+            });
+        let pid = std::fs::read_to_string(
+            self.tasks_dir
+                .join(&e.spec.task_id)
+                .join(format!("c{idx}"))
+                .join("pid"),
+        )
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok());
+        let networks = pid
+            .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/net/dev")).ok())
+            .map(|t| networks(&t))
+            .unwrap_or_else(|| json!({}));
+        let mem_stat: serde_json::Map<String, Value> = st
+            .memory_stat
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
         json!({
-            "read": iso(Some(berth_core::epoch_now())),
-            "name": format!("/{id}"),
+            "read": read,
+            "preread": preread,
+            "name": c.name,
             "id": id,
-            "pids_stats": {"current": pids},
-            "memory_stats": {"usage": mem, "limit": limit, "stats": {}},
-            "cpu_stats": {"cpu_usage": {"total_usage": cpu_ns}, "online_cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)},
-            "networks": {},
+            "num_procs": 0,
+            "pids_stats": {"current": st.pids},
+            "blkio_stats": {"io_service_bytes_recursive": [], "io_serviced_recursive": [],
+                            "io_queue_recursive": [], "io_service_time_recursive": [],
+                            "io_wait_time_recursive": [], "io_merged_recursive": [],
+                            "io_time_recursive": [], "sectors_recursive": []},
+            "storage_stats": {},
+            "cpu_stats": cpu,
+            "precpu_stats": precpu,
+            "memory_stats": {"usage": st.memory_usage, "max_usage": st.memory_max_usage,
+                             "limit": st.memory_limit, "stats": mem_stat},
+            "networks": networks,
         })
     }
 
@@ -317,7 +425,7 @@ mod tests {
 
     #[test]
     fn documents() {
-        let m = Metadata::new(Layout::parse(""));
+        let m = Metadata::new(Layout::parse(""), std::env::temp_dir());
         let spec = TaskSpec {
             task_id: "abc".into(),
             task_arn: "arn:aws:ecs:us-east-1:000000000000:task/demo/abc".into(),
@@ -362,5 +470,31 @@ mod tests {
         assert_eq!(t["Containers"][0]["DockerId"], "berth-abc-app");
         assert!(m.with("abc-1", |_, _, _| ()).is_none());
         assert!(m.with("zzz-0", |_, _, _| ()).is_none());
+        // Stats: the second read's precpu_stats/preread are the first read's.
+        let s1 = m.with("abc-0", |m, e, i| m.stats_doc(e, i)).unwrap();
+        assert_eq!(s1["preread"], ZERO_TIME);
+        assert_eq!(s1["precpu_stats"]["cpu_usage"]["total_usage"], 0);
+        assert!(s1["cpu_stats"]["system_cpu_usage"].as_u64().unwrap() > 0);
+        let s2 = m.with("abc-0", |m, e, i| m.stats_doc(e, i)).unwrap();
+        assert_eq!(s2["preread"], s1["read"]);
+        assert_eq!(s2["precpu_stats"], s1["cpu_stats"]);
+        assert_eq!(s2["name"], "app");
+        m.remove("abc");
+        assert!(m.prev.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn network_counters() {
+        let dev = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:     120       2    0    0    0     0          0         0      120       2    0    0    0     0       0          0
+  eth0:    5082      41    0    1    0     0          0         0     1738      19    2    0    0     0       0          0
+";
+        let n = networks(dev);
+        assert!(n.get("lo").is_none());
+        assert_eq!(n["eth0"]["rx_bytes"], 5082);
+        assert_eq!(n["eth0"]["rx_dropped"], 1);
+        assert_eq!(n["eth0"]["tx_packets"], 19);
+        assert_eq!(n["eth0"]["tx_errors"], 2);
     }
 }
