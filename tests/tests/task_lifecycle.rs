@@ -256,3 +256,18 @@ fn init_process_forwards_signals_and_reaps_orphans() {
     assert!(started.elapsed() < Duration::from_secs(10), "{t}");
     assert_eq!(t["containers"][0]["exitCode"], 143, "{t}");
 }
+
+#[test]
+fn a_command_that_cannot_run_fails_the_task_with_the_runtime_error() {
+    let s = Server::start();
+    let td = setup(&s, "nocmd", json!({"command": ["/no/such/program"]}));
+    let arn = s.run_task("demo", &td, None);
+    let t = s.wait_status("demo", &arn, "STOPPED", Duration::from_secs(30));
+    assert_eq!(t["stopCode"], "TaskFailedToStart", "{t}");
+    let reason = t["stoppedReason"].as_str().unwrap_or("");
+    assert!(
+        reason.starts_with("CannotStartContainerError: ") && reason.contains("/no/such/program"),
+        "{t}"
+    );
+    assert_eq!(t["containers"][0]["reason"], reason, "{t}");
+}

@@ -885,6 +885,8 @@ impl Shim {
                 close(st.fd);
                 st.fd = -1;
             }
+            close(c.log);
+            c.log = -1;
             c.done = true;
             let mut m = Vec::from(&b"the runtime exited with "[..]);
             push_num(&mut m, code as u64);
@@ -896,6 +898,12 @@ impl Shim {
             .filter(|p| *p > 0 && *p < i32::MAX as u64)
             .map(|p| p as i32);
         let Some(p) = p else {
+            for st in c.streams.iter_mut() {
+                close(st.fd);
+                st.fd = -1;
+            }
+            close(c.log);
+            c.log = -1;
             c.done = true;
             return self.fail(idx, b"the runtime wrote no pid file");
         };
