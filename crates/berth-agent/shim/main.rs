@@ -565,6 +565,19 @@ struct Ctr {
     done: bool,
 }
 
+impl Ctr {
+    /// Closes the container's output pipes and log file; it is done.
+    fn finish(&mut self) {
+        for st in self.streams.iter_mut() {
+            close(st.fd);
+            st.fd = -1;
+        }
+        close(self.log);
+        self.log = -1;
+        self.done = true;
+    }
+}
+
 struct Shim {
     task_dir: &'static [u8],
     runtime: &'static [u8],
@@ -881,13 +894,7 @@ impl Shim {
         c.runtime_pid = 0;
         let idx = c.idx;
         if code != 0 {
-            for st in c.streams.iter_mut() {
-                close(st.fd);
-                st.fd = -1;
-            }
-            close(c.log);
-            c.log = -1;
-            c.done = true;
+            c.finish();
             let mut m = Vec::from(&b"the runtime exited with "[..]);
             push_num(&mut m, code as u64);
             return self.fail(idx, &m);
@@ -898,13 +905,7 @@ impl Shim {
             .filter(|p| *p > 0 && *p < i32::MAX as u64)
             .map(|p| p as i32);
         let Some(p) = p else {
-            for st in c.streams.iter_mut() {
-                close(st.fd);
-                st.fd = -1;
-            }
-            close(c.log);
-            c.log = -1;
-            c.done = true;
+            c.finish();
             return self.fail(idx, b"the runtime wrote no pid file");
         };
         c.pid = p;
@@ -931,10 +932,7 @@ impl Shim {
             if draining && now.saturating_sub(c.exited_at) < DRAIN_WAIT_MS {
                 continue;
             }
-            for st in c.streams.iter_mut() {
-                close(st.fd);
-                st.fd = -1;
-            }
+            c.finish();
             let oom = c
                 .oom_files
                 .iter()
@@ -965,9 +963,6 @@ impl Shim {
                     };
                 }
             }
-            c.done = true;
-            close(c.log);
-            c.log = -1;
             let idx = c.idx;
             let flag: &[u8] = if oom { b"1" } else { b"0" };
             self.send_num(b"exit", idx, code as i64, Some(flag));
