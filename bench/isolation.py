@@ -218,6 +218,8 @@ def main():
         subprocess.run(["rm", "-rf", workdir])
     p = podman_bench(image_dir, args.n, args.idle, args.tasks)
     out = {"berth": b, "podman": p,
+           "host": {"kernel": os.uname().release, "cpus": os.cpu_count(),
+                    "cold_cgroup_attach_ms": ts.cold_cgroup_attach_ms()},
            "ratio_start_podman_over_berth": p["start_net_ms"]["median_ms"] / b["start_net_ms"]["median_ms"],
            "ratio_start_after_idle_podman_over_berth":
                p["start_net_after_idle_ms"]["median_ms"] / b["start_net_after_idle_ms"]["median_ms"],
