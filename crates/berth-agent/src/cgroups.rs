@@ -134,42 +134,38 @@ pub fn controller_dir(layout: &Layout, ctl: &str, rel: &str) -> Option<PathBuf> 
     None
 }
 
-/// Primes the kernel's cgroup attach path before a container start: moves this process into
-/// the cgroup it is already in (a no-op move) in one hierarchy. Every cgroup attach (v1 and
-/// v2) takes the global `cgroup_threadgroup_rwsem` for writing, and when no attach happened in
-/// the last RCU grace period that costs a full `synchronize_rcu()` (11-15 ms measured here,
-/// HZ=250) — inside `<runtime> run`, on the task's critical path. Called in a blocking thread
-/// as soon as a task is assigned, it pays that wait while the image, network and bundle are
-/// prepared, and the runtime's own attach a few ms later finds the lock warm. Hosts mounted
-/// with `favordynmods` never pay it; there this costs one cheap write. Errors are ignored
-/// (it is only an optimisation).
-pub fn prime_attach(layout: &Layout) {
+/// The `cgroup.procs` of the cgroup this process is in, in one hierarchy: writing our own pid
+/// there is a no-op move that still takes the kernel's cgroup attach path (see
+/// [`AttachPrimer`]). `None` when no such file exists.
+pub fn attach_target(layout: &Layout) -> Option<PathBuf> {
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     // `hierarchy-id:controllers:path`; v2 is `0::path`.
-    let target = own.lines().find_map(|l| {
+    own.lines().find_map(|l| {
         let mut f = l.splitn(3, ':');
         let (_, ctls, path) = (f.next()?, f.next()?, f.next()?);
         let base = if ctls.is_empty() {
             layout.v2.clone()?
         } else {
-            let first = ctls.split(',').next()?;
-            controller_mount(layout, first)?
+            controller_mount(layout, ctls.split(',').next()?)?
         };
         let p = base.join(path.trim_start_matches('/')).join("cgroup.procs");
         p.exists().then_some(p)
-    });
-    if let Some(p) = target {
-        let _ = std::fs::write(p, std::process::id().to_string());
-    }
+    })
 }
 
-/// Keeps the cgroup attach path warm (see [`prime_attach`]) while tasks are starting: after
-/// each [`AttachPrimer::touch`], a thread primes it every [`PRIME_INTERVAL`] for [`PRIME_FOR`].
-/// One prime only moves the cold wait earlier; the kernel forgets a warm attach path one RCU
-/// grace period after the last attach, so back-to-back starts need it kept warm. Costs about
-/// 1% of one CPU while active and nothing when no task started for [`PRIME_FOR`].
+/// Keeps the kernel's cgroup attach path warm while tasks are starting. Every cgroup attach
+/// (v1 and v2) takes the global `cgroup_threadgroup_rwsem` for writing, and when no attach
+/// happened in the last RCU grace period that costs a full `synchronize_rcu()` (11-15 ms
+/// measured here, HZ=250) inside `<runtime> run`, on the task's critical path. After each
+/// [`AttachPrimer::touch`] a thread moves this process into the cgroup it is already in
+/// ([`attach_target`]) every [`PRIME_INTERVAL`] for [`PRIME_FOR`]: the first move pays the
+/// cold wait while the image, network and bundle are prepared, the next ones keep the path warm
+/// for back-to-back starts (the kernel forgets a warm path one grace period after the last
+/// attach). Costs under 1% of one CPU while active, nothing otherwise; hosts mounted with
+/// `favordynmods` never pay the wait and there this is merely cheap. Errors are ignored (it is
+/// only an optimisation).
 pub struct AttachPrimer {
-    layout: Layout,
+    target: Option<PathBuf>,
     until: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
@@ -181,13 +177,16 @@ pub const PRIME_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 impl AttachPrimer {
     pub fn new(layout: Layout) -> std::sync::Arc<AttachPrimer> {
         std::sync::Arc::new(AttachPrimer {
-            layout,
+            target: attach_target(&layout),
             until: std::sync::Mutex::new(None),
         })
     }
 
     /// A task is starting: prime now (in the background) and keep priming for [`PRIME_FOR`].
     pub fn touch(self: &std::sync::Arc<Self>) {
+        let Some(target) = self.target.clone() else {
+            return;
+        };
         let until = std::time::Instant::now() + PRIME_FOR;
         let start = {
             let mut u = self.until.lock().unwrap();
@@ -201,13 +200,20 @@ impl AttachPrimer {
         let me = self.clone();
         let spawned = std::thread::Builder::new()
             .name("cgroup-primer".into())
-            .spawn(move || loop {
-                prime_attach(&me.layout);
-                std::thread::sleep(PRIME_INTERVAL);
-                let mut u = me.until.lock().unwrap();
-                if u.is_none_or(|t| std::time::Instant::now() >= t) {
-                    *u = None;
-                    return;
+            .spawn(move || {
+                use std::io::Write;
+                let pid = std::process::id().to_string();
+                let f = std::fs::OpenOptions::new().write(true).open(&target);
+                loop {
+                    if let Ok(mut f) = f.as_ref() {
+                        let _ = f.write_all(pid.as_bytes());
+                    }
+                    std::thread::sleep(PRIME_INTERVAL);
+                    let mut u = me.until.lock().unwrap();
+                    if f.is_err() || u.is_none_or(|t| std::time::Instant::now() >= t) {
+                        *u = None;
+                        return;
+                    }
                 }
             });
         if spawned.is_err() {
@@ -396,6 +402,18 @@ pub fn system_cpu_ns(proc_stat: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn attach_target_is_our_own_cgroup() {
+        let layout = crate::cgroups::Layout::read();
+        if layout.v1.is_empty() && layout.v2.is_none() {
+            return; // no cgroups mounted here
+        }
+        let t = crate::cgroups::attach_target(&layout).expect("our cgroup.procs");
+        let procs = std::fs::read_to_string(&t).unwrap();
+        let me = std::process::id().to_string();
+        assert!(procs.lines().any(|l| l == me), "{} lacks {me}", t.display());
+    }
+
     #[test]
     fn cpu_and_keyed_files() {
         assert_eq!(
