@@ -10,7 +10,8 @@
 //!   and old healthy tasks are only stopped while at least
 //!   `ceil(desired * minimumHealthyPercent / 100)` healthy tasks remain;
 //! - a task that stops without the scheduler asking (its essential container exited, it failed
-//!   to start) or turns UNHEALTHY counts as a failed task of its deployment and is replaced;
+//!   to start) or turns UNHEALTHY counts as a failed task of its deployment and is replaced
+//!   (UNHEALTHY is ignored for `healthCheckGracePeriodSeconds` after the task started);
 //!   a task stopped by the user (StopTask) is replaced without counting as a failure;
 //! - launches are throttled after repeated failures ("is unable to consistently start tasks
 //!   successfully");
@@ -298,11 +299,23 @@ pub fn reconcile(
     }
     r.tasks = kept;
 
-    // 2. Unhealthy tasks are stopped (and count as failures).
+    // 2. Unhealthy tasks are stopped (and count as failures), except during the service's
+    // healthCheckGracePeriodSeconds after the task started (then looked at again when it ends).
+    let grace = r
+        .service
+        .health_check_grace_period_seconds
+        .unwrap_or(0)
+        .max(0) as f64;
     let mut stop: Vec<(String, String)> = Vec::new();
+    let mut grace_ends: Option<f64> = None;
     for t in &r.tasks {
         let Some(o) = find(&t.id) else { continue };
         if o.live() && o.health_status == "UNHEALTHY" {
+            let left = o.started_at.map_or(0.0, |s| s + grace - now);
+            if left > 0.0 {
+                grace_ends = Some(grace_ends.map_or(left, |g: f64| g.min(left)));
+                continue;
+            }
             stop.push((t.id.clone(), "Task failed container health checks".into()));
         }
     }
@@ -661,6 +674,9 @@ pub fn reconcile(
         .fold(f64::INFINITY, f64::min);
     if settle.is_finite() {
         plan.requeue_after = Some(plan.requeue_after.map_or(settle, |q| q.min(settle)));
+    }
+    if let Some(g) = grace_ends {
+        plan.requeue_after = Some(plan.requeue_after.map_or(g, |q| q.min(g)));
     }
     plan.start = started;
     plan.stop = stop;

@@ -159,6 +159,26 @@ fn unhealthy_tasks_are_stopped_and_replaced() {
 }
 
 #[test]
+fn unhealthy_tasks_are_left_alone_during_the_grace_period() {
+    let mut r = service(1, 100, 200);
+    r.service.health_check_grace_period_seconds = Some(30);
+    own(&mut r, "a", "ecs-svc/1");
+    let mut sick = task("a", "RUNNING");
+    sick.has_health_check = true;
+    sick.health_status = "UNHEALTHY".into();
+    sick.started_at = Some(100.0);
+    // 10 s after it started: ignored, looked at again when the grace period ends.
+    let p = reconcile(&r, std::slice::from_ref(&sick), 110.0, &mut ids());
+    assert!(p.stop.is_empty(), "{:?}", p.stop);
+    assert!(p.start.is_empty());
+    assert_eq!(p.requeue_after, Some(20.0));
+    // After the grace period: stopped and replaced.
+    let p = reconcile(&r, &[sick], 131.0, &mut ids());
+    assert_eq!(p.stop.len(), 1);
+    assert_eq!(p.start.len(), 1);
+}
+
+#[test]
 fn scale_in_stops_pending_tasks_first() {
     let mut r = service(1, 100, 200);
     own(&mut r, "a", "ecs-svc/1");
