@@ -836,34 +836,36 @@ impl ControlPlane {
         Ok(json!({ "serviceDeployments": list, "nextToken": next }))
     }
 
-    pub(super) fn describe_service_deployments(
+    /// DescribeServiceDeployments / DescribeServiceRevisions: 1 to 20 ARNs of `kind`
+    /// (`service-deployment`, `service-revision`), each looked up in its service's record by
+    /// `find`; the ones not found are `MISSING` failures. `field` names the list in the answer
+    /// and in the error message.
+    fn describe_by_arns<T: serde::Serialize>(
         &self,
-        req: DescribeServiceArnsRequest,
+        arns: Option<Vec<String>>,
+        field: &str,
+        kind: &str,
+        find: impl Fn(&Self, &str, ServiceRecord, &str) -> Result<Option<T>, AwsError>,
     ) -> Result<Value, AwsError> {
-        let arns = req.service_deployment_arns.unwrap_or_default();
+        let arns = arns.unwrap_or_default();
         if arns.is_empty() || arns.len() > 20 {
-            return Err(AwsError::invalid_parameter(
-                "serviceDeploymentArns can have between 1 and 20 items.",
-            ));
+            let name = format!("{}Arns", field.trim_end_matches('s'));
+            return Err(AwsError::invalid_parameter(format!(
+                "{name} can have between 1 and 20 items."
+            )));
         }
         let mut out = Vec::new();
         let mut failures = Vec::new();
         for arn in &arns {
-            let found = match parse_sub_arn(arn, "service-deployment") {
+            let found = match parse_sub_arn(arn, kind) {
                 Some((cluster, name, _)) => match self.load_service(cluster, name)? {
-                    Some(rec) => {
-                        let obs = self.observe(cluster, &rec)?;
-                        rec.service_deployments
-                            .iter()
-                            .find(|s| &s.sd.service_deployment_arn == arn)
-                            .map(|s| live_sd(&rec, &obs, s))
-                    }
+                    Some(rec) => find(self, cluster, rec, arn)?,
                     None => None,
                 },
                 None => None,
             };
             match found {
-                Some(sd) => out.push(sd),
+                Some(v) => out.push(v),
                 None => failures.push(Failure {
                     arn: arn.clone(),
                     reason: "MISSING".into(),
@@ -871,40 +873,43 @@ impl ControlPlane {
                 }),
             }
         }
-        Ok(json!({ "serviceDeployments": out, "failures": failures }))
+        Ok(json!({ field: out, "failures": failures }))
+    }
+
+    pub(super) fn describe_service_deployments(
+        &self,
+        req: DescribeServiceArnsRequest,
+    ) -> Result<Value, AwsError> {
+        self.describe_by_arns(
+            req.service_deployment_arns,
+            "serviceDeployments",
+            "service-deployment",
+            |me, cluster, rec, arn| {
+                let obs = me.observe(cluster, &rec)?;
+                Ok(rec
+                    .service_deployments
+                    .iter()
+                    .find(|s| s.sd.service_deployment_arn == arn)
+                    .map(|s| live_sd(&rec, &obs, s)))
+            },
+        )
     }
 
     pub(super) fn describe_service_revisions(
         &self,
         req: DescribeServiceArnsRequest,
     ) -> Result<Value, AwsError> {
-        let arns = req.service_revision_arns.unwrap_or_default();
-        if arns.is_empty() || arns.len() > 20 {
-            return Err(AwsError::invalid_parameter(
-                "serviceRevisionArns can have between 1 and 20 items.",
-            ));
-        }
-        let mut out = Vec::new();
-        let mut failures = Vec::new();
-        for arn in &arns {
-            let found = match parse_sub_arn(arn, "service-revision") {
-                Some((cluster, name, _)) => self.load_service(cluster, name)?.and_then(|rec| {
-                    rec.revisions
-                        .into_iter()
-                        .find(|r| &r.service_revision_arn == arn)
-                }),
-                None => None,
-            };
-            match found {
-                Some(r) => out.push(r),
-                None => failures.push(Failure {
-                    arn: arn.clone(),
-                    reason: "MISSING".into(),
-                    detail: None,
-                }),
-            }
-        }
-        Ok(json!({ "serviceRevisions": out, "failures": failures }))
+        self.describe_by_arns(
+            req.service_revision_arns,
+            "serviceRevisions",
+            "service-revision",
+            |_, _, rec, arn| {
+                Ok(rec
+                    .revisions
+                    .into_iter()
+                    .find(|r| r.service_revision_arn == arn))
+            },
+        )
     }
 
     pub(super) fn stop_service_deployment(
