@@ -684,33 +684,13 @@ impl Shim {
                 sys::c3(sys::DUP3, self.dev_null as usize, 0, 0);
                 sys::c3(sys::DUP3, out_w as usize, 1, 0);
                 sys::c3(sys::DUP3, err_w as usize, 2, 0);
-                let empty = 0u64;
-                sys::call(
-                    sys::RT_SIGPROCMASK,
-                    [2, &empty as *const u64 as usize, 0, 8, 0, 0],
-                );
-                if self.runtime_fd >= 0 {
-                    sys::call(
-                        sys::EXECVEAT,
-                        [
-                            self.runtime_fd as usize,
-                            c"".as_ptr() as usize,
-                            argv.as_ptr() as usize,
-                            self.envp as usize,
-                            sys::AT_EMPTY_PATH,
-                            0,
-                        ],
-                    );
-                }
-                for p in &self.runtime_paths {
-                    sys::c3(
-                        sys::EXECVE,
-                        p.as_ptr() as usize,
-                        argv.as_ptr() as usize,
-                        self.envp as usize,
-                    );
-                }
             }
+            exec_child(
+                self.runtime_fd,
+                &self.runtime_paths,
+                argv.as_ptr(),
+                self.envp,
+            );
             let msg = b"berth-shim: cannot execute the runtime\n";
             write_all(2, msg, false);
             sys::exit(127);
@@ -970,6 +950,64 @@ impl Shim {
     }
 }
 
+/// The signal-set bit of signal `s`.
+const fn sig_bit(s: u64) -> u64 {
+    1 << (s - 1)
+}
+
+/// `sigprocmask(how, set)`: 0 = SIG_BLOCK, 2 = SIG_SETMASK.
+fn sigmask(how: usize, set: u64) {
+    // SAFETY: a valid 8-byte signal set.
+    unsafe {
+        sys::call(
+            sys::RT_SIGPROCMASK,
+            [how, &set as *const u64 as usize, 0, 8, 0, 0],
+        )
+    };
+}
+
+/// A signalfd for the signals in `set` (`flags`: O_NONBLOCK, O_CLOEXEC); negative on failure.
+fn signalfd(set: u64, flags: usize) -> i32 {
+    // SAFETY: a valid 8-byte signal set.
+    unsafe {
+        sys::call(
+            sys::SIGNALFD4,
+            [usize::MAX, &set as *const u64 as usize, 8, flags, 0, 0],
+        ) as i32
+    }
+}
+
+/// In a freshly forked child: clears the signal mask and executes `argv` (NULL-terminated)
+/// from `fd` (when open, with `execveat`) or else from the first of `paths` that works.
+/// Returns only when nothing could be executed.
+fn exec_child(fd: i32, paths: &[Vec<u8>], argv: *const *const u8, envp: *const *const u8) {
+    sigmask(2, 0);
+    // SAFETY: NUL-terminated paths, NULL-terminated argv and envp arrays.
+    unsafe {
+        if fd >= 0 {
+            sys::call(
+                sys::EXECVEAT,
+                [
+                    fd as usize,
+                    c"".as_ptr() as usize,
+                    argv as usize,
+                    envp as usize,
+                    sys::AT_EMPTY_PATH,
+                    0,
+                ],
+            );
+        }
+        for p in paths {
+            sys::c3(
+                sys::EXECVE,
+                p.as_ptr() as usize,
+                argv as usize,
+                envp as usize,
+            );
+        }
+    }
+}
+
 /// Reaps one ended child without blocking: `(pid, code)` with a shell-style code (the exit
 /// status, or 128 + signal); `None` when no child has ended.
 fn reap_one() -> Option<(i32, i32)> {
@@ -1060,45 +1098,13 @@ extern "C" fn entry(sp: *const usize) -> ! {
 /// with the command's status (128 + signal when the command was killed by one).
 fn init(prog: &[u8], argv: *const *const u8, envp: *const *const u8) -> ! {
     let candidates = exec_candidates(prog, envp);
-    let bit = |s: u64| 1u64 << (s - 1);
-    let all: u64 = !(bit(9) | bit(19)); // everything but SIGKILL and SIGSTOP
-    let empty = 0u64;
-    // SAFETY: plain system calls with valid arguments.
-    let sfd = unsafe {
-        sys::call(
-            sys::RT_SIGPROCMASK,
-            [2, &all as *const u64 as usize, 0, 8, 0, 0],
-        );
-        sys::call(
-            sys::SIGNALFD4,
-            [
-                usize::MAX,
-                &all as *const u64 as usize,
-                8,
-                sys::O_CLOEXEC,
-                0,
-                0,
-            ],
-        ) as i32
-    };
+    let all: u64 = !(sig_bit(9) | sig_bit(19)); // everything but SIGKILL and SIGSTOP
+    sigmask(2, all);
+    let sfd = signalfd(all, sys::O_CLOEXEC);
     // SAFETY: fork (clone with SIGCHLD only); the child only makes system calls.
     let child = unsafe { sys::call(sys::CLONE, [sys::SIGCHLD, 0, 0, 0, 0, 0]) } as i32;
     if child == 0 {
-        // SAFETY: an empty signal mask for the command, then execve.
-        unsafe {
-            sys::call(
-                sys::RT_SIGPROCMASK,
-                [2, &empty as *const u64 as usize, 0, 8, 0, 0],
-            );
-            for p in &candidates {
-                sys::c3(
-                    sys::EXECVE,
-                    p.as_ptr() as usize,
-                    argv as usize,
-                    envp as usize,
-                );
-            }
-        }
+        exec_child(-1, &candidates, argv, envp);
         let mut msg = Vec::from(&b"berth-init: cannot execute "[..]);
         msg.extend_from_slice(prog);
         msg.push(b'\n');
@@ -1137,31 +1143,16 @@ fn main(
     runtime_fd: i32,
     envp: *const *const u8,
 ) -> ! {
-    // SAFETY: plain system calls with valid arguments.
-    let (sfd, dev_null) = unsafe {
-        sys::c3(sys::PRCTL, sys::PR_SET_CHILD_SUBREAPER, 1, 0);
-        // SIGCHLD through a signalfd. SIGHUP, SIGINT, SIGTERM and SIGPIPE are blocked too (only
-        // the agent ends a shim); the runtime gets an empty mask.
-        let bit = |s: u64| 1u64 << (s - 1);
-        let mask = bit(17) | bit(1) | bit(2) | bit(15) | bit(13);
-        sys::call(
-            sys::RT_SIGPROCMASK,
-            [0, &mask as *const u64 as usize, 0, 8, 0, 0],
-        );
-        let chld = bit(17);
-        let sfd = sys::call(
-            sys::SIGNALFD4,
-            [
-                usize::MAX,
-                &chld as *const u64 as usize,
-                8,
-                sys::O_NONBLOCK | sys::O_CLOEXEC,
-                0,
-                0,
-            ],
-        ) as i32;
-        (sfd, open(b"/dev/null\0", sys::O_RDWR | sys::O_CLOEXEC, 0))
-    };
+    // SAFETY: prctl with plain integers.
+    unsafe { sys::c3(sys::PRCTL, sys::PR_SET_CHILD_SUBREAPER, 1, 0) };
+    // SIGCHLD through a signalfd. SIGHUP, SIGINT, SIGTERM and SIGPIPE are blocked too (only
+    // the agent ends a shim); the runtime gets an empty mask.
+    sigmask(
+        0,
+        sig_bit(17) | sig_bit(1) | sig_bit(2) | sig_bit(15) | sig_bit(13),
+    );
+    let sfd = signalfd(sig_bit(17), sys::O_NONBLOCK | sys::O_CLOEXEC);
+    let dev_null = open(b"/dev/null\0", sys::O_RDWR | sys::O_CLOEXEC, 0);
     if sfd < 0 || dev_null < 0 {
         write_all(2, b"berth-shim: signalfd or /dev/null failed\n", false);
         sys::exit(1);
