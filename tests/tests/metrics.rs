@@ -30,6 +30,10 @@ fn setup(family: &str, script: &str, volume: Option<&std::path::Path>) -> (Serve
     if let Some(dir) = volume {
         c["mountPoints"] = json!([{"sourceVolume": "ctl", "containerPath": "/ctl"}]);
         td["volumes"] = json!([{"name": "ctl", "host": {"sourcePath": dir.display().to_string()}}]);
+        // Fargate refuses host volumes: this one runs with the EC2 launch type.
+        td.as_object_mut()
+            .unwrap()
+            .remove("requiresCompatibilities");
     }
     for (k, v) in c.as_object().unwrap() {
         td["containerDefinitions"][0][k] = v.clone();
@@ -38,7 +42,7 @@ fn setup(family: &str, script: &str, volume: Option<&std::path::Path>) -> (Serve
     (s, arn)
 }
 
-fn create_service(s: &Server, name: &str, td: &str) {
+fn create_service(s: &Server, name: &str, td: &str, launch_type: &str) {
     s.aws_ok(&[
         "ecs",
         "create-service",
@@ -51,7 +55,7 @@ fn create_service(s: &Server, name: &str, td: &str) {
         "--desired-count",
         "1",
         "--launch-type",
-        "FARGATE",
+        launch_type,
         "--network-configuration",
         NET,
     ]);
@@ -126,7 +130,7 @@ fn botocore(s: &Server, protocol: &str, op: &str, params: &Value) -> Result<Valu
 #[test]
 fn cloudwatch_reports_cpu_of_a_busy_service() {
     let (s, td) = setup("busy", "while :; do :; done", None);
-    create_service(&s, "busy", &td);
+    create_service(&s, "busy", &td, "FARGATE");
     wait_for(&s, "the busy task to run", Duration::from_secs(60), || {
         service(&s, "busy")["runningCount"] == 1
     });
@@ -295,7 +299,7 @@ fn target_tracking_scales_a_service_out_and_back_in() {
     // Burns its quarter vCPU until /ctl/stop exists, then idles.
     let script = "trap 'exit 0' TERM; while [ ! -f /ctl/stop ]; do :; done; sleep 100000 & wait";
     let (s, td) = setup("load", script, Some(&ctl));
-    create_service(&s, "load", &td);
+    create_service(&s, "load", &td, "EC2");
     let res = "service/demo/load";
     let aas = |args: &[&str]| {
         let mut a = vec!["application-autoscaling"];

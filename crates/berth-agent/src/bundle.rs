@@ -78,6 +78,13 @@ pub fn volume_mounts(
                 ));
             };
             let src = match &v.host_path {
+                // Defence in depth: the control plane refuses these for FARGATE already.
+                Some(_) if task.launch_type == "FARGATE" => {
+                    return Err(format!(
+                        "container {}: host volumes are not supported on FARGATE",
+                        c.name
+                    ))
+                }
                 Some(p) => PathBuf::from(p),
                 None => task_dir
                     .join("volumes")

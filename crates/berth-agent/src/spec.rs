@@ -368,6 +368,28 @@ pub fn rlimits(
         .collect()
 }
 
+/// Every capability in this process's bounding set (`CapBnd` of `/proc/self/status`): what a
+/// privileged container gets, since a runtime cannot grant what its caller lacks (hosts without
+/// CAP_SYS_RESOURCE exist).
+pub fn host_bounding_capabilities() -> Vec<Capability> {
+    let mask = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0);
+    CAP_NAMES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| mask & (1u64 << i) != 0)
+        .filter_map(|(_, n)| {
+            serde_json::from_value(serde_json::Value::String(format!("CAP_{n}"))).ok()
+        })
+        .collect()
+}
+
 /// Docker's default capabilities with `linuxParameters.capabilities` applied: drop first
 /// (`ALL` drops everything), then add (`ALL` adds every capability). Names may carry the
 /// `CAP_` prefix.
@@ -481,8 +503,29 @@ pub fn build_spec(
             c.name
         )));
     }
-    let caps: oci_spec::runtime::Capabilities =
-        capabilities(&c.cap_add, &c.cap_drop)?.into_iter().collect();
+    let fargate = task.launch_type == "FARGATE";
+    if fargate {
+        // Defence in depth: the control plane refuses these at registration already.
+        if let Some(cap) = c.cap_add.iter().find(|n| {
+            let up = n.trim().to_ascii_uppercase();
+            up.trim_start_matches("CAP_") != "SYS_PTRACE"
+        }) {
+            return Err(AgentError::Spec(format!(
+                "container {}: capability {cap} is not supported on FARGATE (only SYS_PTRACE)",
+                c.name
+            )));
+        }
+    }
+    // A privileged container (EC2 launch type only) gets every capability, no seccomp filter
+    // and no masked or read-only kernel paths, as Docker's `--privileged` does.
+    let privileged = c.privileged && !fargate;
+    let caps: oci_spec::runtime::Capabilities = if privileged {
+        host_bounding_capabilities()
+    } else {
+        capabilities(&c.cap_add, &c.cap_drop)?
+    }
+    .into_iter()
+    .collect();
     let mut user = UserBuilder::default().uid(i.user.uid).gid(i.user.gid);
     if !i.user.additional_gids.is_empty() {
         user = user.additional_gids(i.user.additional_gids.clone());
@@ -543,7 +586,11 @@ pub fn build_spec(
             "/sys",
             "sysfs",
             "sysfs",
-            &["nosuid", "noexec", "nodev", "ro"],
+            if privileged {
+                &["nosuid", "noexec", "nodev"]
+            } else {
+                &["nosuid", "noexec", "nodev", "ro"]
+            },
         )?,
         m(
             "/sys/fs/cgroup",
@@ -618,19 +665,24 @@ pub fn build_spec(
         resources = resources.cpu(cpu.build()?);
     }
 
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .cgroups_path(PathBuf::from(&i.cgroups_path))
-        .resources(resources.build()?)
-        .masked_paths(masked_paths())
-        .readonly_paths(readonly_paths())
-        .seccomp(
-            serde_json::from_value::<oci_spec::runtime::LinuxSeccomp>(
-                crate::seccomp::default_profile(),
-            )
-            .map_err(|e| AgentError::Spec(e.to_string()))?,
-        )
-        .build()?;
+        .resources(resources.build()?);
+    if privileged {
+        linux = linux.masked_paths(Vec::new()).readonly_paths(Vec::new());
+    } else {
+        linux = linux
+            .masked_paths(masked_paths())
+            .readonly_paths(readonly_paths())
+            .seccomp(
+                serde_json::from_value::<oci_spec::runtime::LinuxSeccomp>(
+                    crate::seccomp::default_profile(),
+                )
+                .map_err(|e| AgentError::Spec(e.to_string()))?,
+            );
+    }
+    let linux = linux.build()?;
 
     Ok(SpecBuilder::default()
         .version("1.0.2")
@@ -837,6 +889,26 @@ mod tests {
         let mut ft = task.clone();
         ft.launch_type = "FARGATE".into();
         assert!(build_spec(&ft, &p, &inputs).is_err());
+        // FARGATE: no added capability but SYS_PTRACE.
+        assert!(c.cap_add.iter().any(|n| n.contains("NET_ADMIN")));
+        assert!(build_spec(&ft, &c, &inputs).is_err());
+        let mut ptrace = c.clone();
+        ptrace.cap_add = vec!["SYS_PTRACE".into()];
+        build_spec(&ft, &ptrace, &inputs).unwrap();
+        // EC2 privileged: every capability, no seccomp filter, no masked paths.
+        let pv = serde_json::to_value(build_spec(&task, &p, &inputs).unwrap()).unwrap();
+        assert_eq!(
+            pv["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len(),
+            host_bounding_capabilities().len()
+        );
+        assert!(host_bounding_capabilities().len() > 30);
+        assert!(pv["linux"]["seccomp"].is_null());
+        assert!(pv["linux"]["maskedPaths"]
+            .as_array()
+            .is_none_or(|a| a.is_empty()));
         let all = capabilities(&["ALL".into()], &[]).unwrap();
         assert!(all.len() >= 40, "{}", all.len());
         assert!(capabilities(&[], &["ALL".into()]).unwrap().is_empty());

@@ -11,6 +11,7 @@ mod clusters;
 pub(crate) mod services;
 mod tags;
 mod task_definitions;
+mod taskdef_rules;
 pub(crate) mod tasks;
 
 use berth_api::proto::{parse_body, AwsError};

@@ -454,6 +454,7 @@ impl ControlPlane {
                 "The specified platform does not satisfy the task definition's required capabilities.",
             ));
         }
+        super::taskdef_rules::check_runnable(&td, &launch_type)?;
         validate_network(&td, req.network_configuration.as_ref())?;
         let config = with_defaults(req.deployment_configuration.clone().unwrap_or_default());
         validate_percents(&config)?;
@@ -621,6 +622,14 @@ impl ControlPlane {
             let td = match &new_td {
                 Some(td) => {
                     redeploy |= td.task_definition_arn != s.task_definition;
+                    let launch = s.launch_type.as_deref().unwrap_or("FARGATE");
+                    if launch == "FARGATE" && !td.compatibilities.iter().any(|c| c == "FARGATE") {
+                        return Err(AwsError::client(
+                            "PlatformTaskDefinitionIncompatibilityException",
+                            "The specified platform does not satisfy the task definition's required capabilities.",
+                        ));
+                    }
+                    super::taskdef_rules::check_runnable(td, launch)?;
                     td.clone()
                 }
                 None => {

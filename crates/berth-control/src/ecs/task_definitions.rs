@@ -13,7 +13,7 @@ use berth_store::{Expect, Store, StoreExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{decode_token, max_results, page, TASKDEF};
+use super::{decode_token, max_results, page, taskdef_rules, TASKDEF};
 use crate::{store_err, ControlPlane};
 
 /// What is stored per task-definition revision.
@@ -100,6 +100,7 @@ fn validate(req: &RegisterTaskDefinitionRequest) -> Result<(Option<u32>, Option<
             }
         }
     }
+    taskdef_rules::check_containers(&req.container_definitions)?;
     let fargate_required = req
         .requires_compatibilities
         .as_ref()
@@ -120,14 +121,8 @@ fn validate(req: &RegisterTaskDefinitionRequest) -> Result<(Option<u32>, Option<
                 "No Fargate configuration exists for given values: {c} CPU, {m} memory. See the Amazon ECS documentation for the possible combinations."
             )));
         }
-        if req
-            .container_definitions
-            .iter()
-            .any(|c| c.privileged == Some(true))
-        {
-            return Err(AwsError::client_exception(
-                "Privileged containers are not supported on Fargate.",
-            ));
+        if let Some(why) = taskdef_rules::request_fargate_incompatibility(req) {
+            return Err(AwsError::client_exception(why));
         }
     }
     if let Some(n) = req.network_mode.as_deref() {
@@ -191,7 +186,8 @@ impl ControlPlane {
             })
             .collect();
         let fargate_ok = req.network_mode.as_deref() == Some("awsvpc")
-            && matches!((cpu, memory), (Some(c), Some(m)) if fargate::valid_size(c, m));
+            && matches!((cpu, memory), (Some(c), Some(m)) if fargate::valid_size(c, m))
+            && taskdef_rules::request_fargate_incompatibility(&req).is_none();
         let td = TaskDefinition {
             task_definition_arn: self.scope.task_definition(&req.family, revision),
             container_definitions: containers,

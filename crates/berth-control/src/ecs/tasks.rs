@@ -440,6 +440,7 @@ impl ControlPlane {
                 "Task definition does not support launch_type FARGATE.",
             ));
         }
+        super::taskdef_rules::check_runnable(&td, &launch_type)?;
         let awsvpc = td.network_mode.as_deref() == Some("awsvpc");
         let vpc = req
             .network_configuration
