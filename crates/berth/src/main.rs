@@ -4,6 +4,7 @@
 //! which the agent installs under its data directory; it is not a subcommand, so that each
 //! running task costs a few dozen KiB instead of a mapping of this whole binary.
 
+mod body_drain;
 mod image_verbs;
 mod server;
 mod usage_verb;

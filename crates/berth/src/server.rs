@@ -148,7 +148,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         ))
         .merge(berth_control::usage_api::router(control.clone(), pricing))
         .merge(berth_console::router())
-        .merge(berth_control::agent_api::router(control));
+        .merge(berth_control::agent_api::router(control))
+        .layer(axum::middleware::from_fn(
+            crate::body_drain::close_if_body_unread,
+        ));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?
