@@ -137,10 +137,21 @@ impl Registry {
                     Kind::Image if r.foreign => {}
                     Kind::Image => {
                         let link = self.records().blob_link_record(repo, &r.digest)?;
-                        let present = link.is_some() && self.blobs.size(&r.digest).await?.is_some();
-                        let Some((link, rev)) = link.filter(|_| present) else {
+                        let size = match &link {
+                            Some(_) => self.blobs.size(&r.digest).await?,
+                            None => None,
+                        };
+                        let (Some((link, rev)), Some(size)) = (link, size) else {
                             return Err(RegistryError::ManifestBlobUnknown(r.digest.to_string()));
                         };
+                        // A descriptor's size must be the blob's (OCI image spec, descriptor
+                        // `size`): clients trust it to bound what they read.
+                        if size != r.size {
+                            return Err(RegistryError::ManifestInvalid(format!(
+                                "descriptor of {} says {} bytes, the blob has {size}",
+                                r.digest, r.size
+                            )));
+                        }
                         ops.push(Op::put(
                             KIND_BLOB,
                             &records::digest_key(repo, &r.digest),
@@ -157,6 +168,12 @@ impl Registry {
                                 r.digest.to_string(),
                             ));
                         };
+                        if child.manifest_size != r.size {
+                            return Err(RegistryError::ManifestInvalid(format!(
+                                "descriptor of {} says {} bytes, the manifest has {}",
+                                r.digest, r.size, child.manifest_size
+                            )));
+                        }
                         ops.push(Op::put(KIND_IMAGE, &key, &child, Expect::Revision(rev))?);
                     }
                 }

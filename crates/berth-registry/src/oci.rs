@@ -306,8 +306,12 @@ async fn handle(reg: &Registry, req: Request) -> Result<Response, RegistryError>
         }
         (Route::Upload(_, id), Method::PUT) => {
             let d = Digest::parse(param(&q, "digest").unwrap_or(""))?;
+            let range = match headers.get(header::CONTENT_RANGE) {
+                Some(v) => Some(parse_content_range(v.to_str().unwrap_or(""))?),
+                None => None,
+            };
             let lease = reg.uploads.lease(&id, &name).await?;
-            let size = lease.finish(&d, body, &reg.blobs).await?;
+            let size = lease.finish(range, &d, body, &reg.blobs).await?;
             blob_created(reg, &name, &d, size)
         }
         (Route::Upload(_, id), Method::GET) => {
@@ -457,7 +461,7 @@ async fn start_upload(
         let d = Digest::parse(d)?;
         let id = reg.uploads.start(name).await?;
         let lease = reg.uploads.lease(&id, name).await?;
-        let size = lease.finish(&d, body, &reg.blobs).await?;
+        let size = lease.finish(None, &d, body, &reg.blobs).await?;
         return blob_created(reg, name, &d, size);
     }
     let id = reg.uploads.start(name).await?;

@@ -298,16 +298,20 @@ impl Lease<'_> {
         Ok(s.size)
     }
 
-    /// Completes the upload: appends `body` (the optional last chunk), verifies the content hashes
-    /// to `digest`, and moves it into `blobs`. On a mismatch the session is dropped and
+    /// Completes the upload: appends `body` (the optional last chunk, placed by `range` as in
+    /// [`Lease::append`]: a chunk that does not continue the upload gives `RangeInvalid`, HTTP
+    /// 416, and keeps the session as it was, per the OCI distribution spec's "If the final chunk
+    /// is uploaded out of order, the registry MUST respond with a 416"), verifies the content
+    /// hashes to `digest`, and moves it into `blobs`. On a mismatch the session is dropped and
     /// `DigestInvalid` returned; nothing becomes visible. Returns the blob size.
     pub async fn finish(
         mut self,
+        range: Option<(u64, u64)>,
         digest: &Digest,
         body: Body,
         blobs: &BlobStore,
     ) -> Result<u64, RegistryError> {
-        self.append(None, body).await?;
+        self.append(range, body).await?;
         let path = self.uploads.data_path(&self.id);
         let size = self.size();
         let hasher = match self.session().hasher.take() {

@@ -184,7 +184,7 @@ pub(super) async fn complete(reg: &Registry, req: CompleteRequest) -> Result<Val
             "The layer '{digest}' already exists in the repository with name '{name}' in the registry with id '{account}'"
         )));
     }
-    let size = match lease.finish(&digest, Body::empty(), &reg.blobs).await {
+    let size = match lease.finish(None, &digest, Body::empty(), &reg.blobs).await {
         Ok(s) => s,
         Err(RegistryError::DigestInvalid(m)) => {
             return Err(RegistryError::InvalidLayer(format!(

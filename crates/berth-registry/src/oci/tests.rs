@@ -222,7 +222,33 @@ async fn chunked_upload_flow() {
     let r = call(&app, Method::PATCH, &loc, &[], " worl").await;
     assert_eq!(r.header("range"), "0-9");
     let d = Digest::of(b"hello world!").to_string();
-    let r = call(&app, Method::PUT, &format!("{loc}?digest={d}"), &[], "d!").await;
+    // A closing chunk out of order: 416, and the session keeps its bytes (OCI distribution spec,
+    // "If the final chunk is uploaded out of order, the registry MUST respond with a 416").
+    for cr in ["4-5", "11-12"] {
+        let r = call(
+            &app,
+            Method::PUT,
+            &format!("{loc}?digest={d}"),
+            &[("content-range", cr)],
+            "d!",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE, "{cr}");
+        let r = call(&app, Method::GET, &loc, &[], "").await;
+        assert_eq!(
+            (r.status, r.header("range")),
+            (StatusCode::NO_CONTENT, "0-9"),
+            "{cr}"
+        );
+    }
+    let r = call(
+        &app,
+        Method::PUT,
+        &format!("{loc}?digest={d}"),
+        &[("content-range", "10-11")],
+        "d!",
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CREATED);
     assert_eq!(r.header("location"), format!("/v2/team/web/blobs/{d}"));
     assert_eq!(r.header("docker-content-digest"), d);
@@ -430,6 +456,23 @@ async fn manifests_tags_and_indexes() {
         (r.status, r.code().as_str()),
         (StatusCode::BAD_REQUEST, "MANIFEST_INVALID")
     );
+    // A layer descriptor whose size is not the blob's.
+    for (cs, ls) in [
+        (config.len(), layer.len() + 1),
+        (config.len(), layer.len() - 1),
+        (config.len() + 7, layer.len()),
+    ] {
+        let bad = image_manifest(OCI_MANIFEST, (&cd, cs), &[(&ld, ls)]);
+        let r = call(
+            &app,
+            Method::PUT,
+            "/v2/team/web/manifests/1",
+            &[("content-type", OCI_MANIFEST)],
+            bad,
+        )
+        .await;
+        assert_eq!(r.code(), "MANIFEST_INVALID", "{cs} {ls}");
+    }
     let m = image_manifest(OCI_MANIFEST, (&cd, config.len()), &[(&ld, layer.len())]);
     let r = call(
         &app,
@@ -518,24 +561,34 @@ async fn manifests_tags_and_indexes() {
     assert_eq!(r.header("content-type"), ct);
 
     // Index: unknown child rejected, known child accepted.
-    let index = |d: &str| {
-        json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{"mediaType": OCI_MANIFEST, "digest": d, "size": 10}]}).to_string()
+    let index = |d: &str, size: usize| {
+        json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{"mediaType": OCI_MANIFEST, "digest": d, "size": size}]}).to_string()
     };
     let r = call(
         &app,
         Method::PUT,
         "/v2/team/web/manifests/multi",
         &[("content-type", OCI_INDEX)],
-        index(&missing),
+        index(&missing, 10),
     )
     .await;
     assert_eq!(r.code(), "MANIFEST_BLOB_UNKNOWN");
+    // A child descriptor whose size is not the child manifest's.
     let r = call(
         &app,
         Method::PUT,
         "/v2/team/web/manifests/multi",
         &[("content-type", OCI_INDEX)],
-        index(&md),
+        index(&md, m.len() + 1),
+    )
+    .await;
+    assert_eq!(r.code(), "MANIFEST_INVALID");
+    let r = call(
+        &app,
+        Method::PUT,
+        "/v2/team/web/manifests/multi",
+        &[("content-type", OCI_INDEX)],
+        index(&md, m.len()),
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED);
