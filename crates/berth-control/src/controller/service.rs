@@ -20,6 +20,8 @@
 //! - a deployment is COMPLETED when it runs `desiredCount` healthy tasks and no other
 //!   deployment has tasks left; then exactly one deployment remains.
 
+use std::collections::{HashMap, HashSet};
+
 use berth_api::ecs::{
     Deployment, DeploymentConfiguration, Rollback, Service, ServiceDeployment,
     ServiceDeploymentCircuitBreaker, ServiceEvent, ServiceRevision, ServiceRevisionSummary,
@@ -168,6 +170,12 @@ impl Plan {
     }
 }
 
+/// Most tasks one reconcile pass launches for a service; the rest follow in later passes.
+pub const MAX_LAUNCHES_PER_PASS: i64 = 100;
+
+/// Seconds until the next pass when launches were cut at [`MAX_LAUNCHES_PER_PASS`].
+const BATCH_REQUEUE: f64 = 0.2;
+
 /// Circuit-breaker threshold for a desired count (ECS: `min(max(ceil(0.5 * desired), 3), 200)`).
 pub fn failure_threshold(desired: i64) -> i64 {
     ((desired.max(0) + 1) / 2).clamp(3, 200)
@@ -215,11 +223,12 @@ pub fn push_event(s: &mut Service, message: String, now: f64, id: String) {
 /// RUNNING; pending = wanted and not yet RUNNING).
 pub fn counts(rec: &ServiceRecord, obs: &[Observed], deployment: Option<&str>) -> (i64, i64) {
     let (mut pending, mut running) = (0, 0);
+    let by_id = index(obs);
     for t in &rec.tasks {
         if deployment.is_some_and(|d| d != t.deployment) {
             continue;
         }
-        if let Some(o) = obs.iter().find(|o| o.id == t.id) {
+        if let Some(o) = by_id.get(t.id.as_str()) {
             if o.stopped() {
                 continue;
             }
@@ -251,6 +260,17 @@ fn count_failure(r: &mut ServiceRecord, now: f64) {
 }
 
 /// One reconcile of a service. `new_id` mints task ids, event ids and deployment numbers.
+/// Observed tasks by id, so each lookup is O(1) and a reconcile stays O(n) in the service's
+/// tasks (a service may hold thousands).
+fn index(obs: &[Observed]) -> HashMap<&str, &Observed> {
+    obs.iter().map(|o| (o.id.as_str(), o)).collect()
+}
+
+/// The ids of `pairs` (stops or starts decided so far) as a set.
+fn id_set(pairs: &[(String, String)]) -> HashSet<&str> {
+    pairs.iter().map(|(id, _)| id.as_str()).collect()
+}
+
 pub fn reconcile(
     before: &ServiceRecord,
     obs: &[Observed],
@@ -278,7 +298,8 @@ pub fn reconcile(
     } else {
         r.service.desired_count.max(0)
     };
-    let find = |id: &str| obs.iter().find(|o| o.id == id);
+    let by_id = index(obs);
+    let find = |id: &str| by_id.get(id).copied();
 
     // 1. Fold stopped tasks: forget them; a stop nobody asked for is a failure.
     let mut kept = Vec::new();
@@ -319,13 +340,14 @@ pub fn reconcile(
             stop.push((t.id.clone(), "Task failed container health checks".into()));
         }
     }
+    // Each task's deployment (the task list does not change until launches below).
+    let dep_of: HashMap<String, String> = r
+        .tasks
+        .iter()
+        .map(|t| (t.id.clone(), t.deployment.clone()))
+        .collect();
     for (id, _) in &stop {
-        let dep = r
-            .tasks
-            .iter()
-            .find(|t| &t.id == id)
-            .map(|t| t.deployment.clone())
-            .unwrap_or_default();
+        let dep = dep_of.get(id).cloned().unwrap_or_default();
         if let Some(d) = r.deployments.iter_mut().find(|d| d.d.id == dep) {
             d.d.failed_tasks += 1;
             d.d.updated_at = now;
@@ -413,13 +435,13 @@ pub fn reconcile(
     let min_healthy = (desired * min_pct.max(0) + 99) / 100;
     let primary_id = r.deployments.first().map(|d| d.d.id.clone());
     let primary_halted = r.deployments.first().is_some_and(|d| d.halted);
-    let is_stopping = |id: &str, stop: &[(String, String)]| stop.iter().any(|(s, _)| s == id);
     // Tasks still wanted, per deployment, after the stops decided so far.
     let live_of = |r: &ServiceRecord, stop: &[(String, String)], primary: bool| -> Vec<String> {
+        let stopping = id_set(stop);
         r.tasks
             .iter()
             .filter(|t| (Some(&t.deployment) == primary_id.as_ref()) == primary)
-            .filter(|t| find(&t.id).is_some_and(|o| o.live()) && !is_stopping(&t.id, stop))
+            .filter(|t| find(&t.id).is_some_and(|o| o.live()) && !stopping.contains(t.id.as_str()))
             .map(|t| t.id.clone())
             .collect()
     };
@@ -448,11 +470,7 @@ pub fn reconcile(
     let mut healthy_total = primary_live.iter().filter(|i| healthy(i)).count() as i64
         + old_live.iter().filter(|i| healthy(i)).count() as i64;
     for id in old_live.iter().filter(|i| !healthy(i)) {
-        let dep = r
-            .tasks
-            .iter()
-            .find(|t| &t.id == id)
-            .map(|t| t.deployment.clone());
+        let dep = dep_of.get(id).cloned();
         stop.push((
             id.clone(),
             format!(
@@ -466,11 +484,7 @@ pub fn reconcile(
             break;
         }
         healthy_total -= 1;
-        let dep = r
-            .tasks
-            .iter()
-            .find(|t| &t.id == id)
-            .map(|t| t.deployment.clone());
+        let dep = dep_of.get(id).cloned();
         stop.push((
             id.clone(),
             format!(
@@ -494,6 +508,15 @@ pub fn reconcile(
     if to_start > 0 && now < r.next_launch_at {
         plan.requeue_after = Some(r.next_launch_at - now);
         to_start = 0;
+    }
+    // Large scale-outs go in batches, so one service's pass stays short and the services
+    // queued behind it on the controller thread are not held up.
+    if to_start > MAX_LAUNCHES_PER_PASS {
+        to_start = MAX_LAUNCHES_PER_PASS;
+        plan.requeue_after = Some(
+            plan.requeue_after
+                .map_or(BATCH_REQUEUE, |q| q.min(BATCH_REQUEUE)),
+        );
     }
     let mut started = Vec::new();
     if let Some(pid) = &primary_id {
@@ -541,20 +564,22 @@ pub fn reconcile(
     // 5. Deployment bookkeeping: desired counts, drained deployments leave, completion.
     let alive =
         |r: &ServiceRecord, dep: &str, stop: &[(String, String)], started: &[(String, String)]| {
+            let (stopping, started) = (id_set(stop), id_set(started));
             r.tasks
                 .iter()
                 .filter(|t| t.deployment == dep)
                 .filter(|t| {
-                    started.iter().any(|(s, _)| *s == t.id)
-                        || find(&t.id).is_some_and(|o| o.live() && !is_stopping(&t.id, stop))
+                    started.contains(t.id.as_str())
+                        || find(&t.id)
+                            .is_some_and(|o| o.live() && !stopping.contains(t.id.as_str()))
                 })
                 .count() as i64
         };
     let exists = |r: &ServiceRecord, dep: &str, started: &[(String, String)]| {
+        let started = id_set(started);
         r.tasks.iter().any(|t| {
             t.deployment == dep
-                && (started.iter().any(|(s, _)| *s == t.id)
-                    || find(&t.id).is_some_and(|o| !o.stopped()))
+                && (started.contains(t.id.as_str()) || find(&t.id).is_some_and(|o| !o.stopped()))
         })
     };
     for i in 0..r.deployments.len() {
@@ -579,11 +604,12 @@ pub fn reconcile(
         }
     }
     if let Some(p) = r.deployments.first().cloned() {
+        let stopping = id_set(&stop);
         let primary_healthy = r
             .tasks
             .iter()
             .filter(|t| t.deployment == p.d.id)
-            .filter(|t| !is_stopping(&t.id, &stop))
+            .filter(|t| !stopping.contains(t.id.as_str()))
             .filter(|t| find(&t.id).is_some_and(|o| o.healthy(now)))
             .count() as i64;
         let done = p.d.rollout_state == "IN_PROGRESS"
@@ -638,8 +664,8 @@ pub fn reconcile(
     // 6. Steady state, and the end of a DRAINING service.
     let (pending, running) = {
         let mut tmp = r.clone();
-        tmp.tasks
-            .retain(|t| !started.iter().any(|(s, _)| *s == t.id));
+        let started = id_set(&started);
+        tmp.tasks.retain(|t| !started.contains(t.id.as_str()));
         counts(&tmp, obs, None)
     };
     let stable = r.deployments.len() == 1

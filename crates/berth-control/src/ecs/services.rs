@@ -71,6 +71,22 @@ fn parse_sub_arn<'a>(arn: &'a str, kind: &str) -> Option<(&'a str, &'a str, &'a 
     Some((it.next()?, it.next()?, it.next()?))
 }
 
+/// ECS's service quota "Tasks per service" (not adjustable here).
+pub(crate) const MAX_TASKS_PER_SERVICE: i64 = 5000;
+
+/// ECS's service quota "Services per cluster".
+pub(crate) const MAX_SERVICES_PER_CLUSTER: usize = 5000;
+
+/// `desiredCount` within [`MAX_TASKS_PER_SERVICE`]; `InvalidParameterException` otherwise.
+fn check_desired_quota(desired: i64) -> Result<(), AwsError> {
+    if desired > MAX_TASKS_PER_SERVICE {
+        return Err(AwsError::invalid_parameter(format!(
+            "desiredCount {desired} exceeds the limit of {MAX_TASKS_PER_SERVICE} tasks per service."
+        )));
+    }
+    Ok(())
+}
+
 impl ControlPlane {
     fn service_arn(&self, cluster: &str, name: &str) -> String {
         format!(
@@ -423,6 +439,12 @@ impl ControlPlane {
                 "desiredCount can not be less than 0.",
             ));
         }
+        check_desired_quota(desired)?;
+        if self.active_services(&cluster)? >= MAX_SERVICES_PER_CLUSTER as i64 {
+            return Err(AwsError::client_exception(format!(
+                "You have reached the limit of {MAX_SERVICES_PER_CLUSTER} services per cluster."
+            )));
+        }
         let td_ref = req
             .task_definition
             .as_deref()
@@ -557,6 +579,9 @@ impl ControlPlane {
             return Err(AwsError::invalid_parameter(
                 "desiredCount can not be less than 0.",
             ));
+        }
+        if let Some(d) = req.desired_count {
+            check_desired_quota(d)?;
         }
         let new_td = match &req.task_definition {
             Some(t) => Some(self.service_task_definition(t)?.task_definition),

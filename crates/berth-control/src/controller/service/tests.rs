@@ -321,3 +321,29 @@ fn draining_stops_everything_then_goes_inactive() {
     let p = reconcile(&p.record, &[], 2.0 + INACTIVE_RETENTION + 1.0, &mut ids());
     assert!(p.delete);
 }
+
+/// A scale-out to thousands launches in batches of [`MAX_LAUNCHES_PER_PASS`]; a service of
+/// 5,000 RUNNING tasks under a rolling replacement plans in one linear pass.
+#[test]
+fn large_services_launch_in_batches() {
+    let mut r = service(5000, 100, 200);
+    let plan = reconcile(&r, &[], 0.0, &mut ids());
+    assert_eq!(plan.start.len() as i64, MAX_LAUNCHES_PER_PASS);
+    assert!(plan.requeue_after.is_some_and(|q| q <= 1.0));
+    // 5,000 live tasks of an old deployment and a new primary: a full pass.
+    r.deployments
+        .insert(0, deployment("ecs-svc/2", "td:2", "PRIMARY", 5000));
+    r.deployments[1].d.status = "ACTIVE".into();
+    let mut obs = Vec::new();
+    for i in 0..5000 {
+        let id = format!("old{i}");
+        own(&mut r, &id, "ecs-svc/1");
+        obs.push(task(&id, "RUNNING"));
+    }
+    let plan = reconcile(&r, &obs, 0.0, &mut ids());
+    assert_eq!(plan.start.len() as i64, MAX_LAUNCHES_PER_PASS);
+    assert!(
+        plan.stop.is_empty(),
+        "min healthy 100% keeps every old task"
+    );
+}
