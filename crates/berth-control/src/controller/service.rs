@@ -259,7 +259,6 @@ fn count_failure(r: &mut ServiceRecord, now: f64) {
     r.next_launch_at = now + launch_backoff(r.launch_failures);
 }
 
-/// One reconcile of a service. `new_id` mints task ids, event ids and deployment numbers.
 /// Observed tasks by id, so each lookup is O(1) and a reconcile stays O(n) in the service's
 /// tasks (a service may hold thousands).
 fn index(obs: &[Observed]) -> HashMap<&str, &Observed> {
@@ -271,6 +270,7 @@ fn id_set(pairs: &[(String, String)]) -> HashSet<&str> {
     pairs.iter().map(|(id, _)| id.as_str()).collect()
 }
 
+/// One reconcile of a service. `new_id` mints task ids, event ids and deployment numbers.
 pub fn reconcile(
     before: &ServiceRecord,
     obs: &[Observed],
@@ -398,7 +398,25 @@ pub fn reconcile(
                 new_id,
             );
             let reason_sd = "Service deployment rolled back because the circuit breaker threshold was exceeded.";
-            let rolled = cb.rollback && start_rollback(&mut r, reason_sd, now, new_id).is_some();
+            // A rollback that fails too ends the service deployment ROLLBACK_FAILED: rolling
+            // back again would start the same failing tasks without end.
+            let is_rollback = r
+                .service_deployments
+                .iter()
+                .any(|s| s.rollback_deployment_id.as_deref() == Some(p.d.id.as_str()));
+            if is_rollback {
+                event(
+                    &mut r,
+                    format!(
+                        "(service {name}) (deployment {}) rollback failed: {reason} No further tasks are started until a new deployment (UpdateService) is made.",
+                        p.d.id
+                    ),
+                    new_id,
+                );
+            }
+            let rolled = cb.rollback
+                && !is_rollback
+                && start_rollback(&mut r, reason_sd, now, new_id).is_some();
             if rolled {
                 let sd_arn = p.sd_arn.clone();
                 if let Some(s) = sd_mut(&mut r, &sd_arn) {
@@ -745,8 +763,7 @@ pub fn start_rollback(
     }
     r.service.task_definition = d.d.task_definition.clone();
     r.deployments.insert(0, d);
-    r.launch_failures = 0;
-    r.next_launch_at = 0.0;
+    // The launch throttle stays: the rollback's tasks start no faster than the failures allow.
     r.steady = false;
     if let Some(s) = sd_mut(r, &p.sd_arn) {
         s.sd.status = "ROLLBACK_IN_PROGRESS".into();

@@ -347,3 +347,64 @@ fn large_services_launch_in_batches() {
         "min healthy 100% keeps every old task"
     );
 }
+
+/// Every task of every revision fails at once (the old revision too): the breaker rolls back
+/// once, the failing rollback ends ROLLBACK_FAILED instead of rolling back again, and over ten
+/// simulated minutes the service never starts more than a bounded number of tasks per minute.
+#[test]
+fn a_failing_rollback_settles_and_launches_stay_bounded() {
+    let mut r = service(2, 100, 200);
+    r.service
+        .deployment_configuration
+        .deployment_circuit_breaker = Some(DeploymentCircuitBreaker {
+        enable: true,
+        rollback: true,
+        ..Default::default()
+    });
+    r.service.task_definition = "td:2".into();
+    r.last_completed = Some(deployment("ecs-svc/0", "td:1", "PRIMARY", 2));
+    let mut next_id = ids();
+    let mut started_at: Vec<(String, f64)> = Vec::new();
+    let mut now = 0.0;
+    while now < 600.0 {
+        let obs: Vec<Observed> = r
+            .tasks
+            .iter()
+            .map(|t| {
+                let at = started_at.iter().find(|(id, _)| *id == t.id).unwrap().1;
+                if now - at >= 0.5 {
+                    let mut o = task(&t.id, "STOPPED");
+                    o.stop_code = Some("EssentialContainerExited".into());
+                    o
+                } else {
+                    task(&t.id, "PENDING")
+                }
+            })
+            .collect();
+        let plan = reconcile(&r, &obs, now, &mut next_id);
+        for (id, _) in &plan.start {
+            started_at.push((id.clone(), now));
+        }
+        r = plan.record;
+        now += 0.25;
+    }
+    let total = started_at.len();
+    eprintln!("{total} task starts in ten simulated minutes");
+    for minute in 0..10 {
+        let lo = minute as f64 * 60.0;
+        let n = started_at
+            .iter()
+            .filter(|(_, t)| *t >= lo && *t < lo + 60.0)
+            .count();
+        assert!(n <= 20, "{n} starts in minute {minute} ({total} in all)");
+    }
+    assert!(total <= 20, "{total} starts in ten minutes");
+    assert_eq!(r.deployments[0].d.rollout_state, "FAILED");
+    assert!(r.deployments[0].halted);
+    assert_eq!(r.service_deployments[0].sd.status, "ROLLBACK_FAILED");
+    assert!(r
+        .service
+        .events
+        .iter()
+        .any(|e| e.message.contains("rollback failed")));
+}
