@@ -87,6 +87,34 @@ fn check_desired_quota(desired: i64) -> Result<(), AwsError> {
     Ok(())
 }
 
+/// The load balancers and service registries a CreateService/UpdateService request names must
+/// exist, as ECS checks them (`InvalidParameterException`). berth has no ELBv2 or Cloud Map yet,
+/// so every reference is unknown and refused rather than accepted and silently ignored.
+fn check_references(load_balancers: &[Value], registries: &[Value]) -> Result<(), AwsError> {
+    if let Some(lb) = load_balancers.first() {
+        if let Some(tg) = lb.get("targetGroupArn").and_then(Value::as_str) {
+            return Err(AwsError::invalid_parameter(format!(
+                "The target group with targetGroupArn {tg} does not exist."
+            )));
+        }
+        if let Some(name) = lb.get("loadBalancerName").and_then(Value::as_str) {
+            return Err(AwsError::invalid_parameter(format!(
+                "Load balancer {name} does not exist."
+            )));
+        }
+        return Err(AwsError::invalid_parameter(
+            "A load balancer entry must name a targetGroupArn or a loadBalancerName.",
+        ));
+    }
+    if let Some(r) = registries.first() {
+        let arn = r.get("registryArn").and_then(Value::as_str).unwrap_or("");
+        return Err(AwsError::invalid_parameter(format!(
+            "The service registry {arn} does not exist (berth has no Cloud Map yet)."
+        )));
+    }
+    Ok(())
+}
+
 impl ControlPlane {
     fn service_arn(&self, cluster: &str, name: &str) -> String {
         format!(
@@ -477,6 +505,10 @@ impl ControlPlane {
             ));
         }
         super::taskdef_rules::check_runnable(&td, &launch_type)?;
+        check_references(
+            req.load_balancers.as_deref().unwrap_or_default(),
+            req.service_registries.as_deref().unwrap_or_default(),
+        )?;
         validate_network(&td, req.network_configuration.as_ref())?;
         let config = with_defaults(req.deployment_configuration.clone().unwrap_or_default());
         validate_percents(&config)?;
@@ -583,6 +615,10 @@ impl ControlPlane {
         if let Some(d) = req.desired_count {
             check_desired_quota(d)?;
         }
+        check_references(
+            req.load_balancers.as_deref().unwrap_or_default(),
+            req.service_registries.as_deref().unwrap_or_default(),
+        )?;
         let new_td = match &req.task_definition {
             Some(t) => Some(self.service_task_definition(t)?.task_definition),
             None => None,
