@@ -60,9 +60,13 @@ impl AwsError {
     pub fn serialization(message: impl Into<String>) -> Self {
         Self::client("SerializationException", message)
     }
-    /// `UnknownOperationException` (HTTP 400): no such operation for the target prefix.
-    pub fn unknown_operation() -> Self {
-        Self::client("UnknownOperationException", "")
+    /// `UnknownOperationException` (HTTP 400): `service` (a name such as `ECS`) has no
+    /// operation `operation` in berth (yet); the message names both.
+    pub fn unknown_operation(service: &str, operation: &str) -> Self {
+        Self::client(
+            "UnknownOperationException",
+            format!("berth's {service} does not implement the operation {operation:?} yet."),
+        )
     }
     /// `ServerException` (HTTP 500): berth's own fault.
     pub fn server(message: impl Into<String>) -> Self {

@@ -161,7 +161,10 @@ impl ControlPlane {
             "DescribeScalingActivities" => {
                 self.describe_aas(ACTIVITY, &req, "ScalingActivities", None)
             }
-            _ => Err(AwsError::unknown_operation()),
+            _ => Err(AwsError::unknown_operation(
+                "Application Auto Scaling",
+                operation,
+            )),
         }
     }
 

@@ -63,7 +63,7 @@ impl ControlPlane {
             "DescribeLogStreams" => self.describe_log_streams(parse_body(body)?),
             "GetLogEvents" => self.get_log_events(parse_body(body)?),
             "FilterLogEvents" => self.filter_log_events(parse_body(body)?),
-            _ => Err(AwsError::unknown_operation()),
+            _ => Err(AwsError::unknown_operation("CloudWatch Logs", operation)),
         }
     }
 

@@ -113,7 +113,7 @@ pub(crate) async fn handle(reg: &Registry, op: &str, body: &[u8]) -> Result<Valu
         "DescribeImageScanFindings" => {
             scanning::describe_image_scan_findings(reg, parse_body(body)?)
         }
-        _ => return Err(AwsError::unknown_operation()),
+        _ => return Err(AwsError::unknown_operation("ECR", op)),
     };
     res.map_err(|e| aws_error(&account, &e))
 }

@@ -7,6 +7,7 @@
 mod body_drain;
 mod image_verbs;
 mod server;
+mod unimplemented;
 mod usage_verb;
 
 use std::net::SocketAddr;

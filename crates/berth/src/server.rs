@@ -52,10 +52,25 @@ async fn aws_json(State(apis): State<Arc<Apis>>, headers: HeaderMap, body: Bytes
     let Some((prefix, op)) = proto::split_target(target) else {
         let form = headers.get("content-type").and_then(|v| v.to_str().ok());
         if form.is_some_and(|v| v.starts_with("application/x-www-form-urlencoded")) {
-            // CloudWatch's query protocol (`Action=...`).
-            return berth_control::cloudwatch::query_response(&apis.control, &body);
+            // The query protocol (`Action=...`): CloudWatch's (signing name `monitoring`), or a
+            // service berth does not have yet (EC2, IAM, STS, ELBv2, ...).
+            return match crate::unimplemented::signing_service(&headers, None, &body).as_deref() {
+                None | Some("monitoring") => {
+                    berth_control::cloudwatch::query_response(&apis.control, &body)
+                }
+                Some(service) => {
+                    let action = form_urlencoded::parse(&body)
+                        .find(|(k, _)| k == "Action")
+                        .map(|(_, v)| v.into_owned())
+                        .unwrap_or_default();
+                    crate::unimplemented::query_response(service, &action)
+                }
+            };
         }
-        return aws_response(Err(AwsError::unknown_operation()));
+        return aws_response(Err(AwsError::client(
+            "UnknownOperationException",
+            "berth expects an X-Amz-Target header (awsJson) or an Action parameter (query protocol).",
+        )));
     };
     let started = std::time::Instant::now();
     let result = match prefix {
@@ -68,7 +83,10 @@ async fn aws_json(State(apis): State<Arc<Apis>>, headers: HeaderMap, body: Bytes
         berth_control::cloudwatch::TARGET_PREFIX => {
             return berth_control::cloudwatch::json_response(&apis.control, op, &body)
         }
-        _ => Err(AwsError::unknown_operation()),
+        _ => {
+            let ct = headers.get("content-type").and_then(|v| v.to_str().ok());
+            return crate::unimplemented::json_unknown_service(prefix, op, ct);
+        }
     };
     if let Err(e) = &result {
         tracing::debug!(target, error = %e, "request failed");
@@ -149,6 +167,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .merge(berth_control::usage_api::router(control.clone(), pricing))
         .merge(berth_console::router())
         .merge(berth_control::agent_api::router(control))
+        .fallback(crate::unimplemented::fallback)
         .layer(axum::middleware::from_fn(
             crate::body_drain::close_if_body_unread,
         ));

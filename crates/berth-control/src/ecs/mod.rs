@@ -122,7 +122,7 @@ impl ControlPlane {
             "TagResource" => self.tag_resource(parse_body(body)?),
             "UntagResource" => self.untag_resource(parse_body(body)?),
             "ListTagsForResource" => self.list_tags_for_resource(parse_body(body)?),
-            _ => Err(AwsError::unknown_operation()),
+            _ => Err(AwsError::unknown_operation("ECS", operation)),
         }
     }
 }
