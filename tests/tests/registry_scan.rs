@@ -502,6 +502,62 @@ fn without_a_database_the_scan_fails_and_says_why() {
     assert!(d["imageDetails"][0]
         .get("imageScanFindingsSummary")
         .is_none());
+
+    // Offline import of an osv.dev-style archive into the server's default database
+    // (`<data-dir>/scan-db`): the running server scans with it, no restart.
+    let records = work.join("records");
+    write_db(&records);
+    let zip = work.join("all.zip");
+    let script = work.join("zip.py");
+    std::fs::write(
+        &script,
+        "import sys, zipfile, pathlib\n\
+         with zipfile.ZipFile(sys.argv[2], 'w') as z:\n\
+         \x20   for p in pathlib.Path(sys.argv[1]).rglob('*.json'):\n\
+         \x20       z.write(p, p.name)\n",
+    )
+    .unwrap();
+    let st = Command::new("python3")
+        .arg(&script)
+        .arg(&records)
+        .arg(&zip)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let bin = std::env::var_os("BERTH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/debug/berth"));
+    let out = Command::new(bin)
+        .args(["scan-db", "import"])
+        .arg(&zip)
+        .arg("--data-dir")
+        .arg(&s.data_dir)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("imported 6 vulnerability records"), "{said}");
+    s.aws_ok(&[
+        "ecr",
+        "start-image-scan",
+        "--repository-name",
+        "app",
+        "--image-id",
+        "imageTag=1",
+    ]);
+    let v = s.settle("app", "1");
+    assert_eq!(v["imageScanStatus"]["status"], "COMPLETE", "{v}");
+    assert!(
+        !v["imageScanFindings"]["findings"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{v}"
+    );
     drop(s);
     let _ = std::fs::remove_dir_all(&work);
 }

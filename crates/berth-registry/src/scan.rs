@@ -17,6 +17,7 @@
 //! Never `COMPLETE` without a database: a missing database is `FAILED`, so `aws ecr wait
 //! image-scan-complete` fails instead of reporting a clean image.
 
+pub mod import;
 pub mod osv;
 pub mod packages;
 pub mod version;
@@ -122,15 +123,12 @@ impl Scanner {
 
     /// The database, loaded or reused; `Err(description)` when none is configured or readable.
     fn database(&self) -> Result<Arc<osv::VulnDb>, String> {
-        let Some(dir) = &self.db_dir else {
+        let Some(dir) = self.db_dir.as_ref().filter(|d| has_records(d)) else {
             return Err(NO_DATABASE.to_string());
         };
-        let (stamp, files) = osv::stamp(dir).map_err(|e| {
-            format!(
-                "The vulnerability database directory {} cannot be read: {e}",
-                dir.display()
-            )
-        })?;
+        // The description is shown to API callers: it names no host path.
+        let (stamp, files) = osv::stamp(dir)
+            .map_err(|e| format!("The vulnerability database directory cannot be read: {e}"))?;
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((s, db)) = cache.as_ref() {
             if *s == stamp {
@@ -150,7 +148,12 @@ impl Scanner {
 }
 
 /// The description of a scan without a database.
-pub const NO_DATABASE: &str = "No vulnerability database is configured: start berth server with --scan-db DIR (a directory of OSV JSON files) to scan images";
+pub const NO_DATABASE: &str = "No vulnerability database is configured: import OSV records with `berth scan-db import <Debian/all.zip|Alpine/all.zip|DIR>` (osv.dev's per-ecosystem exports), or start berth server with --scan-db DIR (a directory of OSV JSON files), to scan images";
+
+/// Whether `dir` holds at least one OSV JSON file (searched recursively).
+fn has_records(dir: &std::path::Path) -> bool {
+    osv::stamp(dir).is_ok_and(|((n, _, _), _)| n > 0)
+}
 
 /// What a finished scan found.
 enum Outcome {
@@ -350,7 +353,7 @@ impl Registry {
             "application/vnd.oci.image.config.v1+json"
                 | "application/vnd.docker.container.image.v1+json"
         );
-        let finished = if self.scanner.db_dir.is_none() {
+        let finished = if !self.scanner.db_dir.as_deref().is_some_and(has_records) {
             Some(("FAILED", NO_DATABASE.to_string()))
         } else if !image_config {
             Some(("UNSUPPORTED_IMAGE", format!("UnsupportedImageError: the image is an artifact (config media type {config_type:?}), not a container image")))

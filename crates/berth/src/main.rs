@@ -6,6 +6,7 @@
 
 mod body_drain;
 mod image_verbs;
+mod scan_db_verb;
 mod server;
 mod unimplemented;
 mod usage_verb;
@@ -35,6 +36,8 @@ enum Command {
     /// Print metered usage (vCPU-seconds, GB-seconds, cost) of a berth server's tasks:
     /// per second from image pull start to stop, one-minute minimum, Fargate rates.
     Usage(usage_verb::UsageArgs),
+    /// Manage the image scanner's vulnerability database (offline OSV imports).
+    ScanDb(scan_db_verb::ScanDbArgs),
     /// Push an image from an OCI layout to a registry (berth's own by default), with progress:
     /// `berth push oci:./web:1 web:1`.
     Push {
@@ -116,8 +119,9 @@ pub struct ServerArgs {
     #[arg(long)]
     pub registry_auth: bool,
     /// Directory of OSV vulnerability records (JSON files, searched recursively) that image
-    /// scans (StartImageScan, scanOnPush) match the images' dpkg/apk packages against; without
-    /// it scans end FAILED saying no database is configured.
+    /// scans (StartImageScan, scanOnPush) match the images' dpkg/apk packages against; default
+    /// `<data-dir>/scan-db` (filled by `berth scan-db import`). Without records scans end FAILED
+    /// saying no database is configured.
     #[arg(long)]
     pub scan_db: Option<PathBuf>,
     /// Price table for metering (`berth usage`, `/_berth/usage`): JSON
@@ -179,6 +183,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Server(args) => server::run(args).await,
             Command::Usage(args) => usage_verb::run(args).await,
+            Command::ScanDb(args) => scan_db_verb::run(args),
             Command::Push {
                 src,
                 dest,

@@ -118,7 +118,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             host.clone(),
         )?
         .with_auth_required(args.registry_auth)
-        .with_scan_db(args.scan_db.clone()),
+        .with_scan_db(Some(
+            args.scan_db
+                .clone()
+                .unwrap_or_else(|| data_dir.join("scan-db")),
+        )),
     );
     // Lifecycle policies and garbage collection every 10 minutes.
     registry.spawn_maintenance(
