@@ -29,6 +29,9 @@ mod snapshot;
 mod spec;
 mod tailer;
 mod task;
+pub mod unpack;
+#[cfg(test)]
+mod unpack_attacks;
 
 pub use cgroups::Layout as CgroupLayout;
 
@@ -102,6 +105,9 @@ pub enum AgentError {
     Control(String),
     #[error("image: {0}")]
     Image(String),
+    /// A layer could not be unpacked safely (the message names no host path).
+    #[error(transparent)]
+    Layer(#[from] unpack::LayerError),
     #[error("runtime: {0}")]
     Runtime(String),
     #[error("bundle: {0}")]
