@@ -351,10 +351,16 @@ impl Server {
 
     /// Creates ECR repository `repo` and pushes the test image to it as `repo:tag` with skopeo.
     pub fn push_test_image(&self, repo: &str, tag: &str) {
+        self.push_image(&test_image(), "1", repo, tag);
+    }
+
+    /// Creates ECR repository `repo` and pushes tag `layout_tag` of the OCI image layout
+    /// `layout` to it as `repo:tag` with skopeo.
+    pub fn push_image(&self, layout: &Path, layout_tag: &str, repo: &str, tag: &str) {
         let _ = self.aws(&["ecr", "create-repository", "--repository-name", repo]);
         let out = Command::new("skopeo")
             .args(["copy", "--quiet", "--dest-tls-verify=false"])
-            .arg(format!("oci:{}:1", test_image().display()))
+            .arg(format!("oci:{}:{layout_tag}", layout.display()))
             .arg(format!("docker://{}/{repo}:{tag}", self.host()))
             .output()
             .expect("running skopeo");

@@ -157,10 +157,11 @@ impl Unpacker {
         }
         if !self.no_openat2 {
             let joined = comps.join(&b'/');
+            // No O_NOFOLLOW: RESOLVE_NO_SYMLINKS refuses a final symlink too, with ELOOP.
             match rustix::fs::openat2(
                 &self.root,
                 os(&joined),
-                DIR_FLAGS,
+                DIR_FLAGS.difference(OFlags::NOFOLLOW),
                 Mode::empty(),
                 resolve_flags(),
             ) {
@@ -184,7 +185,12 @@ impl Unpacker {
                 }
                 r => r,
             };
-            fd = next.map_err(|e| cx.resolve_err(e))?;
+            fd = match next {
+                Ok(fd) => fd,
+                // O_NOFOLLOW|O_DIRECTORY on a symlink may answer ENOTDIR: tell which it was.
+                Err(Errno::NOTDIR) if is_symlink(&fd, c) => return Err(cx.resolve_err(Errno::LOOP)),
+                Err(e) => return Err(cx.resolve_err(e)),
+            };
         }
         Ok(fd)
     }
@@ -344,6 +350,11 @@ impl Unpacker {
     }
 }
 
+fn is_symlink(dir: &OwnedFd, name: &[u8]) -> bool {
+    rustix::fs::statat(dir, os(name), AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
+}
+
 fn times(mtime: u64) -> Timestamps {
     let t = Timespec {
         tv_sec: mtime.min(i64::MAX as u64) as i64,
@@ -455,11 +466,24 @@ impl<R: Read> Read for HashingReader<R> {
 /// `sha256:` digest of the uncompressed stream (the layer's diff id). On error `dest` holds a
 /// partial tree for the caller to remove; nothing outside it was touched.
 pub fn unpack_layer<R: Read>(reader: R, dest: &Path) -> Result<String, LayerError> {
+    unpack(reader, dest, true)
+}
+
+/// [`unpack_layer`] walking paths one component at a time, as on kernels without openat2.
+#[cfg(test)]
+pub(crate) fn unpack_layer_per_component<R: Read>(
+    reader: R,
+    dest: &Path,
+) -> Result<String, LayerError> {
+    unpack(reader, dest, false)
+}
+
+fn unpack<R: Read>(reader: R, dest: &Path, openat2: bool) -> Result<String, LayerError> {
     let root =
         rustix::fs::open(dest, DIR_FLAGS, Mode::empty()).map_err(|e| LayerError::Read(e.into()))?;
     let mut u = Unpacker {
         root,
-        no_openat2: false,
+        no_openat2: !openat2,
         dirs: Vec::new(),
         opaque: Vec::new(),
     };

@@ -126,29 +126,43 @@ fn fingerprint(dir: &Path) -> Vec<String> {
     out
 }
 
-/// Unpacks `entries`; expects a failure that names no host path and an unchanged canary.
-fn refused(tag: &str, entries: impl FnOnce(&Scene) -> Vec<E>) -> String {
-    let s = scene(tag);
-    let before = fingerprint(&s.canary);
-    let data = layer(&entries(&s));
-    let r = unpack_layer(&data[..], &s.root);
-    let after = if s.canary.exists() {
-        fingerprint(&s.canary)
-    } else {
-        vec!["<canary deleted>".into()]
-    };
-    assert_eq!(before, after, "{tag}: the host canary changed");
-    assert!(
-        s.root.exists(),
-        "{tag}: the root or a directory around it is gone"
-    );
-    let e = match r {
-        Ok(d) => panic!("{tag}: malicious layer unpacked ({d})"),
-        Err(e) => e.to_string(),
-    };
-    let host = s.base.to_string_lossy().to_string();
-    assert!(!e.contains(&host), "{tag}: error shows a host path: {e}");
-    e
+/// Unpacks `entries` (with openat2 and walking one component at a time); expects a failure
+/// that names no host path, an unchanged canary and the root still in place. Returns the
+/// error message.
+fn refused(tag: &str, entries: impl Fn(&Scene) -> Vec<E>) -> String {
+    let mut msg = String::new();
+    for walk in [false, true] {
+        let tag = format!("{tag}{}", if walk { "-walk" } else { "" });
+        let s = scene(&tag);
+        let before = fingerprint(&s.canary);
+        let data = layer(&entries(&s));
+        let r = if walk {
+            crate::unpack::unpack_layer_per_component(&data[..], &s.root).map_err(|e| e.to_string())
+        } else {
+            unpack_layer(&data[..], &s.root).map_err(|e| e.to_string())
+        };
+        let after = if s.canary.exists() {
+            fingerprint(&s.canary)
+        } else {
+            vec!["<canary deleted>".into()]
+        };
+        assert_eq!(before, after, "{tag}: the host canary changed");
+        assert!(
+            s.root.exists(),
+            "{tag}: the root or a directory around it is gone"
+        );
+        let e = match r {
+            Ok(d) => panic!("{tag}: malicious layer unpacked ({d})"),
+            Err(e) => e,
+        };
+        let host = s.base.to_string_lossy().to_string();
+        assert!(!e.contains(&host), "{tag}: error shows a host path: {e}");
+        if walk {
+            assert_eq!(e, msg, "{tag}: both ways give the same error");
+        }
+        msg = e;
+    }
+    msg
 }
 
 fn abs(s: &Scene, rel: &str) -> String {
@@ -165,9 +179,13 @@ fn hard(n: &'static str, t: &str) -> E {
 
 #[test]
 fn whiteout_through_absolute_symlink() {
-    refused("wh-abs", |s| {
+    let e = refused("wh-abs", |s| {
         vec![sym("evil", &abs(s, "")), E::File("evil/.wh.victim", b"")]
     });
+    assert_eq!(
+        e,
+        "unsafe layer entry \"evil/.wh.victim\": the path goes through a symbolic link"
+    );
 }
 
 #[test]
