@@ -272,6 +272,12 @@ pub async fn run(mut config: AgentConfig) -> Result<(), AgentError> {
         metadata_port: n.metadata_port,
     });
     let layout = cgroups::Layout::read();
+    // All tasks together leave the host pids of its own (a fork bomb per task cannot add up).
+    match cgroups::limit_parent_pids(&layout) {
+        Ok(Some((_, max))) => tracing::info!("tasks may use {max} pids in all"),
+        Ok(None) => tracing::warn!("no pids cgroup controller: tasks' pids are not limited"),
+        Err(e) => tracing::warn!("cannot limit the tasks' pids in all: {e}"),
+    }
     let agent = Arc::new(Agent {
         runtime: runtime::Runtime::new(&config.runtime),
         metadata: Arc::new(metadata::Metadata::new(layout.clone(), tasks_dir.clone())),
