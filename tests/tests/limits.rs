@@ -64,3 +64,57 @@ fn tasks_pids_are_limited_in_all_and_per_task() {
     s.aws_ok(&["ecs", "stop-task", "--cluster", "demo", "--task", &arn]);
     s.wait_status("demo", &arn, "STOPPED", Duration::from_secs(60));
 }
+
+/// `ephemeralStorage` is enforced by measurement: with the test knob a GiB of limit is one
+/// MiB, so the task's 21 GiB are 21 MiB; it writes 4 MiB (reported by the metadata endpoint),
+/// then 40 MiB, and is stopped for it.
+#[test]
+fn ephemeral_storage_over_the_limit_stops_the_task() {
+    let s = Server::start_with_env(
+        &["--metrics-interval", "1"],
+        &[("BERTH_TEST_EPHEMERAL_BYTES_PER_GIB", "1048576")],
+    );
+    s.push_test_image("busybox", "1");
+    s.aws_ok(&["ecs", "create-cluster", "--cluster-name", "demo"]);
+    let mut td = fargate_taskdef(
+        "filler",
+        "busybox",
+        json!({"command": ["sh", "-c",
+            "dd if=/dev/zero of=/small bs=1M count=4 2>/dev/null; sleep 3; \
+             wget -q -O- $ECS_CONTAINER_METADATA_URI_V4/task; echo; \
+             dd if=/dev/zero of=/big bs=1M count=40 2>/dev/null; echo wrote; sleep 120"]}),
+    );
+    // Fargate's range is 21..=200 GiB.
+    td["ephemeralStorage"] = json!({"sizeInGiB": 20});
+    let e = s
+        .aws(&[
+            "ecs",
+            "register-task-definition",
+            "--cli-input-json",
+            &td.to_string(),
+        ])
+        .unwrap_err();
+    assert!(e.contains("ClientException") && e.contains("21 GiB"), "{e}");
+    td["ephemeralStorage"] = json!({"sizeInGiB": 21});
+    let td = s.register(&td);
+    let arn = s.run_task("demo", &td, None);
+    let t = s.wait_status("demo", &arn, "STOPPED", Duration::from_secs(90));
+    assert_eq!(t["lastStatus"], "STOPPED", "{t}");
+    assert_eq!(t["ephemeralStorage"]["sizeInGiB"], 21, "{t}");
+    assert_eq!(t["stopCode"], "EssentialContainerExited", "{t}");
+    let reason = t["stoppedReason"].as_str().unwrap_or("");
+    assert!(
+        reason.starts_with("EphemeralStorageExceeded: ") && reason.contains("21 GiB"),
+        "{t}"
+    );
+    assert_eq!(t["containers"][0]["exitCode"], 137, "{t}");
+    let out = s.log_events("/ecs/filler", &format!("ecs/app/{}", task_id(&arn)));
+    let doc: serde_json::Value = out
+        .iter()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no task metadata document: {out:?}"));
+    let m = &doc["EphemeralStorageMetrics"];
+    assert_eq!(m["Reserved"], 21, "{doc}");
+    let used = m["Utilized"].as_u64().unwrap_or(0);
+    assert!((4..21).contains(&used), "{doc}");
+}

@@ -15,6 +15,7 @@ mod bundle;
 mod cgroups;
 mod control;
 mod deps;
+mod ephemeral;
 mod health;
 mod metadata;
 mod network;
@@ -205,6 +206,8 @@ pub(crate) struct Agent {
     pub pool: Option<Arc<network::NetPool>>,
     pub metadata: Arc<metadata::Metadata>,
     metadata_bind: tokio::sync::Mutex<()>,
+    /// Stop requests of the sampler (a task over its ephemeral storage).
+    pub evictions: ephemeral::Evictions,
 }
 
 impl Agent {
@@ -291,6 +294,7 @@ pub async fn run(mut config: AgentConfig) -> Result<(), AgentError> {
         pool: net.clone().map(network::NetPool::new),
         net,
         metadata_bind: tokio::sync::Mutex::new(()),
+        evictions: ephemeral::Evictions::default(),
         cfg: config,
     });
     if let Some(n) = agent.net.clone() {
