@@ -81,6 +81,7 @@ pub struct Server {
     child: Option<Child>,
     keep_data: bool,
     extra_args: Vec<String>,
+    extra_env: Vec<(String, String)>,
     subnet_prefix: u8,
 }
 
@@ -93,6 +94,25 @@ impl Server {
     /// Starts a server on a free port with a new data directory and extra `berth server` flags.
     pub fn start_with(extra_args: &[&str]) -> Server {
         Self::start_inner(temp_dir("data"), extra_args)
+    }
+
+    /// Starts a server on a free port with a new data directory, extra `berth server` flags
+    /// and extra environment variables (test knobs).
+    pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut s = Server {
+            port: free_port(),
+            data_dir: temp_dir("data"),
+            child: None,
+            keep_data: false,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            subnet_prefix: 24,
+        };
+        s.spawn();
+        s
     }
 
     /// Starts a server on a free port over an existing data directory.
@@ -119,6 +139,7 @@ impl Server {
             child: None,
             keep_data: false,
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            extra_env: Vec::new(),
             subnet_prefix,
         };
         s.spawn();
@@ -137,6 +158,7 @@ impl Server {
             .args(["--task-bridge", &self.bridge()])
             .args(&self.extra_args)
             .env("BERTH_LOG", "info,berth=debug")
+            .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -351,10 +373,16 @@ impl Server {
 
     /// Creates ECR repository `repo` and pushes the test image to it as `repo:tag` with skopeo.
     pub fn push_test_image(&self, repo: &str, tag: &str) {
+        self.push_image(&test_image(), "1", repo, tag);
+    }
+
+    /// Creates ECR repository `repo` and pushes tag `layout_tag` of the OCI image layout
+    /// `layout` to it as `repo:tag` with skopeo.
+    pub fn push_image(&self, layout: &Path, layout_tag: &str, repo: &str, tag: &str) {
         let _ = self.aws(&["ecr", "create-repository", "--repository-name", repo]);
         let out = Command::new("skopeo")
             .args(["copy", "--quiet", "--dest-tls-verify=false"])
-            .arg(format!("oci:{}:1", test_image().display()))
+            .arg(format!("oci:{}:{layout_tag}", layout.display()))
             .arg(format!("docker://{}/{repo}:{tag}", self.host()))
             .output()
             .expect("running skopeo");

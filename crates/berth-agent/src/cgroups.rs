@@ -230,8 +230,71 @@ fn controller_mount(layout: &Layout, ctl: &str) -> Option<PathBuf> {
         .map(|(m, _)| m.clone())
 }
 
+/// The parent cgroup of every task (`berth/<task-id>`), shared by all agents on the host.
+pub const PARENT: &str = "berth";
+
+/// How many tasks (processes and threads) the host can have at once: the smaller of
+/// `/proc/sys/kernel/pid_max` and `/proc/sys/kernel/threads-max`. `None` when unreadable.
+pub fn host_pid_limit() -> Option<u64> {
+    let num = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    match (
+        num("/proc/sys/kernel/pid_max"),
+        num("/proc/sys/kernel/threads-max"),
+    ) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The aggregate `pids.max` of the [`PARENT`] cgroup for a host limit of `host` pids: all
+/// tasks together may use `host - reserve`, where `reserve = clamp(host / 4, 1024, host / 2)`
+/// is kept for the host itself (the agent, sshd, a root shell to clean up). With Linux's
+/// default `pid_max` of 32768 that is 24576 for the tasks and 8192 for the host, so eight
+/// fork-bombing tasks at their own limit of 4096 each cannot exhaust the host's pids.
+pub fn parent_pids_max(host: u64) -> u64 {
+    let reserve = (host / 4).max(1024).min(host / 2);
+    host - reserve
+}
+
+/// Sets the aggregate pids limit ([`parent_pids_max`] of [`host_pid_limit`]) on the
+/// [`PARENT`] cgroup, creating it: in the v1 `pids` hierarchy (v1 and hybrid hosts) or the
+/// v2 hierarchy with the `pids` controller enabled below the root (unified hosts). Returns
+/// the `pids.max` file and the value written; `None` when this host has no pids controller.
+pub fn limit_parent_pids(layout: &Layout) -> Result<Option<(PathBuf, u64)>, String> {
+    let Some(host) = host_pid_limit() else {
+        return Ok(None);
+    };
+    let max = parent_pids_max(host);
+    let dir = if layout.has_v1_controller("pids") {
+        controller_dir(layout, "pids", PARENT)
+    } else if layout.is_unified() {
+        let root = layout.v2.clone();
+        if let Some(r) = &root {
+            let _ = std::fs::write(r.join("cgroup.subtree_control"), "+pids");
+        }
+        root.map(|r| r.join(PARENT))
+    } else {
+        None
+    };
+    let Some(dir) = dir else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let f = dir.join("pids.max");
+    if !f.exists() {
+        return Ok(None);
+    }
+    std::fs::write(&f, max.to_string()).map_err(|e| format!("{}: {e}", f.display()))?;
+    Ok(Some((f, max)))
+}
+
 /// Task-level limits on the parent cgroup `rel` (`berth/<task-id>`) of the task's containers:
-/// CPU units -> CFS quota over a 100 ms period (1024 units = 1 CPU), MiB -> memory hard limit.
+/// CPU units -> CFS quota over a 100 ms period (1024 units = 1 CPU), MiB -> memory hard limit,
+/// and [`crate::spec::PIDS_LIMIT`] pids for all its containers together.
 /// Creates the cgroup; on a unified host enables the controllers down the path. Errors are
 /// returned as text (the task does not start without its limits).
 pub fn setup_task(
@@ -262,7 +325,14 @@ pub fn setup_task(
         if let Some(m) = mem {
             write(dir.join("memory.max"), m.to_string())?;
         }
+        if dir.join("pids.max").exists() {
+            write(dir.join("pids.max"), crate::spec::PIDS_LIMIT.to_string())?;
+        }
         return Ok(());
+    }
+    if let Some(d) = controller_dir(layout, "pids", rel) {
+        std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+        write(d.join("pids.max"), crate::spec::PIDS_LIMIT.to_string())?;
     }
     if let Some(q) = quota {
         if let Some(d) = controller_dir(layout, "cpu", rel) {
@@ -457,6 +527,35 @@ mod tests {
             "{HYBRID}32 26 0:30 / /sys/fs/cgroup/hugetlb rw,relatime - cgroup cgroup rw,hugetlb\n"
         );
         assert!(check_runtime_layout("crun", &Layout::parse(&with)).is_ok());
+    }
+
+    #[test]
+    fn parent_pids_formula() {
+        assert_eq!(parent_pids_max(32768), 24576);
+        assert_eq!(parent_pids_max(4_194_304), 3_145_728);
+        // A small host keeps at least 1024, and tasks get at least half.
+        assert_eq!(parent_pids_max(2048), 1024);
+        assert_eq!(parent_pids_max(1000), 500);
+    }
+
+    #[test]
+    fn parent_pids_limit_is_set_below_the_host_limit() {
+        let layout = Layout::read();
+        if !nix::unistd::geteuid().is_root()
+            || !layout.has_v1_controller("pids") && !layout.is_unified()
+        {
+            return;
+        }
+        let (file, max) = limit_parent_pids(&layout)
+            .unwrap()
+            .expect("a pids controller");
+        let got: u64 = std::fs::read_to_string(&file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(got, max);
+        assert!(got < host_pid_limit().unwrap(), "{got}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod bundle;
 mod cgroups;
 mod control;
 mod deps;
+mod ephemeral;
 mod health;
 mod metadata;
 mod network;
@@ -29,6 +30,9 @@ mod snapshot;
 mod spec;
 mod tailer;
 mod task;
+pub mod unpack;
+#[cfg(test)]
+mod unpack_attacks;
 
 pub use cgroups::Layout as CgroupLayout;
 
@@ -102,6 +106,9 @@ pub enum AgentError {
     Control(String),
     #[error("image: {0}")]
     Image(String),
+    /// A layer could not be unpacked safely (the message names no host path).
+    #[error(transparent)]
+    Layer(#[from] unpack::LayerError),
     #[error("runtime: {0}")]
     Runtime(String),
     #[error("bundle: {0}")]
@@ -199,6 +206,8 @@ pub(crate) struct Agent {
     pub pool: Option<Arc<network::NetPool>>,
     pub metadata: Arc<metadata::Metadata>,
     metadata_bind: tokio::sync::Mutex<()>,
+    /// Stop requests of the sampler (a task over its ephemeral storage).
+    pub evictions: ephemeral::Evictions,
 }
 
 impl Agent {
@@ -266,6 +275,12 @@ pub async fn run(mut config: AgentConfig) -> Result<(), AgentError> {
         metadata_port: n.metadata_port,
     });
     let layout = cgroups::Layout::read();
+    // All tasks together leave the host pids of its own (a fork bomb per task cannot add up).
+    match cgroups::limit_parent_pids(&layout) {
+        Ok(Some((_, max))) => tracing::info!("tasks may use {max} pids in all"),
+        Ok(None) => tracing::warn!("no pids cgroup controller: tasks' pids are not limited"),
+        Err(e) => tracing::warn!("cannot limit the tasks' pids in all: {e}"),
+    }
     let agent = Arc::new(Agent {
         runtime: runtime::Runtime::new(&config.runtime),
         metadata: Arc::new(metadata::Metadata::new(layout.clone(), tasks_dir.clone())),
@@ -279,6 +294,7 @@ pub async fn run(mut config: AgentConfig) -> Result<(), AgentError> {
         pool: net.clone().map(network::NetPool::new),
         net,
         metadata_bind: tokio::sync::Mutex::new(()),
+        evictions: ephemeral::Evictions::default(),
         cfg: config,
     });
     if let Some(n) = agent.net.clone() {

@@ -33,6 +33,8 @@ struct Entry {
     spec: TaskSpec,
     report: TaskStateReport,
     net: Option<TaskNet>,
+    /// The last measured ephemeral storage use, bytes (see `crate::ephemeral`).
+    ephemeral_used: u64,
 }
 
 /// What the endpoint knows about the tasks on this node.
@@ -130,6 +132,7 @@ impl Metadata {
                 spec: spec.clone(),
                 report: report.cloned().unwrap_or_default(),
                 net: None,
+                ephemeral_used: 0,
             },
         );
     }
@@ -143,6 +146,13 @@ impl Metadata {
     pub fn set_net(&self, task_id: &str, n: &TaskNet) {
         if let Some(e) = self.tasks.lock().unwrap().get_mut(task_id) {
             e.net = Some(n.clone());
+        }
+    }
+
+    /// Records task `task_id`'s measured ephemeral storage use (bytes).
+    pub fn set_ephemeral_usage(&self, task_id: &str, bytes: u64) {
+        if let Some(e) = self.tasks.lock().unwrap().get_mut(task_id) {
+            e.ephemeral_used = bytes;
         }
     }
 
@@ -167,6 +177,7 @@ impl Metadata {
                         .cpu
                         .unwrap_or(if cpu_sum > 0 { cpu_sum } else { 1024 }),
                     memory_mib: e.spec.memory.or((mem_sum > 0).then_some(mem_sum)),
+                    ephemeral_gib: e.spec.ephemeral_storage_gib,
                 }
             })
             .collect()
@@ -271,7 +282,11 @@ impl Metadata {
             "LaunchType": e.spec.launch_type,
             "Containers": (0..e.spec.containers.len()).map(|i| self.container_doc(e, i)).collect::<Vec<_>>(),
             "ClockDrift": {"ClockErrorBound": 0.5, "ReferenceTimestamp": iso(Some(berth_core::epoch_now())), "ClockSynchronizationStatus": "SYNCHRONIZED"},
-            "EphemeralStorageMetrics": {"Utilized": 0, "Reserved": 20496},
+            // MiB: the measured use and the enforced limit (crate::ephemeral).
+            "EphemeralStorageMetrics": {
+                "Utilized": crate::ephemeral::mib(e.ephemeral_used),
+                "Reserved": crate::ephemeral::limit_bytes(e.spec.ephemeral_storage_gib) >> 20,
+            },
         })
     }
 

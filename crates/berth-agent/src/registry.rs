@@ -122,6 +122,11 @@ fn host_platform() -> (&'static str, Option<&'static str>) {
 enum FetchError {
     NotFound,
     Other(String),
+    /// Layer `diff_id` was fetched but could not be unpacked (a malicious or corrupt layer).
+    Extract {
+        diff_id: String,
+        reason: String,
+    },
 }
 
 impl Puller {
@@ -208,6 +213,11 @@ impl Puller {
             Ok(img) => Ok(img),
             Err(FetchError::NotFound) => Err(fail(format!("{}: not found", r.display))),
             Err(FetchError::Other(e)) => Err(fail(format!("{}: {e}", r.display))),
+            Err(FetchError::Extract { diff_id, reason }) => Err(PullError {
+                message: format!(
+                    "CannotPullContainerError: ref pull has been retried 1 time(s): failed to extract layer {diff_id}: {reason}"
+                ),
+            }),
         }
     }
 
@@ -392,7 +402,10 @@ impl Puller {
                     self.snapshots
                         .ensure(c, d, blob, comp)
                         .await
-                        .map_err(|e| FetchError::Other(e.to_string()))
+                        .map_err(|e| FetchError::Extract {
+                            diff_id: d.clone(),
+                            reason: e.to_string(),
+                        })
                 });
         let dirs = futures_util::future::join_all(jobs).await;
         let mut out = Vec::with_capacity(dirs.len());

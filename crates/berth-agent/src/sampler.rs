@@ -3,7 +3,8 @@
 //! `memory.usage_in_bytes` minus `total_cache`, v2 `memory.current` minus `inactive_file`), turns
 //! them into ECS utilization (percent of the task's reserved CPU units and memory) and posts one
 //! [`MetricsBatch`] to the control plane. A task's first reading only sets its CPU baseline.
-//! Cost per task and interval: two or three small cgroup file reads.
+//! Cost per task and interval: two or three small cgroup file reads, plus a walk of the task's
+//! writable storage for its ephemeral storage limit (see [`crate::ephemeral`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use berth_api::agent::{MetricsBatch, TaskMetricSample};
 
 use crate::cgroups::{controller_dir, Layout};
-use crate::Agent;
+use crate::{ephemeral, Agent};
 
 /// What the sampler needs to know about a running task.
 pub struct RunningTask {
@@ -24,6 +25,8 @@ pub struct RunningTask {
     /// Reserved memory in MiB (task `memory`, else the containers' limits or reservations);
     /// `None` reports 0 % memory.
     pub memory_mib: Option<u32>,
+    /// ECS `ephemeralStorage.sizeInGiB` (`None`: the default).
+    pub ephemeral_gib: Option<u32>,
 }
 
 fn read(p: &Path) -> Option<String> {
@@ -75,6 +78,35 @@ pub fn cpu_percent(delta_ns: u64, elapsed: Duration, cpu_units: u32) -> f64 {
     delta_ns as f64 / reserved_ns * 100.0
 }
 
+/// Measures each task's ephemeral storage (off the async threads), records it for the
+/// metadata endpoint and asks the supervisor of a task over its limit to stop it.
+async fn check_ephemeral(agent: &Arc<Agent>, tasks: Vec<(String, Option<u32>)>) {
+    if tasks.is_empty() {
+        return;
+    }
+    let dir = agent.tasks_dir.clone();
+    let measured = tokio::task::spawn_blocking(move || {
+        tasks
+            .into_iter()
+            .map(|(id, gib)| {
+                let limit = ephemeral::limit_bytes(gib);
+                let usage = ephemeral::measure(&dir.join(&id), limit);
+                (id, gib, limit, usage)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    for (id, gib, limit, usage) in measured {
+        agent.metadata.set_ephemeral_usage(&id, usage.bytes);
+        if usage.over {
+            let why = ephemeral::reason(usage, limit, gib);
+            tracing::warn!(task = %id, "{why}");
+            agent.evictions.evict(&id, why);
+        }
+    }
+}
+
 /// Samples every `interval` forever.
 pub async fn run(agent: Arc<Agent>, interval: Duration) {
     let mut last: HashMap<String, (Instant, u64)> = HashMap::new();
@@ -87,6 +119,10 @@ pub async fn run(agent: Arc<Agent>, interval: Duration) {
         let ts = (berth_core::epoch_now() * 1000.0) as i64;
         let mut samples = Vec::new();
         let mut seen = HashMap::new();
+        let storage: Vec<(String, Option<u32>)> = tasks
+            .iter()
+            .map(|t| (t.task_id.clone(), t.ephemeral_gib))
+            .collect();
         for t in tasks {
             let (cpu, mem) = usage(&agent.layout, &crate::task::cgroup_task_rel(&t.task_id));
             let Some(cpu) = cpu else { continue };
@@ -106,6 +142,7 @@ pub async fn run(agent: Arc<Agent>, interval: Duration) {
             seen.insert(t.task_id, (now, cpu));
         }
         last = seen;
+        check_ephemeral(&agent, storage).await;
         if !samples.is_empty() {
             if let Err(e) = agent.control.post_metrics(&MetricsBatch { samples }).await {
                 tracing::debug!("metrics: {e}");

@@ -482,6 +482,8 @@ impl Supervisor {
         let mut stop_code: Option<String> = None;
         let mut stopped_reason: Option<String> = None;
         let mut start_error: Option<String> = None;
+        // The sampler's stop request for a task over its ephemeral storage.
+        let mut evicted = self.agent.evictions.subscribe(&self.spec.task_id);
 
         // Ports are published before anything starts (connections wait for the app).
         if let Some(net) = &self.net {
@@ -733,6 +735,19 @@ impl Supervisor {
                         }
                     }
                 }
+                Ok(()) = evicted.changed(), if !stopping => {
+                    let why = evicted.borrow_and_update().clone();
+                    if let Some(why) = why {
+                        stopping = true;
+                        stop_code = Some("EssentialContainerExited".into());
+                        stopped_reason = Some(why);
+                        timers = self.begin_stop(&tx).await;
+                        // Like a hard eviction: no grace period.
+                        for idx in 0..n {
+                            let _ = tx.send(Sup::Kill(idx));
+                        }
+                    }
+                }
                 _ = stop_requested(&mut stop), if !stopping => {
                     stopping = true;
                     timers = self.begin_stop(&tx).await;
@@ -747,6 +762,7 @@ impl Supervisor {
             t.finish().await;
         }
         self.agent.logs.flush().await;
+        self.agent.evictions.forget(&self.spec.task_id);
         cleanup(&self.agent, &self.spec, &self.task_dir, Some(&self.conn)).await;
         let mut r = stopped_report(&self.spec, &self.report);
         if stop_code.is_none()

@@ -69,6 +69,11 @@ pub struct TaskSpec {
     /// Task `volumes` (ECS `Volume`): a host path, or a per-task scratch directory.
     #[serde(default)]
     pub volumes: Vec<VolumeSpec>,
+    /// ECS `ephemeralStorage.sizeInGiB` (RunTask override, else the task definition's);
+    /// `None` means the default of 20 GiB. The agent measures the task's writable storage
+    /// against it and stops the task when it is exceeded.
+    #[serde(default)]
+    pub ephemeral_storage_gib: Option<u32>,
 }
 
 /// A task volume: `host_path` bind-mounts a host directory; `None` gives a scratch directory

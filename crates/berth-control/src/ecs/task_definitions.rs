@@ -62,6 +62,14 @@ fn validate(req: &RegisterTaskDefinitionRequest) -> Result<(Option<u32>, Option<
         })?),
         None => None,
     };
+    if let Some(e) = req.extra.get("ephemeralStorage") {
+        let gib = e.get("sizeInGiB").and_then(serde_json::Value::as_i64);
+        if !gib.is_some_and(|g| (21..=200).contains(&g)) {
+            return Err(AwsError::client_exception(
+                "Invalid 'ephemeralStorage.sizeInGiB' setting for the task definition. The minimum supported value is 21 GiB and the maximum supported value is 200 GiB.",
+            ));
+        }
+    }
     let mut names = HashSet::new();
     for c in &req.container_definitions {
         let name = c.name.as_deref().unwrap_or("");

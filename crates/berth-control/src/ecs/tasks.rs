@@ -198,6 +198,16 @@ fn linux_caps(def: &berth_api::ecs::ContainerDefinition, which: &str) -> Vec<Str
         .collect()
 }
 
+/// `ephemeralStorage.sizeInGiB` of a task definition or task override (their unmodelled
+/// fields).
+fn ephemeral_storage_gib(extra: &serde_json::Map<String, Value>) -> Option<u32> {
+    extra
+        .get("ephemeralStorage")?
+        .get("sizeInGiB")?
+        .as_u64()
+        .and_then(|g| u32::try_from(g).ok())
+}
+
 /// Task `volumes` for the agent: `host.sourcePath` or a scratch directory.
 fn volume_specs(volumes: &[Value]) -> Vec<VolumeSpec> {
     volumes
@@ -295,6 +305,8 @@ impl ControlPlane {
         let now = epoch_now();
         let id = n.task_id.clone().unwrap_or_else(new_id);
         let task_arn = self.scope.task(n.cluster, &id);
+        let ephemeral_gib = ephemeral_storage_gib(&n.overrides.extra)
+            .or_else(|| ephemeral_storage_gib(&n.td.extra));
         let containers: Vec<ContainerSpec> =
             n.td.container_definitions
                 .iter()
@@ -364,7 +376,8 @@ impl ControlPlane {
             task_arn: task_arn.clone(),
             task_definition_arn: n.td.task_definition_arn.clone(),
             version: 1,
-            ephemeral_storage: (n.launch_type == "FARGATE").then(|| json!({"sizeInGiB": 20})),
+            ephemeral_storage: (n.launch_type == "FARGATE")
+                .then(|| json!({"sizeInGiB": ephemeral_gib.unwrap_or(20)})),
             ..Default::default()
         };
         let rec = TaskRecord {
@@ -382,6 +395,7 @@ impl ControlPlane {
                 availability_zone: format!("{}a", self.scope.region),
                 awsvpc: n.td.network_mode.as_deref() == Some("awsvpc"),
                 volumes: volume_specs(&n.td.volumes),
+                ephemeral_storage_gib: ephemeral_gib,
             },
             task: task.clone(),
             instance: self.instance_id.clone(),
@@ -467,6 +481,14 @@ impl ControlPlane {
                 return Err(AwsError::invalid_parameter(format!(
                     "Override for container named {n} is not a container in the TaskDefinition."
                 )));
+            }
+        }
+        if let Some(e) = overrides.extra.get("ephemeralStorage") {
+            let gib = e.get("sizeInGiB").and_then(Value::as_i64);
+            if !gib.is_some_and(|g| (21..=200).contains(&g)) {
+                return Err(AwsError::invalid_parameter(
+                    "Invalid 'ephemeralStorage.sizeInGiB' override. The minimum supported value is 21 GiB and the maximum supported value is 200 GiB.",
+                ));
             }
         }
         let parse = |v: &Option<String>,
