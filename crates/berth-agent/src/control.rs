@@ -1,28 +1,59 @@
-//! The agent's side of the agent protocol (`berth_api::agent`): assignment long polls, task
-//! state reports (ordered, coalesced, retried) and batched log shipping.
+//! The agent's side of the agent protocol (`berth_api::agent`): registration with the join
+//! token, assignment long polls, task state reports (ordered, coalesced, persisted, retried
+//! until acknowledged) and batched log shipping, every call with the agent's credential.
 
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use berth_api::agent::{Assignments, LogBatch, LogLine, MetricsBatch, TaskStateReport};
+use berth_api::agent::{
+    Assignments, LogBatch, LogLine, MetricsBatch, RegisterRequest, RegisterResponse,
+    TaskStateReport, CREDENTIAL_SCHEME,
+};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::AgentError;
+use crate::{statefile, AgentConfig, AgentError};
+
+/// Where a joined agent keeps its credential: `<data-dir>/credential` (mode 0600).
+pub const CREDENTIAL_FILE: &str = "credential";
+
+/// `<data-dir>/credential`: the credential and whom it was issued by and for.
+#[derive(Serialize, Deserialize)]
+struct SavedCredential {
+    server: String,
+    instance_id: String,
+    credential: String,
+}
 
 #[derive(Clone)]
 pub struct Control {
     pub client: reqwest::Client,
     pub base: String,
+    credential: Arc<RwLock<String>>,
 }
 
 impl Control {
-    pub fn new(client: reqwest::Client, server_url: &str) -> Control {
+    pub fn new(client: reqwest::Client, server_url: &str, credential: String) -> Control {
         Control {
             client,
             base: server_url.trim_end_matches('/').to_string(),
+            credential: Arc::new(RwLock::new(credential)),
         }
     }
 
-    /// One long poll for assignments newer than `after`.
+    fn authorization(&self) -> String {
+        let c = self.credential.read().unwrap_or_else(|e| e.into_inner());
+        format!("{CREDENTIAL_SCHEME} {c}")
+    }
+
+    /// Uses `credential` from now on (after registering again).
+    pub fn set_credential(&self, credential: String) {
+        *self.credential.write().unwrap_or_else(|e| e.into_inner()) = credential;
+    }
+
+    /// One long poll for assignments newer than `after`. A refused credential is
+    /// [`AgentError::Unauthorized`].
     pub async fn assignments(
         &self,
         instance: &str,
@@ -33,6 +64,7 @@ impl Control {
         let resp = self
             .client
             .get(&url)
+            .header("authorization", self.authorization())
             .query(&[
                 ("instance", instance),
                 ("after", &after.to_string()),
@@ -44,13 +76,16 @@ impl Control {
         let st = resp.status();
         if !st.is_success() {
             let body = resp.text().await.unwrap_or_default();
+            if st == reqwest::StatusCode::UNAUTHORIZED {
+                return Err(AgentError::Unauthorized(format!("GET {url}: {st}: {body}")));
+            }
             return Err(AgentError::Control(format!("GET {url}: {st}: {body}")));
         }
         Ok(resp.json().await?)
     }
 
     /// POSTs `body` as JSON to `path`; on failure says whether a retry may help (connection
-    /// errors and 5xx) and what happened.
+    /// errors, 5xx, and 401: the credential may be renewed meanwhile) and what happened.
     async fn post_json<T: serde::Serialize>(
         &self,
         path: &str,
@@ -60,6 +95,7 @@ impl Control {
         match self
             .client
             .post(&url)
+            .header("authorization", self.authorization())
             .json(body)
             .timeout(Duration::from_secs(30))
             .send()
@@ -69,7 +105,8 @@ impl Control {
             Ok(resp) => {
                 let st = resp.status();
                 let body = resp.text().await.unwrap_or_default();
-                Err((st.is_server_error(), format!("POST {url}: {st}: {body}")))
+                let retry = st.is_server_error() || st == reqwest::StatusCode::UNAUTHORIZED;
+                Err((retry, format!("POST {url}: {st}: {body}")))
             }
             Err(e) => Err((true, format!("POST {url}: {e}"))),
         }
@@ -93,20 +130,121 @@ impl Control {
     }
 }
 
-/// Sends one task's state reports in order. Reports are cumulative, so when several are
-/// queued only the newest is sent; each is retried with backoff while the server is away.
+/// Registers `instance_id` with `join_token` (`POST /_berth/agent/register`) and saves the
+/// credential in `<data_dir>/credential` (0600). Connection errors are retried (the server
+/// may not be up yet); a refusal is an error that says why.
+pub async fn register(
+    client: &reqwest::Client,
+    server_url: &str,
+    data_dir: &Path,
+    instance_id: &str,
+    join_token: &str,
+) -> Result<String, AgentError> {
+    let base = server_url.trim_end_matches('/');
+    let url = format!("{base}/_berth/agent/register");
+    let mut backoff = Duration::from_millis(200);
+    let resp = loop {
+        match client
+            .post(&url)
+            .header("authorization", format!("{CREDENTIAL_SCHEME} {join_token}"))
+            .json(&RegisterRequest {
+                instance_id: instance_id.to_string(),
+            })
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+        {
+            Ok(r) if !r.status().is_server_error() => break r,
+            Ok(r) => tracing::warn!("registering with {base}: {}; retrying", r.status()),
+            Err(e) => tracing::warn!("registering with {base}: {e}; retrying in {backoff:?}"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    };
+    let st = resp.status();
+    if !st.is_success() {
+        let body = resp.text().await.unwrap_or_default();
+        let why = match st.as_u16() {
+            401 => "the join token is wrong (see `berth join-token` on the server)".to_string(),
+            _ => body.trim().to_string(),
+        };
+        return Err(AgentError::Unauthorized(format!(
+            "registering as {instance_id:?} with {base}: {st}: {why}"
+        )));
+    }
+    let r: RegisterResponse = resp.json().await?;
+    let saved = SavedCredential {
+        server: base.to_string(),
+        instance_id: instance_id.to_string(),
+        credential: r.credential.clone(),
+    };
+    statefile::write_mode(
+        &data_dir.join(CREDENTIAL_FILE),
+        &serde_json::to_vec(&saved).map_err(std::io::Error::other)?,
+        0o600,
+    )?;
+    tracing::info!(instance = %instance_id, "registered with {base}");
+    Ok(r.credential)
+}
+
+/// The credential this agent calls the control plane with: the one it was given (the server's
+/// embedded agent), else the one saved by an earlier registration with the same server and
+/// instance id, else a new registration with the join token.
+pub async fn credential(client: &reqwest::Client, cfg: &AgentConfig) -> Result<String, AgentError> {
+    if let Some(c) = &cfg.credential {
+        return Ok(c.clone());
+    }
+    let path = cfg.data_dir.join(CREDENTIAL_FILE);
+    let saved: Option<SavedCredential> = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if let Some(s) = saved {
+        if s.instance_id == cfg.instance_id && s.server == cfg.server_url.trim_end_matches('/') {
+            return Ok(s.credential);
+        }
+    }
+    let Some(token) = &cfg.join_token else {
+        return Err(AgentError::Preflight(format!(
+            "this agent has no credential ({} is missing or for another server or instance id); start it with --join-token (or BERTH_JOIN_TOKEN) set to the server's join token (`berth join-token` on the server prints it)",
+            path.display()
+        )));
+    };
+    register(
+        client,
+        &cfg.server_url,
+        &cfg.data_dir,
+        &cfg.instance_id,
+        token,
+    )
+    .await
+}
+
+/// Sends one task's state reports in order, each persisted to the task's `report.json` first
+/// (so a restarted agent re-sends what may not have arrived). Reports are cumulative, so when
+/// several are queued only the newest is sent; each is retried with backoff until the server
+/// acknowledges it (or refuses it for good).
 pub struct Reporter {
     tx: watch::Sender<Option<TaskStateReport>>,
     join: tokio::task::JoinHandle<()>,
 }
 
 impl Reporter {
-    pub fn start(control: Control, task_id: String) -> Reporter {
+    /// `file`: where each report is persisted before it is sent (`None`: not persisted).
+    pub fn start(control: Control, task_id: String, file: Option<PathBuf>) -> Reporter {
         let (tx, mut rx) = watch::channel::<Option<TaskStateReport>>(None);
         let join = tokio::spawn(async move {
             loop {
                 let report = rx.borrow_and_update().clone();
                 if let Some(report) = report {
+                    if let Some(f) = file.clone() {
+                        let r = report.clone();
+                        let written =
+                            tokio::task::spawn_blocking(move || statefile::write_json(&f, &r))
+                                .await;
+                        if let Ok(Err(e)) = written {
+                            tracing::debug!(task = %task_id, "cannot persist the state report: {e}");
+                        }
+                    }
                     let mut backoff = Duration::from_millis(50);
                     loop {
                         match control.post_report(&task_id, &report).await {

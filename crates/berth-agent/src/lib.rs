@@ -28,6 +28,7 @@ pub mod shim;
 mod shim_client;
 mod snapshot;
 mod spec;
+mod statefile;
 mod tailer;
 mod task;
 pub mod unpack;
@@ -52,6 +53,12 @@ pub struct AgentConfig {
     pub network: Option<NetworkConfig>,
     /// How often running tasks' CPU and memory are sampled for CloudWatch metrics.
     pub metrics_interval: Duration,
+    /// A credential issued for `instance_id` (the server's embedded agent gets one in-process);
+    /// `None`: the one saved in `<data_dir>/credential`, or a registration with `join_token`.
+    pub credential: Option<String>,
+    /// The server's join token, to register with (and to register again when the server no
+    /// longer knows the saved credential).
+    pub join_token: Option<String>,
 }
 
 /// Task network settings of an agent.
@@ -104,6 +111,9 @@ pub enum AgentError {
     Http(#[from] reqwest::Error),
     #[error("control plane: {0}")]
     Control(String),
+    /// The control plane refused the agent's credential or join token.
+    #[error("not authorized: {0}")]
+    Unauthorized(String),
     #[error("image: {0}")]
     Image(String),
     /// A layer could not be unpacked safely (the message names no host path).
@@ -259,7 +269,8 @@ pub async fn run(mut config: AgentConfig) -> Result<(), AgentError> {
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)
         .build()?;
-    let control = control::Control::new(client.clone(), &config.server_url);
+    let credential = control::credential(&client, &config).await?;
+    let control = control::Control::new(client.clone(), &config.server_url, credential);
     let snapshots = Arc::new(snapshot::Snapshots::new(config.data_dir.join("snapshots"))?);
     let puller = registry::Puller::new(client, &config.server_url, &config.data_dir, snapshots)?;
     let tasks_dir = config.data_dir.join("tasks");
@@ -382,6 +393,31 @@ pub async fn run(mut config: AgentConfig) -> Result<(), AgentError> {
                 backoff = Duration::from_millis(100);
                 a
             }
+            Err(AgentError::Unauthorized(e)) => {
+                // The server no longer knows this credential (e.g. its state was reset):
+                // register again when the join token is at hand.
+                tracing::warn!("assignments: {e}");
+                if let (None, Some(token)) = (&agent.cfg.credential, &agent.cfg.join_token) {
+                    match control::register(
+                        &agent.control.client,
+                        &agent.cfg.server_url,
+                        &agent.cfg.data_dir,
+                        &agent.cfg.instance_id,
+                        token,
+                    )
+                    .await
+                    {
+                        Ok(c) => {
+                            agent.control.set_credential(c);
+                            continue;
+                        }
+                        Err(e) => tracing::error!("{e}"),
+                    }
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
             Err(e) => {
                 tracing::warn!("assignments: {e}; retrying in {backoff:?}");
                 tokio::time::sleep(backoff).await;
@@ -412,7 +448,7 @@ pub async fn run(mut config: AgentConfig) -> Result<(), AgentError> {
                             done: Arc::new(AtomicBool::new(true)),
                         },
                     );
-                    let reporter = control::Reporter::start(agent.control.clone(), id);
+                    let reporter = control::Reporter::start(agent.control.clone(), id, None);
                     let r = berth_api::agent::TaskStateReport {
                         last_status: "STOPPED".into(),
                         stopped_at: Some(berth_core::epoch_now()),

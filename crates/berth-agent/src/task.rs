@@ -21,7 +21,7 @@ use crate::network::{self, TaskNet};
 use crate::shim::{self, ExitRecord};
 use crate::shim_client::{ShimConn, ShimEvent};
 use crate::tailer::Tailer;
-use crate::{cgroups, health, Agent, AgentError};
+use crate::{cgroups, health, statefile, Agent, AgentError};
 
 pub const LOST_REASON: &str =
     "Task stopped because its containers were lost while berth was down (their shim is gone)";
@@ -104,19 +104,27 @@ fn pending_report(spec: &TaskSpec) -> TaskStateReport {
     }
 }
 
-/// Sends reports and keeps the last one in `report.json` (and in the metadata registry).
+/// Sends reports (each persisted to `report.json` by the [`Reporter`] before it is sent) and
+/// keeps the last one in the metadata registry.
 struct Reports {
     reporter: Reporter,
-    file: PathBuf,
     agent: Arc<Agent>,
     task_id: String,
 }
 
 impl Reports {
-    fn send(&self, r: &TaskStateReport) {
-        if let Ok(b) = serde_json::to_vec(r) {
-            let _ = std::fs::write(&self.file, b);
+    /// Reports of task `task_id`, persisted in its task directory when the id is valid.
+    fn new(agent: &Arc<Agent>, task_id: &str) -> Reports {
+        let file =
+            valid_task_id(task_id).then(|| agent.tasks_dir.join(task_id).join("report.json"));
+        Reports {
+            reporter: Reporter::start(agent.control.clone(), task_id.to_string(), file),
+            agent: agent.clone(),
+            task_id: task_id.to_string(),
         }
+    }
+
+    fn send(&self, r: &TaskStateReport) {
         self.agent.metadata.update_report(&self.task_id, r);
         self.reporter.send(r.clone());
     }
@@ -134,12 +142,7 @@ async fn stop_requested(rx: &mut watch::Receiver<bool>) {
 
 /// Runs a new task to its end. `stop` turns true when the control plane wants it stopped.
 pub async fn run_task(agent: Arc<Agent>, spec: TaskSpec, mut stop: watch::Receiver<bool>) {
-    let reports = Reports {
-        reporter: Reporter::start(agent.control.clone(), spec.task_id.clone()),
-        file: agent.tasks_dir.join(&spec.task_id).join("report.json"),
-        agent: agent.clone(),
-        task_id: spec.task_id.clone(),
-    };
+    let reports = Reports::new(&agent, &spec.task_id);
     let t0 = Instant::now();
     let mut report = pending_report(&spec);
     let fail = |report: &TaskStateReport, reason: String, per_container: Vec<Option<String>>| {
@@ -165,10 +168,7 @@ pub async fn run_task(agent: Arc<Agent>, spec: TaskSpec, mut stop: watch::Receiv
     let task_dir = agent.tasks_dir.join(&spec.task_id);
     let prepared = (|| -> std::io::Result<()> {
         std::fs::create_dir_all(&task_dir)?;
-        std::fs::write(
-            task_dir.join("task.json"),
-            serde_json::to_vec(&spec).unwrap_or_default(),
-        )
+        statefile::write_json(&task_dir.join("task.json"), &spec)
     })();
     if let Err(e) = prepared {
         let r = fail(&report, format!("cannot create task state: {e}"), vec![]);
@@ -202,10 +202,7 @@ pub async fn run_task(agent: Arc<Agent>, spec: TaskSpec, mut stop: watch::Receiv
                     // A pre-attached namespace from the warm pool when there is one (recorded
                     // at once, so cleanup releases it whatever happens next).
                     if let Some(n) = agent.pool.as_ref().and_then(|p| p.take()) {
-                        let _ = std::fs::write(
-                            task_dir.join("net.json"),
-                            serde_json::to_vec(&n).unwrap_or_default(),
-                        );
+                        let _ = statefile::write_json(&task_dir.join("net.json"), &n);
                         return Ok(Some(n));
                     }
                     return network::setup(cfg, &task_id).await.map(Some);
@@ -282,10 +279,7 @@ pub async fn run_task(agent: Arc<Agent>, spec: TaskSpec, mut stop: watch::Receiv
     }
     let (conn, events) = shim.expect("checked");
     if let Some(n) = &net {
-        let _ = std::fs::write(
-            task_dir.join("net.json"),
-            serde_json::to_vec(n).unwrap_or_default(),
-        );
+        let _ = statefile::write_json(&task_dir.join("net.json"), n);
         agent.metadata.set_net(&spec.task_id, n);
         report.network = Some(network_report(n, &region_of(&spec)));
         agent.ensure_metadata_server(n.gateway).await;
@@ -437,6 +431,55 @@ async fn cleanup(
     }
 }
 
+/// The shim's answer to a second `start` of a container (see `shim/main.rs`).
+const ALREADY_STARTED: &str = "container already started";
+/// How long a restarted agent waits to learn what became of a start that was under way.
+const RESOLVE_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Finds out what became of a container start the shim took while this agent was not
+/// listening (an agent restart): the runtime's pid file naming a live process means it runs
+/// (`Sup::Started`), an exit record that it ran and ended (`ShimEvent::Exit`); neither within
+/// [`RESOLVE_START_TIMEOUT`] means the runtime failed (`Sup::Started` with its error).
+fn spawn_resolver(
+    task_dir: &Path,
+    idx: usize,
+    tx: &mpsc::UnboundedSender<Sup>,
+    etx: &mpsc::UnboundedSender<ShimEvent>,
+) {
+    let (task_dir, tx, etx) = (task_dir.to_path_buf(), tx.clone(), etx.clone());
+    tokio::spawn(async move {
+        let deadline = Instant::now() + RESOLVE_START_TIMEOUT;
+        loop {
+            if let Some(rec) = shim::read_exit(&task_dir, idx) {
+                let _ = etx.send(ShimEvent::Exit(rec));
+                return;
+            }
+            if let Some(pid) = shim::read_pid(&task_dir, idx).filter(|p| pid_alive(*p)) {
+                let _ = tx.send(Sup::Started(idx, Ok(pid)));
+                return;
+            }
+            if Instant::now() >= deadline {
+                let log = std::fs::read_to_string(
+                    shim::container_dir(&task_dir, idx).join("runtime.log"),
+                )
+                .unwrap_or_default();
+                let msg = match shim::runtime_error(&log) {
+                    e if e.is_empty() => "the container did not start".to_string(),
+                    e => format!("the container did not start: {e}"),
+                };
+                let _ = tx.send(Sup::Started(idx, Err(msg)));
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
+/// True when process `pid` exists.
+fn pid_alive(pid: i32) -> bool {
+    pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
 /// Events the supervisor reacts to besides the shim's.
 enum Sup {
     Started(usize, Result<i32, String>),
@@ -468,11 +511,24 @@ impl Supervisor {
 
     async fn run(
         mut self,
-        mut events: mpsc::UnboundedReceiver<ShimEvent>,
+        mut shim_events: mpsc::UnboundedReceiver<ShimEvent>,
         mut stop: watch::Receiver<bool>,
     ) {
         let n = self.spec.containers.len();
         let (tx, mut rx) = mpsc::unbounded_channel::<Sup>();
+        // The shim's events, and exits found on disk by start resolvers (`resolve_start`).
+        let (etx, mut events) = mpsc::unbounded_channel::<ShimEvent>();
+        {
+            let etx = etx.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = shim_events.recv().await {
+                    if etx.send(ev).is_err() {
+                        return;
+                    }
+                }
+                let _ = etx.send(ShimEvent::Closed);
+            });
+        }
         let (htx, mut hrx) = mpsc::unbounded_channel::<(usize, &'static str)>();
         let mut tailers: HashMap<usize, Tailer> = HashMap::new();
         let mut checkers: Vec<tokio::task::JoinHandle<()>> = Vec::new();
@@ -517,8 +573,12 @@ impl Supervisor {
                 }
             }
         }
-        // Adopted containers: tail, health-check.
+        // Adopted containers: tail, health-check; find out what became of starts that were
+        // under way when the agent went away.
         for idx in 0..n {
+            if self.phases[idx] == Phase::Starting {
+                spawn_resolver(&self.task_dir, idx, &tx, &etx);
+            }
             if matches!(self.phases[idx], Phase::Running | Phase::Exited(_)) {
                 if let Some(t) = self.tailer(idx) {
                     tailers.insert(idx, t);
@@ -702,6 +762,13 @@ impl Supervisor {
                             self.send();
                         }
                     }
+                    Sup::Started(idx, Err(e)) if e.starts_with(ALREADY_STARTED) => {
+                        // The shim took this start before (a request of the previous agent):
+                        // the container runs, ran, or failed; the disk tells which.
+                        if self.phases[idx] == Phase::Starting {
+                            spawn_resolver(&self.task_dir, idx, &tx, &etx);
+                        }
+                    }
                     Sup::Started(idx, Err(e)) => {
                         if self.phases[idx] != Phase::Starting {
                             continue;
@@ -728,7 +795,7 @@ impl Supervisor {
                     if self.phases[idx] == Phase::Running {
                         self.health[idx].status = status;
                         self.report.containers[idx].health_status = Some(status.to_string());
-                        let _ = std::fs::write(shim::container_dir(&self.task_dir, idx).join("health"), status);
+                        let _ = statefile::write(&shim::container_dir(&self.task_dir, idx).join("health"), status.as_bytes());
                         tracing::info!(task = %self.spec.task_id, container = %self.spec.containers[idx].name, "health {status}");
                         if self.report.last_status == "RUNNING" {
                             self.send();
@@ -866,12 +933,31 @@ impl Supervisor {
 pub struct Recovered {
     /// Tasks whose shims still run: supervised again.
     pub adopted: Vec<String>,
-    /// Tasks whose shims are gone: cleaned up and reported STOPPED.
+    /// Tasks that ended (their shim is gone, or their final report awaited delivery): cleaned
+    /// up and reported STOPPED.
     pub finished: Vec<String>,
 }
 
+/// How far a container got, as its shim left it on disk.
+fn container_phase(task_dir: &Path, idx: usize) -> (Phase, Option<ExitRecord>) {
+    if let Some(rec) = shim::read_exit(task_dir, idx) {
+        return (Phase::Exited(rec.code), Some(rec));
+    }
+    match shim::read_pid(task_dir, idx) {
+        Some(pid) if pid_alive(pid) => (Phase::Running, None),
+        // A start the shim took: the pid file or the log it opens exists.
+        Some(_) => (Phase::Starting, None),
+        None if shim::container_dir(task_dir, idx).join("log").exists() => (Phase::Starting, None),
+        None => (Phase::Pending, None),
+    }
+}
+
 /// Re-adopts every task whose shim still runs (spawning its supervisor), and cleans up and
-/// reports the others (with the exit codes their shims recorded, if any).
+/// reports the others (with the exit codes their shims recorded, if any). The disk is the
+/// truth, not the last report: a container whose start the shim took is adopted as running
+/// (or resolved, see `spawn_resolver`), one that exited meanwhile reports its exit code. The
+/// last report is sent again, as it may not have arrived. A task none of whose containers
+/// was handed to its shim yet is undone, and the control plane's assignment starts it anew.
 pub async fn recover(
     agent: &Arc<Agent>,
     mut stops: impl FnMut(&str) -> watch::Receiver<bool>,
@@ -888,7 +974,8 @@ pub async fn recover(
         let dir_name = e.file_name().to_string_lossy().to_string();
         let spec: Option<TaskSpec> = std::fs::read(dir.join("task.json"))
             .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .filter(|s: &TaskSpec| s.task_id == dir_name && valid_task_id(&s.task_id));
         let Some(spec) = spec else {
             unmount_all(&dir);
             if valid_task_id(&dir_name) {
@@ -905,64 +992,103 @@ pub async fn recover(
             remove_task_dir(&dir);
             continue;
         };
-        let report: TaskStateReport = std::fs::read(dir.join("report.json"))
+        let mut report: TaskStateReport = std::fs::read(dir.join("report.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_else(|| pending_report(&spec));
-        let net: Option<TaskNet> = std::fs::read(dir.join("net.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
+        let n = spec.containers.len();
+        if report.containers.len() != n {
+            report = pending_report(&spec);
+        }
         let conn = if crate::shim_client::shim_alive(&dir) {
             ShimConn::connect(&spec.task_id).await.ok()
         } else {
             None
         };
-        let n = spec.containers.len();
+        if report.last_status == "STOPPED" {
+            // The final report was written, maybe not delivered: undo what is left, send it.
+            tracing::info!(task = %spec.task_id, "sending the final report of a stopped task again");
+            cleanup(agent, &spec, &dir, conn.as_ref().map(|c| &c.0)).await;
+            out.finished.push(spec.task_id.clone());
+            let reports = Reports::new(agent, &spec.task_id);
+            tokio::spawn(async move {
+                reports.finish(report).await;
+                remove_task_dir(&dir);
+            });
+            continue;
+        }
         // Connected first, then read the disk: an exit after this point arrives as an event.
         let mut phases = Vec::with_capacity(n);
-        let mut report = report;
-        if report.containers.len() != n {
-            report = pending_report(&spec);
-        }
         let mut health = vec![health::State::new(); n];
         #[allow(clippy::needless_range_loop)]
         for idx in 0..n {
-            let cdir = shim::container_dir(&dir, idx);
-            if let Some(rec) = shim::read_exit(&dir, idx) {
-                phases.push(Phase::Exited(rec.code));
-                let cr = &mut report.containers[idx];
-                cr.last_status = "STOPPED".into();
-                cr.exit_code = Some(rec.code);
-                if rec.oom {
-                    cr.reason = Some(OOM_REASON.into());
+            let (phase, exit) = container_phase(&dir, idx);
+            let cr = &mut report.containers[idx];
+            match phase {
+                Phase::Exited(_) => {
+                    let rec = exit.expect("an exit record");
+                    cr.last_status = "STOPPED".into();
+                    cr.exit_code = Some(rec.code);
+                    if rec.oom {
+                        cr.reason = Some(OOM_REASON.into());
+                    }
+                    cr.runtime_id = Some(container_id(&spec.task_id, &spec.containers[idx].name));
                 }
-            } else if shim::read_pid(&dir, idx).is_some()
-                && report.containers[idx].last_status == "RUNNING"
-            {
-                phases.push(Phase::Running);
-                if let Ok(h) = std::fs::read_to_string(cdir.join("health")) {
-                    health[idx].status = match h.trim() {
-                        "HEALTHY" => health::HEALTHY,
-                        "UNHEALTHY" => health::UNHEALTHY,
-                        _ => health::UNKNOWN,
-                    };
+                Phase::Running => {
+                    cr.last_status = "RUNNING".into();
+                    cr.runtime_id = Some(container_id(&spec.task_id, &spec.containers[idx].name));
+                    let cdir = shim::container_dir(&dir, idx);
+                    if let Ok(h) = std::fs::read_to_string(cdir.join("health")) {
+                        health[idx].status = match h.trim() {
+                            "HEALTHY" => health::HEALTHY,
+                            "UNHEALTHY" => health::UNHEALTHY,
+                            _ => health::UNKNOWN,
+                        };
+                    }
                 }
-            } else {
-                phases.push(Phase::Pending);
+                _ => {}
             }
+            phases.push(phase);
         }
-        let reports = Reports {
-            reporter: Reporter::start(agent.control.clone(), spec.task_id.clone()),
-            file: dir.join("report.json"),
-            agent: agent.clone(),
-            task_id: spec.task_id.clone(),
-        };
+        let handed = report.last_status == "RUNNING" || phases.iter().any(|p| *p != Phase::Pending);
+        if !handed {
+            // Nothing ran yet (the agent went away while pulling or preparing): undo it all;
+            // the task is still assigned, so it is started again from the beginning.
+            tracing::info!(task = %spec.task_id, "restarting a task that had not started a container yet");
+            match conn {
+                Some((conn, mut events)) => {
+                    cleanup(agent, &spec, &dir, Some(&conn)).await;
+                    // The shim must be gone before a new one binds the task's socket.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                        while let Some(ev) = events.recv().await {
+                            if matches!(ev, ShimEvent::Closed) {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                }
+                None => cleanup(agent, &spec, &dir, None).await,
+            }
+            remove_task_dir(&dir);
+            continue;
+        }
+        let reports = Reports::new(agent, &spec.task_id);
         let Some((conn, events)) = conn else {
             tracing::info!(task = %spec.task_id, "cleaning up a task whose shim is gone");
             cleanup(agent, &spec, &dir, None).await;
             let mut r = stopped_report(&spec, &report);
+            let essential_exited = spec
+                .containers
+                .iter()
+                .zip(&phases)
+                .any(|(c, p)| c.essential && matches!(p, Phase::Exited(_)));
             r.stop_code = Some("EssentialContainerExited".into());
-            r.stopped_reason = Some(LOST_REASON.into());
+            r.stopped_reason = Some(if essential_exited {
+                ESSENTIAL_EXITED.into()
+            } else {
+                LOST_REASON.into()
+            });
             for (c, p) in r.containers.iter_mut().zip(&phases) {
                 if !matches!(p, Phase::Exited(_)) {
                     c.reason = Some(LOST_REASON.into());
@@ -977,10 +1103,16 @@ pub async fn recover(
         };
         tracing::info!(task = %spec.task_id, "re-adopting a task whose shim still runs");
         agent.metadata.insert(&spec, Some(&report));
+        let net: Option<TaskNet> = std::fs::read(dir.join("net.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
         if let Some(n) = &net {
             agent.metadata.set_net(&spec.task_id, n);
             agent.ensure_metadata_server(n.gateway).await;
         }
+        // What the control plane last heard may be older than this (a report lost in the
+        // crash): say it again.
+        reports.send(&report);
         out.adopted.push(spec.task_id.clone());
         let stop = stops(&spec.task_id);
         let sup = Supervisor {

@@ -2,18 +2,63 @@
 //! (DESIGN §2: the agent never touches the store; it goes through these endpoints even when both
 //! run in one process).
 //!
+//! Authentication (DESIGN §6: "agents join with a join token and then hold a per-agent
+//! credential"):
+//! - The server creates a random join token at its first start (`<data-dir>/agent-join-token`,
+//!   mode 0600; `berth join-token` prints it).
+//! - `POST /_berth/agent/register` with `Authorization: Bearer <join token>` and
+//!   [`RegisterRequest`] -> 200 [`RegisterResponse`]: a credential for that container instance.
+//!   401 for a missing or wrong join token, 400 for an instance id that is not
+//!   [`valid_instance_id`], 409 when the instance is already registered (its credential is not
+//!   handed out twice).
+//! - Every other endpoint takes `Authorization: Bearer <credential>` ([`CREDENTIAL_SCHEME`]):
+//!   401 (with `WWW-Authenticate: Bearer`) when it is missing or wrong, 403 when the request
+//!   names a task that is not placed on the credential's instance. A refused request changes
+//!   nothing.
+//!
 //! Endpoints, all JSON, served by the control plane under `/_berth/agent/`:
-//! - `GET  /_berth/agent/assignments?instance=<id>&after=<version>&wait=<seconds>`
+//! - `GET  /_berth/agent/assignments?after=<version>&wait=<seconds>[&instance=<id>]`
 //!   -> [`Assignments`]. Long poll: answers at once when the assignment version is greater than
 //!   `after`, else when it changes, else after `wait` seconds (max 60). Level-triggered: it lists
-//!   every task placed on this instance that is not yet STOPPED, with its desired status.
-//! - `POST /_berth/agent/tasks/<task-id>/state` with [`TaskStateReport`] -> 204.
-//! - `POST /_berth/agent/logs` with [`LogBatch`] -> 204.
-//! - `POST /_berth/agent/metrics` with [`MetricsBatch`] -> 204.
+//!   every task placed on the credential's instance that is not yet STOPPED, with its desired
+//!   status. `instance`, when given, must be the credential's instance (else 403).
+//! - `POST /_berth/agent/tasks/<task-id>/state` with [`TaskStateReport`] -> 204 (404 for a task
+//!   the control plane does not know, 403 for another instance's task).
+//! - `POST /_berth/agent/logs` with [`LogBatch`] -> 204; every line's group and stream must be
+//!   a log destination of a task placed on the credential's instance (else 403 for the batch).
+//! - `POST /_berth/agent/metrics` with [`MetricsBatch`] -> 204 (403 when a sample names a task
+//!   of another instance).
 //!
 //! Time values are epoch seconds as `f64`, like the ECS API's timestamps.
 
 use serde::{Deserialize, Serialize};
+
+/// The `Authorization` scheme of the join token and of agent credentials.
+pub const CREDENTIAL_SCHEME: &str = "Bearer";
+
+/// `POST /_berth/agent/register` body (with the join token as bearer token).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RegisterRequest {
+    /// The container instance id the agent runs as ([`valid_instance_id`]).
+    pub instance_id: String,
+}
+
+/// `POST /_berth/agent/register` reply.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RegisterResponse {
+    pub instance_id: String,
+    /// The agent's credential, sent as `Authorization: Bearer <credential>` from now on; the
+    /// control plane keeps only its SHA-256.
+    pub credential: String,
+}
+
+/// An instance id is 1-64 ASCII letters, digits, `.`, `_` and `-`.
+pub fn valid_instance_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
 
 /// Everything the control plane wants running on one instance.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -5,6 +5,7 @@
 //! conflict. Agents never see the store: they long-poll [`agent_api`] for assignments.
 
 pub mod agent_api;
+pub mod agent_auth;
 pub mod autoscaling;
 pub mod cloudwatch;
 pub mod controller;

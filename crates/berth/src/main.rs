@@ -31,8 +31,16 @@ struct Cli {
 enum Command {
     /// Run the control plane, the registry and (unless --no-agent) the local agent on one port.
     Server(ServerArgs),
-    /// Run only a node agent that takes tasks from a berth server.
+    /// Run only a node agent that takes tasks from a berth server (it registers with the
+    /// server's join token once, then uses the credential it got).
     Agent(AgentArgs),
+    /// Print the join token agents register with (`berth agent --join-token`); creates it
+    /// (mode 0600) when the server has not yet.
+    JoinToken {
+        /// The server's data directory.
+        #[arg(long, default_value = ".berth")]
+        data_dir: PathBuf,
+    },
     /// Print metered usage (vCPU-seconds, GB-seconds, cost) of a berth server's tasks:
     /// per second from image pull start to stop, one-minute minimum, Fargate rates.
     Usage(usage_verb::UsageArgs),
@@ -160,6 +168,11 @@ pub struct AgentArgs {
     /// Container instance id this agent registers as.
     #[arg(long, default_value = "local")]
     pub instance_id: String,
+    /// The server's join token (`berth join-token` on the server prints it); also read from
+    /// BERTH_JOIN_TOKEN. Needed for the first start only: the credential the agent gets is
+    /// kept in <data-dir>/credential (mode 0600).
+    #[arg(long)]
+    pub join_token: Option<String>,
     /// Seconds between samples of running tasks' CPU and memory (CloudWatch metrics).
     #[arg(long, default_value_t = 10.0)]
     pub metrics_interval: f64,
@@ -194,7 +207,18 @@ fn main() -> anyhow::Result<()> {
                 dest,
                 endpoint,
             } => image_verbs::pull(&src, &dest, &endpoint).await,
+            Command::JoinToken { data_dir } => {
+                std::fs::create_dir_all(&data_dir)?;
+                let t = berth_control::agent_auth::load_or_create_join_token(&data_dir)?;
+                println!("{t}");
+                Ok(())
+            }
             Command::Agent(args) => {
+                let join_token = args
+                    .join_token
+                    .or_else(|| std::env::var("BERTH_JOIN_TOKEN").ok())
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty());
                 let config = berth_agent::AgentConfig {
                     server_url: args.server,
                     data_dir: args.data_dir,
@@ -204,6 +228,8 @@ fn main() -> anyhow::Result<()> {
                     metrics_interval: std::time::Duration::from_secs_f64(
                         args.metrics_interval.max(0.1),
                     ),
+                    credential: None,
+                    join_token,
                 };
                 berth_agent::preflight(&config)?;
                 berth_agent::run(config).await?;

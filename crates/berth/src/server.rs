@@ -137,6 +137,19 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         None => berth_control::metering::Pricing::default(),
     };
     let control = berth_control::control_plane(store, scope, "local".to_string());
+    // Agents register with the join token (0600 in the data dir, `berth join-token` prints it);
+    // the embedded agent gets its own credential here and uses it over HTTP like any other.
+    let join_token = berth_control::agent_auth::load_or_create_join_token(&data_dir)?;
+    tracing::info!(
+        "agents join with the token in {} (`berth join-token --data-dir {}` prints it)",
+        berth_control::agent_auth::join_token_path(&data_dir).display(),
+        data_dir.display()
+    );
+    let local_credential = if args.no_agent {
+        None
+    } else {
+        Some(control.issue_agent_credential("local")?)
+    };
     let agent_config = berth_agent::AgentConfig {
         server_url: format!("http://{host}"),
         data_dir: data_dir.join("agent"),
@@ -144,6 +157,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         instance_id: "local".to_string(),
         network: Some(args.net.config()),
         metrics_interval: args.metrics_interval(),
+        credential: local_credential,
+        join_token: None,
     };
     if !args.no_agent {
         // Tasks of a previous run keep running under their shims; the agent re-adopts them.
@@ -170,7 +185,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         ))
         .merge(berth_control::usage_api::router(control.clone(), pricing))
         .merge(berth_console::router())
-        .merge(berth_control::agent_api::router(control))
+        .merge(berth_control::agent_api::router(control, join_token))
         .fallback(crate::unimplemented::fallback)
         .layer(axum::middleware::from_fn(
             crate::body_drain::close_if_body_unread,

@@ -1,0 +1,273 @@
+//! The agent protocol (`/_berth/agent/*`) is authenticated: a caller without a credential gets
+//! no task (and no task environment, which holds secrets) and cannot forge state reports; an
+//! agent that joined with the join token sees and reports only its own instance's tasks; a
+//! wrong join token gets no credential.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use berth_tests::{fargate_taskdef, http, repo_root, task_id, HttpReply, Server};
+use serde_json::{json, Value};
+
+const SECRET: &str = "s3cr3t-db-password-7f1c";
+
+fn berth_bin() -> PathBuf {
+    std::env::var_os("BERTH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/debug/berth"))
+}
+
+/// A server running one long task whose environment holds [`SECRET`]: (server, task ARN).
+fn server_with_running_task(family: &str) -> (Server, String) {
+    let s = Server::start();
+    s.push_test_image("busybox", "1");
+    s.aws_ok(&["ecs", "create-cluster", "--cluster-name", "demo"]);
+    let td = s.register(&fargate_taskdef(
+        family,
+        "busybox",
+        json!({
+            "command": ["sh", "-c", "sleep 120"],
+            "environment": [{"name": "DB_PASSWORD", "value": SECRET}]
+        }),
+    ));
+    let arn = s.run_task("demo", &td, None);
+    let t = s.wait_status("demo", &arn, "RUNNING", Duration::from_secs(60));
+    assert_eq!(t["lastStatus"], "RUNNING", "{t}");
+    (s, arn)
+}
+
+fn call(s: &Server, method: &str, path: &str, auth: Option<&str>, body: &Value) -> HttpReply {
+    let bearer = auth.map(|a| format!("Bearer {a}"));
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(b) = &bearer {
+        headers.push(("Authorization", b.as_str()));
+    }
+    let body = if body.is_null() {
+        Vec::new()
+    } else {
+        body.to_string().into_bytes()
+    };
+    http(s.port, method, path, &headers, &body).expect("HTTP request")
+}
+
+fn text(r: &HttpReply) -> String {
+    String::from_utf8_lossy(&r.2).into_owned()
+}
+
+fn join_token(s: &Server) -> String {
+    std::fs::read_to_string(s.data_dir.join("agent-join-token"))
+        .expect("the server writes its join token to <data-dir>/agent-join-token")
+        .trim()
+        .to_string()
+}
+
+fn stopped_report() -> Value {
+    json!({
+        "last_status": "STOPPED",
+        "pull_started_at": null, "pull_stopped_at": null, "started_at": null,
+        "stopped_at": 1.0,
+        "stop_code": "EssentialContainerExited",
+        "stopped_reason": "forged",
+        "containers": [{"name": "app", "last_status": "STOPPED", "exit_code": 0,
+                        "reason": null, "runtime_id": null, "image_digest": null}]
+    })
+}
+
+#[test]
+fn without_a_credential_no_task_is_read_and_no_report_is_taken() {
+    let (s, arn) = server_with_running_task("authnone");
+    let id = task_id(&arn);
+    let poll = "/_berth/agent/assignments?instance=local&after=0&wait=0";
+    for auth in [None, Some("nope"), Some("0123456789abcdef.00")] {
+        let r = call(&s, "GET", poll, auth, &Value::Null);
+        assert_eq!(r.0, 401, "GET assignments with {auth:?}: {}", text(&r));
+        assert!(!text(&r).contains(SECRET), "{}", text(&r));
+        assert!(!text(&r).contains(id), "{}", text(&r));
+    }
+    // The join token lets an agent register; it is not a credential itself.
+    let r = call(&s, "GET", poll, Some(&join_token(&s)), &Value::Null);
+    assert_eq!(r.0, 401, "the join token as credential: {}", text(&r));
+
+    // Forged reports, logs and metrics without a credential change nothing.
+    let r = call(
+        &s,
+        "POST",
+        &format!("/_berth/agent/tasks/{id}/state"),
+        None,
+        &stopped_report(),
+    );
+    assert_eq!(r.0, 401, "forged report: {}", text(&r));
+    let stream = format!("ecs/app/{id}");
+    let forged_line = json!({"events": [{"group": "/ecs/authnone", "stream": stream,
+                                         "timestamp": 1, "message": "forged line"}]});
+    let r = call(&s, "POST", "/_berth/agent/logs", None, &forged_line);
+    assert_eq!(r.0, 401, "forged logs: {}", text(&r));
+    let r = call(
+        &s,
+        "POST",
+        "/_berth/agent/metrics",
+        None,
+        &json!({"samples": [{"task_id": id, "cluster_name": "demo", "timestamp": 1,
+                             "cpu_utilization": 99.0, "memory_utilization": 99.0}]}),
+    );
+    assert_eq!(r.0, 401, "forged metrics: {}", text(&r));
+    std::thread::sleep(Duration::from_millis(300));
+    let t = s.describe_task("demo", &arn);
+    assert_eq!(t["lastStatus"], "RUNNING", "{t}");
+    assert!(t["containers"][0]["exitCode"].is_null(), "{t}");
+    assert!(!s
+        .log_events("/ecs/authnone", &stream)
+        .contains(&"forged line".to_string()));
+}
+
+#[test]
+fn a_joined_agent_sees_and_reports_only_its_own_tasks() {
+    let (s, arn) = server_with_running_task("authother");
+    let id = task_id(&arn);
+    let token = join_token(&s);
+    let mode = std::fs::metadata(s.data_dir.join("agent-join-token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "join token file mode {mode:o}");
+
+    let r = call(
+        &s,
+        "POST",
+        "/_berth/agent/register",
+        Some(&token),
+        &json!({"instance_id": "i-b"}),
+    );
+    assert_eq!(r.0, 200, "register: {}", text(&r));
+    let v: Value = serde_json::from_slice(&r.2).unwrap();
+    let cred = v["credential"].as_str().unwrap().to_string();
+    // An instance registers once; nobody takes over the local agent's instance either.
+    for inst in ["i-b", "local"] {
+        let r = call(
+            &s,
+            "POST",
+            "/_berth/agent/register",
+            Some(&token),
+            &json!({"instance_id": inst}),
+        );
+        assert_eq!(r.0, 409, "registering {inst} again: {}", text(&r));
+    }
+
+    // B's assignments hold none of the local agent's tasks, and it cannot ask for them.
+    let r = call(
+        &s,
+        "GET",
+        "/_berth/agent/assignments?after=0&wait=0",
+        Some(&cred),
+        &Value::Null,
+    );
+    assert_eq!(r.0, 200, "{}", text(&r));
+    let a: Value = serde_json::from_slice(&r.2).unwrap();
+    assert_eq!(a["tasks"], json!([]), "{a}");
+    assert!(!text(&r).contains(SECRET));
+    let r = call(
+        &s,
+        "GET",
+        "/_berth/agent/assignments?instance=local&after=0&wait=0",
+        Some(&cred),
+        &Value::Null,
+    );
+    assert_eq!(r.0, 403, "{}", text(&r));
+    assert!(!text(&r).contains(SECRET));
+
+    // Nor report, log or sample for them.
+    let r = call(
+        &s,
+        "POST",
+        &format!("/_berth/agent/tasks/{id}/state"),
+        Some(&cred),
+        &stopped_report(),
+    );
+    assert_eq!(r.0, 403, "report for another instance's task: {}", text(&r));
+    let stream = format!("ecs/app/{id}");
+    let r = call(
+        &s,
+        "POST",
+        "/_berth/agent/logs",
+        Some(&cred),
+        &json!({"events": [{"group": "/ecs/authother", "stream": stream,
+                            "timestamp": 1, "message": "forged line"}]}),
+    );
+    assert_eq!(r.0, 403, "logs for another instance's task: {}", text(&r));
+    let r = call(
+        &s,
+        "POST",
+        "/_berth/agent/metrics",
+        Some(&cred),
+        &json!({"samples": [{"task_id": id, "cluster_name": "demo", "timestamp": 1,
+                             "cpu_utilization": 99.0, "memory_utilization": 99.0}]}),
+    );
+    assert_eq!(
+        r.0,
+        403,
+        "metrics for another instance's task: {}",
+        text(&r)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let t = s.describe_task("demo", &arn);
+    assert_eq!(t["lastStatus"], "RUNNING", "{t}");
+    assert!(t["containers"][0]["exitCode"].is_null(), "{t}");
+    assert!(!s
+        .log_events("/ecs/authother", &stream)
+        .contains(&"forged line".to_string()));
+    // The local agent still reports its task: a stop comes through.
+    s.aws_ok(&["ecs", "stop-task", "--cluster", "demo", "--task", &arn]);
+    let t = s.wait_status("demo", &arn, "STOPPED", Duration::from_secs(60));
+    assert_eq!(t["stopCode"], "UserInitiated", "{t}");
+}
+
+#[test]
+fn a_wrong_join_token_gets_no_credential() {
+    let s = Server::start();
+    let token = join_token(&s);
+    assert_eq!(token.len(), 64, "{token}");
+    // `berth join-token` prints the same token.
+    let out = std::process::Command::new(berth_bin())
+        .arg("join-token")
+        .arg("--data-dir")
+        .arg(&s.data_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), token);
+    // The token is not written to the server's log.
+    assert!(!s.log().contains(&token));
+
+    let mut wrong = token.clone().into_bytes();
+    wrong[10] = if wrong[10] == b'a' { b'b' } else { b'a' };
+    let wrong = String::from_utf8(wrong).unwrap();
+    for auth in [None, Some(wrong.as_str()), Some("")] {
+        let r = call(
+            &s,
+            "POST",
+            "/_berth/agent/register",
+            auth,
+            &json!({"instance_id": "i-x"}),
+        );
+        assert_eq!(r.0, 401, "register with {auth:?}: {}", text(&r));
+        assert!(!text(&r).contains("credential\":"), "{}", text(&r));
+    }
+    // i-x is still free: the right token registers it.
+    let r = call(
+        &s,
+        "POST",
+        "/_berth/agent/register",
+        Some(&token),
+        &json!({"instance_id": "i-x"}),
+    );
+    assert_eq!(r.0, 200, "{}", text(&r));
+    let r = call(
+        &s,
+        "POST",
+        "/_berth/agent/register",
+        Some(&token),
+        &json!({"instance_id": "../etc"}),
+    );
+    assert_eq!(r.0, 400, "{}", text(&r));
+}
