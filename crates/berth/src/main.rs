@@ -4,6 +4,9 @@
 //! which the agent installs under its data directory; it is not a subcommand, so that each
 //! running task costs a few dozen KiB instead of a mapping of this whole binary.
 
+mod auth_layer;
+mod client_auth;
+mod credentials_verb;
 mod image_verbs;
 mod server;
 mod usage_verb;
@@ -44,6 +47,9 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:5150")]
         endpoint: String,
     },
+    /// Print the account's access key (created on a server's first start):
+    /// `eval $(berth credentials)` exports it for the AWS CLI and SDKs.
+    Credentials(credentials_verb::CredentialsArgs),
     /// Pull an image from a registry (berth's own by default) into an OCI layout, with progress:
     /// `berth pull web:1 oci:./web`.
     Pull {
@@ -108,11 +114,16 @@ pub struct ServerArgs {
     /// Do not run a local agent (tasks wait for `berth agent` processes).
     #[arg(long)]
     pub no_agent: bool,
-    /// Require credentials on the registry (/v2/): without `Authorization: Basic` carrying the
-    /// password of `aws ecr get-login-password` (user AWS) requests get 401 with a Basic
-    /// challenge. The local agent fetches a token the same way to pull task images.
+    /// Serve the registry (/v2/) without credentials. By default, as ECR, every request needs
+    /// `Authorization: Basic` with the password of `aws ecr get-login-password` (user AWS) and
+    /// gets 401 with a Basic challenge without it; the local agent gets its password the same way.
     #[arg(long)]
-    pub registry_auth: bool,
+    pub no_registry_auth: bool,
+    /// Accept every API request whatever its credentials, signed or not (emulator-style CI
+    /// only; logged loudly at start). By default requests must be signed (SigV4) with the
+    /// account's access key (`berth credentials`).
+    #[arg(long)]
+    pub insecure_any_credentials: bool,
     /// Directory of OSV vulnerability records (JSON files, searched recursively) that image
     /// scans (StartImageScan, scanOnPush) match the images' dpkg/apk packages against; without
     /// it scans end FAILED saying no database is configured.
@@ -177,6 +188,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Server(args) => server::run(args).await,
             Command::Usage(args) => usage_verb::run(args).await,
+            Command::Credentials(args) => credentials_verb::run(args),
             Command::Push {
                 src,
                 dest,
@@ -197,6 +209,7 @@ fn main() -> anyhow::Result<()> {
                     metrics_interval: std::time::Duration::from_secs_f64(
                         args.metrics_interval.max(0.1),
                     ),
+                    credentials: client_auth::credentials(),
                 };
                 berth_agent::preflight(&config)?;
                 berth_agent::run(config).await?;

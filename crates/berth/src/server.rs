@@ -8,13 +8,14 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
 use berth_api::proto::{self, AwsError};
 use berth_control::ControlPlane;
 use berth_registry::Registry;
 
+use crate::auth_layer::{self, Auth};
 use crate::ServerArgs;
 
 struct Apis {
@@ -77,6 +78,46 @@ async fn aws_json(State(apis): State<Arc<Apis>>, headers: HeaderMap, body: Bytes
     aws_response(result)
 }
 
+/// Every AWS API route, behind the SigV4 layer: `POST /` (awsJson and query protocols) and
+/// CloudWatch's rpcv2Cbor paths. An AWS API added later goes here.
+fn aws_routes(apis: Arc<Apis>, control: &Arc<ControlPlane>, auth: &Arc<Auth>) -> Router {
+    Router::new()
+        .route("/", post(aws_json))
+        .with_state(apis)
+        .merge(berth_control::cloudwatch::router(control.clone()))
+        .route_layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            auth_layer::sigv4,
+        ))
+}
+
+/// Loads (or on first start creates) the account's access key and says in the log how to use
+/// it; `--insecure-any-credentials` swaps in the accept-anything store, loudly.
+fn open_credentials(args: &ServerArgs, data_dir: &std::path::Path) -> anyhow::Result<Auth> {
+    let (credentials, created) =
+        berth_iam::Credentials::open_or_create(data_dir, &args.account_id)?;
+    let key = credentials
+        .primary()
+        .cloned()
+        .context("credentials.json holds no access key")?;
+    tracing::info!(
+        access_key_id = %key.access_key_id,
+        "{} API credentials: `eval $(berth credentials --data-dir {})` exports them for the AWS CLI",
+        if created { "created the account's" } else { "loaded the account's" },
+        data_dir.display()
+    );
+    let credentials = if args.insecure_any_credentials {
+        tracing::warn!(
+            "--insecure-any-credentials: EVERY request is accepted, signed with any key or not \
+             signed at all; anyone who reaches this port controls this server"
+        );
+        berth_iam::Credentials::insecure_any(&args.account_id).with_primary(key)
+    } else {
+        credentials
+    };
+    Ok(Auth { credentials })
+}
+
 /// Runs the server until the process is stopped.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
@@ -99,7 +140,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             scope.clone(),
             host.clone(),
         )?
-        .with_auth_required(args.registry_auth)
+        .with_auth_required(!args.no_registry_auth)
         .with_scan_db(args.scan_db.clone()),
     );
     // Lifecycle policies and garbage collection every 10 minutes.
@@ -107,6 +148,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         std::time::Duration::from_secs(600),
         berth_registry::gc::GcOptions::default(),
     );
+    if args.no_registry_auth {
+        tracing::warn!(
+            "--no-registry-auth: the registry (/v2/) serves and accepts images WITHOUT credentials"
+        );
+    }
+    let auth = Arc::new(open_credentials(&args, &data_dir)?);
     let pricing = match &args.pricing {
         Some(p) => berth_control::metering::Pricing::from_json(
             &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
@@ -122,6 +169,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         instance_id: "local".to_string(),
         network: Some(args.net.config()),
         metrics_interval: args.metrics_interval(),
+        credentials: auth.credentials.primary().cloned(),
     };
     if !args.no_agent {
         // Tasks of a previous run keep running under their shims; the agent re-adopts them.
@@ -136,12 +184,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         registry: registry.clone(),
     });
     let app = Router::new()
-        .route("/", post(aws_json).get(berth_console::index))
-        .with_state(apis)
+        .route("/", get(berth_console::index))
+        .merge(aws_routes(apis, &control, &auth))
         .merge(registry.router().layer(axum::middleware::from_fn(
             berth_control::prom::track_registry,
         )))
-        .merge(berth_control::cloudwatch::router(control.clone()))
         .merge(berth_control::prom::router(
             control.clone(),
             Some(data_dir.join("registry").join("blobs")),
