@@ -94,7 +94,8 @@ def measure(ep, cluster, runs, rows):
     out = subprocess.run(["node", os.path.join(ROOT, "bench", "console.js"),
                           f"{ep}/#/", str(runs), str(rows)],
                          capture_output=True, text=True, timeout=600,
-                         env=dict(os.environ, BENCH_CLUSTER=cluster))
+                         env=dict(os.environ, BENCH_CLUSTER=cluster, BERTH_ACCESS_KEY_ID=KEY["id"],
+                                  BERTH_SECRET_ACCESS_KEY=KEY["secret"]))
     if out.returncode != 0:
         raise SystemExit(f"console.js failed: {out.stderr}")
     return json.loads(out.stdout)

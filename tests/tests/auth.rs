@@ -610,3 +610,212 @@ fn insecure_any_credentials_is_opt_in_and_loud() {
     );
     assert!(s.log().contains("WARN"), "{}", s.log());
 }
+
+/// A raw request with its own `Host` header (the harness's `http` always sends the real one).
+fn with_host(
+    port: u16,
+    method: &str,
+    path: &str,
+    host: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in extra {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP reply");
+    let status = String::from_utf8_lossy(&buf[..split])
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    (status, buf[split + 4..].to_vec())
+}
+
+#[test]
+fn dns_rebinding_host_gets_nothing_anywhere() {
+    let s = Server::start_with(&["--no-agent", "--hostname", "berth.test"]);
+    let evil = format!("evil.example:{}", s.port);
+    let basic = {
+        use base64::Engine as _;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("AWS:{}", s.registry_password()))
+        )
+    };
+    // Even with valid registry credentials or a valid signature over the evil Host.
+    let target = [
+        (
+            "X-Amz-Target",
+            "AmazonEC2ContainerServiceV20141113.ListClusters",
+        ),
+        ("Content-Type", "application/x-amz-json-1.1"),
+    ];
+    let signed_for_evil = berth_iam::sign(
+        &s.access_key(),
+        "us-east-1",
+        "ecs",
+        "POST",
+        "/",
+        None,
+        &[
+            ("host", &evil),
+            ("x-amz-target", target[0].1),
+            ("content-type", target[1].1),
+        ],
+        b"{}",
+        SystemTime::now(),
+    );
+    let mut post: Vec<(&str, &str)> = target.to_vec();
+    post.extend(
+        signed_for_evil
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a [u8]);
+    let cases: Vec<Case> = vec![
+        ("GET", "/", vec![], b""),
+        ("GET", "/_berth/console/app.js", vec![], b""),
+        ("GET", "/metrics", vec![], b""),
+        ("GET", "/v2/", vec![("Authorization", &basic)], b""),
+        ("GET", "/v2/_catalog", vec![("Authorization", &basic)], b""),
+        ("GET", "/_berth/usage", vec![], b""),
+        ("POST", "/", post.clone(), b"{}"),
+    ];
+    for (method, path, headers, body) in &cases {
+        let (status, reply) = with_host(s.port, method, path, &evil, headers, body);
+        assert_eq!(status, 421, "{method} {path} answered for Host {evil}");
+        assert!(
+            reply.is_empty(),
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
+    // The names berth serves still work: localhost, IP literals, --hostname.
+    for host in [
+        format!("localhost:{}", s.port),
+        format!("[::1]:{}", s.port),
+        "berth.test".to_string(),
+        format!("berth.test:{}", s.port),
+    ] {
+        let (status, body) = with_host(s.port, "GET", "/", &host, &[], b"");
+        assert_eq!(status, 200, "{host}");
+        assert!(
+            String::from_utf8_lossy(&body).contains("sigv4.js"),
+            "{host}"
+        );
+    }
+    let (status, _) = with_host(
+        s.port,
+        "GET",
+        "/",
+        &format!("berth.test.evil.example:{}", s.port),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 421);
+}
+
+#[test]
+fn metrics_want_the_bearer_token_once_one_is_configured() {
+    let dir = berth_tests::temp_dir("data");
+    std::fs::write(dir.join("metrics-token"), "s3cr3t-metrics-token\n").unwrap();
+    let s = Server::start_in(dir);
+    let r = http(s.port, "GET", "/metrics", &[], b"").unwrap();
+    assert_eq!(r.0, 401, "{}", text(&r));
+    assert!(
+        header(&r, "www-authenticate").starts_with("Bearer"),
+        "{:?}",
+        r.1
+    );
+    assert!(!text(&r).contains("berth_"), "{}", text(&r));
+    let r = http(
+        s.port,
+        "GET",
+        "/metrics",
+        &[("Authorization", "Bearer s3cr3t-metrics-tokeX")],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.0, 401);
+    let r = http(
+        s.port,
+        "GET",
+        "/metrics",
+        &[("Authorization", "Bearer s3cr3t-metrics-token")],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.0, 200);
+    assert!(text(&r).contains("# TYPE"), "{}", text(&r));
+}
+
+#[test]
+fn usage_report_needs_a_signature_and_the_console_page_holds_no_data() {
+    let s = Server::start_with(&["--no-agent"]);
+    s.aws_ok(&["ecs", "create-cluster", "--cluster-name", "secretcluster"]);
+    let r = http(s.port, "GET", "/_berth/usage?group_by=cluster", &[], b"").unwrap();
+    assert_eq!(r.0, 403, "{}", text(&r));
+    assert!(
+        text(&r).contains("MissingAuthenticationTokenException"),
+        "{}",
+        text(&r)
+    );
+    let r = s
+        .http("GET", "/_berth/usage?group_by=cluster", &[], b"")
+        .unwrap();
+    assert_eq!(r.0, 200, "{}", text(&r));
+    // `berth usage` signs with the environment's key, and fails without one.
+    let bin = std::env::var("BERTH_BIN").unwrap_or_else(|_| {
+        repo_root()
+            .join("target/debug/berth")
+            .to_string_lossy()
+            .into_owned()
+    });
+    let out = Command::new(&bin)
+        .args(["usage", "--endpoint", &s.endpoint()])
+        .envs(s.aws_env())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(&bin)
+        .args(["usage", "--endpoint", &s.endpoint()])
+        .env("AWS_ACCESS_KEY_ID", s.access_key().access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", "q".repeat(40))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("InvalidSignatureException"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The page and its scripts are public; they carry no account data.
+    for path in ["/", "/_berth/console/app.js", "/_berth/console/sigv4.js"] {
+        let r = http(s.port, "GET", path, &[], b"").unwrap();
+        assert_eq!(r.0, 200, "{path}");
+        assert!(!text(&r).contains("secretcluster"), "{path}");
+        assert!(!text(&r).contains(&s.access_key().access_key_id), "{path}");
+    }
+}

@@ -119,6 +119,11 @@ pub struct ServerArgs {
     /// gets 401 with a Basic challenge without it; the local agent gets its password the same way.
     #[arg(long)]
     pub no_registry_auth: bool,
+    /// A name clients reach this server by (repeatable; `name` for any port, `name:port`).
+    /// Requests whose `Host` is not one of these, `localhost` or an IP address with the listen
+    /// port get 421 (DNS-rebinding protection).
+    #[arg(long = "hostname", value_name = "NAME")]
+    pub hostname: Vec<String>,
     /// Accept every API request whatever its credentials, signed or not (emulator-style CI
     /// only; logged loudly at start). By default requests must be signed (SigV4) with the
     /// account's access key (`berth credentials`).

@@ -115,7 +115,18 @@ fn open_credentials(args: &ServerArgs, data_dir: &std::path::Path) -> anyhow::Re
     } else {
         credentials
     };
-    Ok(Auth { credentials })
+    let token_file = data_dir.join("metrics-token");
+    let metrics_token = match std::fs::read_to_string(&token_file) {
+        Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+        Ok(_) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", token_file.display())),
+    };
+    Ok(Auth {
+        credentials,
+        hosts: auth_layer::Hosts::new(args.listen.port(), &args.hostname),
+        metrics_token,
+    })
 }
 
 /// Runs the server until the process is stopped.
@@ -189,13 +200,27 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .merge(registry.router().layer(axum::middleware::from_fn(
             berth_control::prom::track_registry,
         )))
-        .merge(berth_control::prom::router(
-            control.clone(),
-            Some(data_dir.join("registry").join("blobs")),
-        ))
-        .merge(berth_control::usage_api::router(control.clone(), pricing))
+        .merge(
+            berth_control::prom::router(
+                control.clone(),
+                Some(data_dir.join("registry").join("blobs")),
+            )
+            .route_layer(axum::middleware::from_fn_with_state(
+                auth.clone(),
+                auth_layer::metrics_auth,
+            )),
+        )
+        .merge(
+            berth_control::usage_api::router(control.clone(), pricing).route_layer(
+                axum::middleware::from_fn_with_state(auth.clone(), auth_layer::sigv4),
+            ),
+        )
         .merge(berth_console::router())
-        .merge(berth_control::agent_api::router(control));
+        .merge(berth_control::agent_api::router(control))
+        .layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            auth_layer::host_check,
+        ));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?
@@ -211,8 +236,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             }
         });
     }
-    axum::serve(listener, app)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))?;
     Ok(())
 }
