@@ -22,6 +22,9 @@ const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '
   try {
     const page = ctx.pages()[0] || await ctx.newPage();
     await page.addInitScript((c) => localStorage.setItem('berth.cluster', c), process.env.BENCH_CLUSTER || 'default');
+    // Signed in already (the server's key from BERTH_ACCESS_KEY_ID / BERTH_SECRET_ACCESS_KEY).
+    await page.addInitScript(([id, secret]) => sessionStorage.setItem('berth.credentials', JSON.stringify({ id, secret })),
+      [process.env.BERTH_ACCESS_KEY_ID, process.env.BERTH_SECRET_ACCESS_KEY]);
     for (let i = 0; i < runs; i += 1) {
       await page.goto('about:blank');
       await page.goto(url);

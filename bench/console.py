@@ -19,6 +19,8 @@ server and its data directory are removed at the end.
 """
 
 import argparse
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -45,11 +47,34 @@ def free_port():
     return p
 
 
+KEY = {}  # the server's access key (credentials.json), set once it has started
+
+
+def sigv4(method, host, path, headers, body, key_id, secret, service="ecs", region="us-east-1"):
+    """SigV4 headers (AWS General Reference, header form) for a request with no query string."""
+    now = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    payload = hashlib.sha256(body).hexdigest()
+    h = {k.lower(): v for k, v in headers.items()}
+    h.update({"host": host, "x-amz-date": now, "x-amz-content-sha256": payload})
+    names = sorted(h)
+    canonical = "\n".join([method, path, ""] + [f"{n}:{' '.join(str(h[n]).split())}" for n in names]
+                          + ["", ";".join(names), payload])
+    scope = f"{now[:8]}/{region}/{service}/aws4_request"
+    sts = "\n".join(["AWS4-HMAC-SHA256", now, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    k = ("AWS4" + secret).encode()
+    for part in (now[:8], region, service, "aws4_request"):
+        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+    sig = hmac.new(k, sts.encode(), hashlib.sha256).hexdigest()
+    auth = f"AWS4-HMAC-SHA256 Credential={key_id}/{scope}, SignedHeaders={';'.join(names)}, Signature={sig}"
+    return {"X-Amz-Date": now, "X-Amz-Content-Sha256": payload, "Authorization": auth}
+
+
 def call(ep, op, body):
-    req = urllib.request.Request(
-        ep + "/", data=json.dumps(body).encode(), method="POST",
-        headers={"X-Amz-Target": "AmazonEC2ContainerServiceV20141113." + op,
-                 "Content-Type": "application/x-amz-json-1.1"})
+    data = json.dumps(body).encode()
+    headers = {"X-Amz-Target": "AmazonEC2ContainerServiceV20141113." + op,
+               "Content-Type": "application/x-amz-json-1.1"}
+    headers.update(sigv4("POST", ep.split("://", 1)[1], "/", headers, data, KEY["id"], KEY["secret"]))
+    req = urllib.request.Request(ep + "/", data=data, method="POST", headers=headers)
     with urllib.request.urlopen(req, timeout=60) as r:
         return json.loads(r.read() or b"{}")
 
@@ -69,7 +94,8 @@ def measure(ep, cluster, runs, rows):
     out = subprocess.run(["node", os.path.join(ROOT, "bench", "console.js"),
                           f"{ep}/#/", str(runs), str(rows)],
                          capture_output=True, text=True, timeout=600,
-                         env=dict(os.environ, BENCH_CLUSTER=cluster))
+                         env=dict(os.environ, BENCH_CLUSTER=cluster, BERTH_ACCESS_KEY_ID=KEY["id"],
+                                  BERTH_SECRET_ACCESS_KEY=KEY["secret"]))
     if out.returncode != 0:
         raise SystemExit(f"console.js failed: {out.stderr}")
     return json.loads(out.stdout)
@@ -98,6 +124,9 @@ def main():
                 break
             except OSError:
                 time.sleep(0.05)
+        with open(os.path.join(data, "credentials.json")) as f:
+            k = json.load(f)["AccessKeys"][0]
+        KEY.update(id=k["AccessKeyId"], secret=k["SecretAccessKey"])
         call(ep, "RegisterTaskDefinition", {
             "family": "bench", "networkMode": "awsvpc", "requiresCompatibilities": ["FARGATE"],
             "cpu": "256", "memory": "512",

@@ -39,7 +39,7 @@ except ImportError:
     raise
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from services import NET, cpu_seconds, free_port, log, taskdef  # noqa: E402
+from services import NET, cpu_seconds, credentials, dest_creds, free_port, log, taskdef, wait_up  # noqa: E402
 
 
 def run_one(binary, image, interval, tasks, window):
@@ -51,19 +51,15 @@ def run_one(binary, image, interval, tasks, window):
                             "--metrics-interval", str(interval)],
                            stdout=subprocess.DEVNULL, stderr=logf)
     try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"{ep}/v2/", timeout=1)
-                break
-            except Exception:
-                time.sleep(0.05)
-        kw = dict(region_name="us-east-1", endpoint_url=ep, aws_access_key_id="test",
-                  aws_secret_access_key="test", config=Config(retries={"max_attempts": 1}))
+        wait_up(ep)
+        key_id, secret = credentials(data)
+        kw = dict(region_name="us-east-1", endpoint_url=ep, aws_access_key_id=key_id,
+                  aws_secret_access_key=secret, config=Config(retries={"max_attempts": 1}))
         sess = botocore.session.get_session()
         ecs, ecr = sess.create_client("ecs", **kw), sess.create_client("ecr", **kw)
         ecr.create_repository(repositoryName="busybox")
-        subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{image}:1",
-                        f"docker://127.0.0.1:{port}/busybox:1"], check=True)
+        subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", dest_creds(ecr),
+                        f"oci:{image}:1", f"docker://127.0.0.1:{port}/busybox:1"], check=True)
         ecs.create_cluster(clusterName="bench")
         td = ecs.register_task_definition(**taskdef("bench", 100000))["taskDefinition"]["taskDefinitionArn"]
         t0 = time.monotonic()

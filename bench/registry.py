@@ -144,8 +144,10 @@ def main():
         bport, dport = free_port(), free_port()
         bdata = os.path.join(tmp, "berth")
         os.makedirs(bdata)
-        berth = subprocess.Popen([berth_bin, "server", "--no-agent", "--listen", f"127.0.0.1:{bport}",
-                                  "--data-dir", bdata], stdout=subprocess.DEVNULL,
+        # Like for like: distribution runs without auth, so berth does too (--no-registry-auth);
+        # its ECR API still needs the generated key.
+        berth = subprocess.Popen([berth_bin, "server", "--no-agent", "--no-registry-auth",
+                                  "--listen", f"127.0.0.1:{bport}", "--data-dir", bdata], stdout=subprocess.DEVNULL,
                                  stderr=open(os.path.join(tmp, "berth.log"), "w"),
                                  env=dict(os.environ, BERTH_LOG="warn"))
         procs.append(berth)
@@ -174,7 +176,10 @@ http:
         wait_http(f"http://127.0.0.1:{bport}/v2/", berth, "berth")
         wait_http(f"http://127.0.0.1:{dport}/v2/", dist, "distribution")
         version = subprocess.run(["docker-registry", "--version"], capture_output=True, text=True).stdout.strip()
-        env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1")
+        with open(os.path.join(bdata, "credentials.json")) as f:
+            key = json.load(f)["AccessKeys"][0]
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=key["AccessKeyId"], AWS_SECRET_ACCESS_KEY=key["SecretAccessKey"],
+                   AWS_DEFAULT_REGION="us-east-1")
         for i in range(args.rounds):
             subprocess.run([aws, "--endpoint-url", f"http://127.0.0.1:{bport}", "ecr", "create-repository",
                             "--repository-name", f"bench-{i}"], check=True, env=env, stdout=subprocess.DEVNULL)

@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,6 +51,40 @@ except ImportError:
     raise
 
 NET = {"awsvpcConfiguration": {"subnets": ["subnet-12345678"]}}
+
+
+def credentials(data_dir, timeout=30):
+    """(access key id, secret) berth created in `data_dir/credentials.json` on start."""
+    path = os.path.join(data_dir, "credentials.json")
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{path} never appeared")
+        time.sleep(0.05)
+    with open(path) as f:
+        k = json.load(f)["AccessKeys"][0]
+    return k["AccessKeyId"], k["SecretAccessKey"]
+
+
+def wait_up(ep, timeout=15):
+    """Waits until berth answers GET /v2/ (401 without a registry login counts)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{ep}/v2/", timeout=1).close()
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{ep} did not answer")
+
+
+def dest_creds(ecr):
+    """`AWS:<password>` for skopeo's --dest-creds, from ECR GetAuthorizationToken."""
+    import base64
+    token = ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    return base64.b64decode(token).decode()
 
 
 def log(msg):
@@ -108,21 +143,17 @@ def main():
                            stdout=subprocess.DEVNULL, stderr=logf)
     results = {"binary": binary, "tasks": args.tasks}
     try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"{ep}/v2/", timeout=1)
-                break
-            except Exception:
-                time.sleep(0.05)
+        wait_up(ep)
+        key_id, secret = credentials(data)
         sess = botocore.session.get_session()
         cfg = Config(retries={"max_attempts": 1})
-        kw = dict(region_name="us-east-1", endpoint_url=ep, aws_access_key_id="test",
-                  aws_secret_access_key="test", config=cfg)
+        kw = dict(region_name="us-east-1", endpoint_url=ep, aws_access_key_id=key_id,
+                  aws_secret_access_key=secret, config=cfg)
         ecs = sess.create_client("ecs", **kw)
         ecr = sess.create_client("ecr", **kw)
         ecr.create_repository(repositoryName="busybox")
-        subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{image}:1",
-                        f"docker://127.0.0.1:{port}/busybox:1"], check=True)
+        subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", dest_creds(ecr),
+                        f"oci:{image}:1", f"docker://127.0.0.1:{port}/busybox:1"], check=True)
         ecs.create_cluster(clusterName="bench")
         td1 = ecs.register_task_definition(**taskdef("bench", 1001))["taskDefinition"]["taskDefinitionArn"]
         td2 = ecs.register_task_definition(**taskdef("bench", 1002))["taskDefinition"]["taskDefinitionArn"]

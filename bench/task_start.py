@@ -20,6 +20,7 @@ Only loopback addresses are used.  Everything started is stopped and removed at 
 """
 
 import argparse
+import base64
 import json
 import os
 import platform
@@ -214,11 +215,13 @@ class Berth:
                 if time.monotonic() > deadline:
                     raise RuntimeError("berth server did not answer GET /v2/ within 30s")
                 time.sleep(0.05)
+        with open(os.path.join(self.data_dir, "credentials.json")) as f:
+            key = json.load(f)["AccessKeys"][0]
         session = botocore.session.get_session()
         cfg = Config(retries={"mode": "standard", "max_attempts": 2},
                      connect_timeout=5, read_timeout=60, max_pool_connections=4)
         kw = dict(region_name=REGION, endpoint_url=self.endpoint, config=cfg,
-                  aws_access_key_id="test", aws_secret_access_key="test")
+                  aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
         self.ecs = session.create_client("ecs", **kw)
         self.ecr = session.create_client("ecr", **kw)
 
@@ -234,7 +237,9 @@ class Berth:
             self.ecr.create_repository(repositoryName="busybox")
         except self.ecr.exceptions.RepositoryAlreadyExistsException:
             pass
-        run(["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci:{image_dir}:{tag}",
+        token = self.ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+        run(["skopeo", "copy", "-q", "--dest-tls-verify=false",
+             "--dest-creds", base64.b64decode(token).decode(), f"oci:{image_dir}:{tag}",
              f"docker://127.0.0.1:{self.port}/busybox:1"], stdout=subprocess.DEVNULL)
         self.ecs.create_cluster(clusterName=self.cluster)
         self.ecs.register_task_definition(

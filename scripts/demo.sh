@@ -16,7 +16,7 @@ IMAGE_DIR=${BERTH_TEST_IMAGE:-$ROOT/build/busybox-oci}
 AWS_BIN=${AWS_BIN:-$ROOT/.venv/bin/aws}
 PORT=${PORT:-5150}
 
-export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1
+export AWS_DEFAULT_REGION=us-east-1
 export AWS_PAGER="" AWS_EC2_METADATA_DISABLED=true
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
@@ -93,12 +93,17 @@ for i in $(seq 300); do
 done
 echo "GET /v2/ -> HTTP $code"
 
+step "eval \$(berth credentials --data-dir $DATA_DIR)   # the access key berth created"
+eval "$("$BERTH_BIN" credentials --data-dir "$DATA_DIR")"
+echo "AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID"
+
 step "aws ecr create-repository --repository-name busybox"
 aws ecr create-repository --repository-name busybox \
     --query 'repository.repositoryUri' --output text
 
-step "skopeo copy oci:$IMAGE_DIR:1 docker://$REG/busybox:1"
-skopeo copy --dest-tls-verify=false "oci:$IMAGE_DIR:1" "docker://$REG/busybox:1"
+step "skopeo copy --dest-creds AWS:\$(aws ecr get-login-password) oci:$IMAGE_DIR:1 docker://$REG/busybox:1"
+skopeo copy --dest-tls-verify=false --dest-creds "AWS:$(aws ecr get-login-password)" \
+    "oci:$IMAGE_DIR:1" "docker://$REG/busybox:1"
 
 step "aws ecs create-cluster --cluster-name demo"
 aws ecs create-cluster --cluster-name demo --query 'cluster.clusterArn' --output text

@@ -1,5 +1,6 @@
 // Drives berth's web console in Debian's headless chromium through playwright-core (which never
 // downloads a browser). Usage: node console.js <endpoint> <outdir> <cluster> <service> <log text>
+// Signs in with BERTH_ACCESS_KEY_ID / BERTH_SECRET_ACCESS_KEY (first with a wrong secret).
 // Prints one JSON line: the page text of each view and the screenshot paths.
 'use strict';
 const fs = require('fs');
@@ -33,8 +34,19 @@ async function main() {
       await page.screenshot({ path: p, fullPage: true });
       out.screenshots.push(p);
     };
-    // Cluster view: the service and its running tasks.
+    // Signed out: the sign-in form and nothing else; a wrong secret is refused by the server.
     await page.goto(`${endpoint}/#/`);
+    await page.locator('#login').waitFor({ timeout: 20000 });
+    out.login = await page.locator('main').innerText();
+    await page.fill('#login-id', process.env.BERTH_ACCESS_KEY_ID);
+    await page.fill('#login-secret', 'x'.repeat(40));
+    await page.click('#login-submit');
+    await page.locator('#login-error', { hasText: 'InvalidSignatureException' }).waitFor({ timeout: 20000 });
+    out.login_refused = await page.locator('main').innerText();
+    await page.fill('#login-id', process.env.BERTH_ACCESS_KEY_ID);
+    await page.fill('#login-secret', process.env.BERTH_SECRET_ACCESS_KEY);
+    await page.click('#login-submit');
+    // Cluster view: the service and its running tasks.
     await page.locator('#services').getByText(service, { exact: true }).waitFor({ timeout: 20000 });
     await page.locator('#tasks .st-RUNNING').first().waitFor({ timeout: 20000 });
     await shot('cluster');

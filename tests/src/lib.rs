@@ -1,6 +1,10 @@
 //! Harness for black-box tests: starts a real `berth server` process on a free loopback port
 //! with its own data directory, and drives it with the real AWS CLI (`aws`) and `skopeo`.
 //!
+//! Every API call is signed (SigV4) with the access key the server creates in its data
+//! directory ([`Server::access_key`]); [`Server::http`] signs raw requests and logs in to the
+//! registry, the free [`http`] sends them as they are (for attacks).
+//!
 //! Environment: `BERTH_BIN` (default `target/debug/berth`), `BERTH_RUNTIME` (default `crun`),
 //! `BERTH_TEST_IMAGE` (an OCI layout with tag `1`; built with `scripts/build-test-image.py` when
 //! unset), `aws` and `skopeo` on `PATH` (the Makefile puts `.venv/bin` first).
@@ -65,6 +69,43 @@ pub fn test_image() -> PathBuf {
         .clone()
 }
 
+/// A containers-auth.json (`REGISTRY_AUTH_FILE` for skopeo, podman, buildah) shared by this
+/// test process: every running [`Server`] has its registry login in it.
+pub fn registry_authfile() -> PathBuf {
+    std::env::temp_dir().join(format!("berth-registry-auth-{}.json", std::process::id()))
+}
+
+/// Sets (or with `None` removes) the login of registry `host` in [`registry_authfile`];
+/// removes the file when no login is left.
+fn authfile_set(host: &str, password: Option<&str>) {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let path = registry_authfile();
+    let mut v: Value = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| serde_json::json!({"auths": {}}));
+    match password {
+        Some(p) => {
+            use base64::Engine as _;
+            let auth = base64::engine::general_purpose::STANDARD.encode(format!("AWS:{p}"));
+            v["auths"][host] = serde_json::json!({ "auth": auth });
+        }
+        None => {
+            if let Some(m) = v["auths"].as_object_mut() {
+                m.remove(host);
+            }
+        }
+    }
+    if v["auths"].as_object().is_none_or(|m| m.is_empty()) {
+        let _ = std::fs::remove_file(&path);
+        return;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, v.to_string()).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -83,6 +124,8 @@ pub struct Server {
     extra_args: Vec<String>,
     extra_env: Vec<(String, String)>,
     subnet_prefix: u8,
+    /// The registry password (GetAuthorizationToken), fetched on first use.
+    registry_password: std::sync::Mutex<Option<String>>,
 }
 
 impl Server {
@@ -99,20 +142,7 @@ impl Server {
     /// Starts a server on a free port with a new data directory, extra `berth server` flags
     /// and extra environment variables (test knobs).
     pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut s = Server {
-            port: free_port(),
-            data_dir: temp_dir("data"),
-            child: None,
-            keep_data: false,
-            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
-            extra_env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            subnet_prefix: 24,
-        };
-        s.spawn();
-        s
+        Self::start_full(temp_dir("data"), extra_args, env, 24)
     }
 
     /// Starts a server on a free port over an existing data directory.
@@ -124,14 +154,19 @@ impl Server {
     /// (see [`Server::task_subnet`]), e.g. 29 usable task addresses with a /27.
     pub fn start_with_subnet_prefix(prefix: u8) -> Server {
         assert!((24..=30).contains(&prefix), "subnet prefix /{prefix}");
-        Self::start_full(temp_dir("data"), &[], prefix)
+        Self::start_full(temp_dir("data"), &[], &[], prefix)
     }
 
     fn start_inner(data_dir: PathBuf, extra_args: &[&str]) -> Server {
-        Self::start_full(data_dir, extra_args, 24)
+        Self::start_full(data_dir, extra_args, &[], 24)
     }
 
-    fn start_full(data_dir: PathBuf, extra_args: &[&str], subnet_prefix: u8) -> Server {
+    fn start_full(
+        data_dir: PathBuf,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+        subnet_prefix: u8,
+    ) -> Server {
         let port = free_port();
         let mut s = Server {
             port,
@@ -139,8 +174,12 @@ impl Server {
             child: None,
             keep_data: false,
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
-            extra_env: Vec::new(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             subnet_prefix,
+            registry_password: std::sync::Mutex::new(None),
         };
         s.spawn();
         s
@@ -171,6 +210,7 @@ impl Server {
             }
             if http(self.port, "GET", "/v2/", &[], b"").is_ok_and(|(s, _, _)| s == 200 || s == 401)
             {
+                authfile_set(&self.host(), Some(&self.registry_password()));
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -345,8 +385,7 @@ impl Server {
             .arg(self.endpoint())
             .args(["--region", "us-east-1", "--output", "json"])
             .args(args)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .envs(self.aws_env())
             .env("AWS_DEFAULT_REGION", "us-east-1")
             .env("AWS_MAX_ATTEMPTS", "1")
             .env("AWS_RETRY_MODE", "standard")
@@ -371,6 +410,119 @@ impl Server {
             .unwrap_or_else(|e| panic!("aws {args:?} failed: {e}\nserver log:\n{}", self.log()))
     }
 
+    /// The account's access key, as the server created it in `<data-dir>/credentials.json`.
+    pub fn access_key(&self) -> berth_iam::AccessKey {
+        berth_iam::Credentials::read_primary(&self.data_dir)
+            .expect("reading credentials.json")
+            .expect("the server created no credentials.json")
+    }
+
+    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` of the account's key, for the AWS CLI,
+    /// botocore scripts and skopeo wrappers.
+    pub fn aws_env(&self) -> [(&'static str, String); 2] {
+        let k = self.access_key();
+        [
+            ("AWS_ACCESS_KEY_ID", k.access_key_id),
+            ("AWS_SECRET_ACCESS_KEY", k.secret_access_key),
+        ]
+    }
+
+    /// SigV4 headers (`authorization`, `x-amz-date`, `x-amz-content-sha256`) for a request to
+    /// this server signed with the account's key; `headers` are signed too.
+    pub fn sign(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Vec<(String, String)> {
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path_and_query, None),
+        };
+        let host = self.host();
+        let mut all: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+            .collect();
+        all.push(("host".into(), host));
+        let refs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        berth_iam::sign(
+            &self.access_key(),
+            "us-east-1",
+            "ecs",
+            method,
+            path,
+            query,
+            &refs,
+            body,
+            std::time::SystemTime::now(),
+        )
+    }
+
+    /// The password of `aws ecr get-login-password` (user `AWS`), from a signed
+    /// GetAuthorizationToken; kept for the server's life.
+    pub fn registry_password(&self) -> String {
+        let mut cached = self.registry_password.lock().unwrap();
+        if let Some(p) = cached.as_ref() {
+            return p.clone();
+        }
+        use base64::Engine as _;
+        let v = self
+            .json_api(
+                "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken",
+                &serde_json::json!({}),
+            )
+            .expect("GetAuthorizationToken");
+        let token = v["authorizationData"][0]["authorizationToken"]
+            .as_str()
+            .expect("authorizationToken");
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(token)
+            .expect("base64 token");
+        let password = String::from_utf8(raw)
+            .unwrap()
+            .strip_prefix("AWS:")
+            .expect("AWS: user")
+            .to_string();
+        *cached = Some(password.clone());
+        password
+    }
+
+    /// `AWS:<password>`, for skopeo's `--creds` / `--dest-creds` / `--src-creds`.
+    pub fn skopeo_creds(&self) -> String {
+        format!("AWS:{}", self.registry_password())
+    }
+
+    /// Like the free [`http`], as an authenticated client: `/v2/` requests carry the registry
+    /// password (`Authorization: Basic`), other requests are SigV4-signed, unless `headers`
+    /// already has an `Authorization`.
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<HttpReply> {
+        let has_auth = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+        let mut extra: Vec<(String, String)> = Vec::new();
+        if !has_auth {
+            if path.starts_with("/v2/") {
+                use base64::Engine as _;
+                let b = base64::engine::general_purpose::STANDARD
+                    .encode(format!("AWS:{}", self.registry_password()));
+                extra.push(("Authorization".into(), format!("Basic {b}")));
+            } else {
+                extra = self.sign(method, path, headers, body);
+            }
+        }
+        let mut all: Vec<(&str, &str)> = headers.to_vec();
+        all.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        http(self.port, method, path, &all, body)
+    }
+
     /// Creates ECR repository `repo` and pushes the test image to it as `repo:tag` with skopeo.
     pub fn push_test_image(&self, repo: &str, tag: &str) {
         self.push_image(&test_image(), "1", repo, tag);
@@ -382,6 +534,7 @@ impl Server {
         let _ = self.aws(&["ecr", "create-repository", "--repository-name", repo]);
         let out = Command::new("skopeo")
             .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .args(["--dest-creds", &self.skopeo_creds()])
             .arg(format!("oci:{}:{layout_tag}", layout.display()))
             .arg(format!("docker://{}/{repo}:{tag}", self.host()))
             .output()
@@ -510,17 +663,17 @@ impl Server {
     /// `AmazonEC2ContainerServiceV20141113.RunTask`), without the AWS CLI's start-up cost:
     /// Ok(reply) on HTTP 200, Err(status and body) otherwise.
     pub fn json_api(&self, target: &str, body: &Value) -> Result<Value, String> {
-        let (status, _, reply) = http(
-            self.port,
-            "POST",
-            "/",
-            &[
-                ("X-Amz-Target", target),
-                ("Content-Type", "application/x-amz-json-1.1"),
-            ],
-            body.to_string().as_bytes(),
-        )
-        .map_err(|e| format!("{target}: {e}"))?;
+        let (status, _, reply) = self
+            .http(
+                "POST",
+                "/",
+                &[
+                    ("X-Amz-Target", target),
+                    ("Content-Type", "application/x-amz-json-1.1"),
+                ],
+                body.to_string().as_bytes(),
+            )
+            .map_err(|e| format!("{target}: {e}"))?;
         let text = String::from_utf8_lossy(&reply);
         if status != 200 {
             return Err(format!("{target}: HTTP {status}: {text}"));
@@ -551,6 +704,7 @@ impl Drop for Server {
             let _ = c.kill();
             let _ = c.wait();
         }
+        authfile_set(&self.host(), None);
         if self.keep_data {
             return;
         }

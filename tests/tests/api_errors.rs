@@ -3,21 +3,21 @@
 
 use std::time::Duration;
 
-use berth_tests::{fargate_taskdef, http, Server};
+use berth_tests::{fargate_taskdef, Server};
 use serde_json::{json, Value};
 
 fn raw(s: &Server, target: &str, body: &str) -> (u16, Value) {
-    let (status, _, body) = http(
-        s.port,
-        "POST",
-        "/",
-        &[
-            ("X-Amz-Target", target),
-            ("Content-Type", "application/x-amz-json-1.1"),
-        ],
-        body.as_bytes(),
-    )
-    .unwrap();
+    let (status, _, body) = s
+        .http(
+            "POST",
+            "/",
+            &[
+                ("X-Amz-Target", target),
+                ("Content-Type", "application/x-amz-json-1.1"),
+            ],
+            body.as_bytes(),
+        )
+        .unwrap();
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 

@@ -1,6 +1,7 @@
 //! The web console (issue 7), loaded in headless Chromium (Debian's `chromium`, driven by
 //! Playwright from npm `playwright-core` with `executablePath`): it shows a running service,
-//! its tasks and the task's logs live; screenshots are taken and the page text is checked.
+//! its tasks and the task's logs live; screenshots are taken and the page text is checked. The
+//! page first asks for the access key and signs every request with it (SigV4).
 
 use std::process::Command;
 use std::time::Duration;
@@ -72,6 +73,8 @@ fn console_shows_running_service_and_live_logs() {
         .arg(s.endpoint())
         .arg(&out_dir)
         .args(["web", "frontend", "hello-from-console-test"])
+        .env("BERTH_ACCESS_KEY_ID", s.access_key().access_key_id)
+        .env("BERTH_SECRET_ACCESS_KEY", s.access_key().secret_access_key)
         .current_dir(&console_dir)
         .output()
         .expect("running node");
@@ -84,6 +87,14 @@ fn console_shows_running_service_and_live_logs() {
     );
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     let text = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+
+    // Before signing in the page shows the form and no data; a wrong secret is refused.
+    let login = text("login");
+    assert!(login.contains("Sign in"), "{login}");
+    assert!(!login.contains("frontend"), "{login}");
+    let refused = text("login_refused");
+    assert!(refused.contains("InvalidSignatureException"), "{refused}");
+    assert!(!refused.contains("frontend"), "{refused}");
 
     let cluster = text("cluster");
     assert!(cluster.contains("Cluster web"), "{cluster}");

@@ -3,8 +3,10 @@
 usage: cw_protocol.py ENDPOINT PROTOCOL OPERATION JSON_PARAMS
 PROTOCOL is smithy-rpc-v2-cbor, json or query (the model lists all three). Prints the parsed
 reply as JSON (datetimes as ISO text), or `ERROR <code> <message>` and exits 1.
+Signs with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the environment.
 """
 import json
+import os
 import sys
 
 from awscli.botocore import loaders
@@ -25,7 +27,8 @@ def load(self, service_name, type_name, api_version=None):
 loaders.Loader.load_service_model = load
 client = Session().create_client(
     "cloudwatch", region_name="us-east-1", endpoint_url=endpoint,
-    aws_access_key_id="test", aws_secret_access_key="test")
+    aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+    aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"])
 try:
     reply = getattr(client, op)(**json.loads(params))
 except Exception as e:  # modeled errors are ClientError subclasses

@@ -117,6 +117,7 @@ fn botocore(s: &Server, protocol: &str, op: &str, params: &Value) -> Result<Valu
     let out = Command::new(py)
         .arg(repo_root().join("tests/tests/cw_protocol.py"))
         .args([&s.endpoint(), protocol, op, &params.to_string()])
+        .envs(s.aws_env())
         .output()
         .expect("running the venv's python");
     let text = String::from_utf8_lossy(&out.stdout).to_string();

@@ -15,9 +15,22 @@ fn aws_err(s: &Server, args: &[&str]) -> String {
     }
 }
 
+/// Runs `cmd` with the harness's registry logins (`REGISTRY_AUTH_FILE`, read by skopeo,
+/// podman and buildah).
 fn run(cmd: &str, args: &[&str]) -> Output {
     Command::new(cmd)
         .args(args)
+        .env("REGISTRY_AUTH_FILE", berth_tests::registry_authfile())
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd}: {e}"))
+}
+
+/// [`run`] with the account's key in `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
+fn run_env(s: &Server, cmd: &str, args: &[&str]) -> Output {
+    Command::new(cmd)
+        .args(args)
+        .envs(s.aws_env())
+        .env("REGISTRY_AUTH_FILE", berth_tests::registry_authfile())
         .output()
         .unwrap_or_else(|e| panic!("running {cmd}: {e}"))
 }
@@ -160,7 +173,7 @@ fn ecr_image_and_layer_operations_with_the_cli() {
     ]);
     let url = v["downloadUrl"].as_str().unwrap();
     let path = url.strip_prefix(&s.endpoint()).expect(url);
-    let (status, _, body) = http(s.port, "GET", path, &[], b"").unwrap();
+    let (status, _, body) = s.http("GET", path, &[], b"").unwrap();
     assert_eq!(status, 200);
     assert_eq!(sha256(&body), layer);
 
@@ -219,8 +232,9 @@ fn ecr_image_and_layer_operations_with_the_cli() {
         &want,
     ]);
     assert_eq!(r["layerDigest"], want);
-    let (status, _, body) =
-        http(s.port, "GET", &format!("/v2/app/blobs/{want}"), &[], b"").unwrap();
+    let (status, _, body) = s
+        .http("GET", &format!("/v2/app/blobs/{want}"), &[], b"")
+        .unwrap();
     assert_eq!((status, body.len()), (200, data.len()));
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -248,7 +262,7 @@ fn ecr_image_and_layer_operations_with_the_cli() {
     ]);
     let v = s.aws_ok(&["ecr", "list-images", "--repository-name", "app"]);
     assert_eq!(v["imageIds"], json!([]));
-    let (status, _, _) = http(s.port, "GET", "/v2/app/manifests/1", &[], b"").unwrap();
+    let (status, _, _) = s.http("GET", "/v2/app/manifests/1", &[], b"").unwrap();
     assert_eq!(status, 404);
 }
 
@@ -517,14 +531,15 @@ fn skopeo_copy_between_repositories_inspect_and_delete() {
             &format!("docker://{h}/dst:copy"),
         ],
     );
-    let (status, _, _) = http(s.port, "GET", "/v2/dst/manifests/copy", &[], b"").unwrap();
+    let (status, _, _) = s.http("GET", "/v2/dst/manifests/copy", &[], b"").unwrap();
     assert_eq!(status, 404);
     // The source is untouched.
-    let (status, _, _) = http(s.port, "GET", "/v2/src/manifests/1", &[], b"").unwrap();
+    let (status, _, _) = s.http("GET", "/v2/src/manifests/1", &[], b"").unwrap();
     assert_eq!(status, 200);
 }
 
-/// A `berth server --registry-auth --no-agent` (the harness's `Server` waits for an open `/v2/`).
+/// A `berth server --no-agent` of its own, outside the harness (whose `Server` logs in to the
+/// registry for every client).
 struct AuthServer {
     port: u16,
     dir: std::path::PathBuf,
@@ -544,7 +559,7 @@ impl AuthServer {
             .unwrap_or_else(|| berth_tests::repo_root().join("target/debug/berth"));
         let log = std::fs::File::create(dir.join("server.log")).unwrap();
         let child = Command::new(bin)
-            .args(["server", "--no-agent", "--registry-auth", "--listen"])
+            .args(["server", "--no-agent", "--listen"])
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
             .arg(&dir)
@@ -561,16 +576,19 @@ impl AuthServer {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("berth server --registry-auth did not answer");
+        panic!("berth server did not answer");
     }
 
     fn aws(&self, args: &[&str]) -> String {
+        let key = berth_iam::Credentials::read_primary(&self.dir)
+            .unwrap()
+            .expect("credentials.json");
         let out = Command::new("aws")
             .args(["--endpoint-url", &format!("http://127.0.0.1:{}", self.port)])
             .args(["--region", "us-east-1"])
             .args(args)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_ACCESS_KEY_ID", &key.access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &key.secret_access_key)
             .output()
             .unwrap();
         assert!(
@@ -690,38 +708,42 @@ fn upload_interrupted_by_kill9_is_invisible_and_can_be_finished() {
     s.aws_ok(&["ecr", "create-repository", "--repository-name", "app"]);
     let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
     let digest = sha256(&data);
-    let (status, h, _) = http(s.port, "POST", "/v2/app/blobs/uploads/", &[], b"").unwrap();
+    let (status, h, _) = s.http("POST", "/v2/app/blobs/uploads/", &[], b"").unwrap();
     assert_eq!(status, 202);
     let loc = header(&h, "location").to_string();
-    let (status, _, _) = http(
-        s.port,
-        "PATCH",
-        &loc,
-        &[("Content-Range", "0-499999")],
-        &data[..500_000],
-    )
-    .unwrap();
+    let (status, _, _) = s
+        .http(
+            "PATCH",
+            &loc,
+            &[("Content-Range", "0-499999")],
+            &data[..500_000],
+        )
+        .unwrap();
     assert_eq!(status, 202);
     s.restart_after_kill9();
     // Nothing of the blob is visible; the session kept what it had received.
-    let (status, _, _) =
-        http(s.port, "HEAD", &format!("/v2/app/blobs/{digest}"), &[], b"").unwrap();
+    let (status, _, _) = s
+        .http("HEAD", &format!("/v2/app/blobs/{digest}"), &[], b"")
+        .unwrap();
     assert_eq!(status, 404);
-    let (status, h, _) = http(s.port, "GET", &loc, &[], b"").unwrap();
+    let (status, h, _) = s.http("GET", &loc, &[], b"").unwrap();
     assert_eq!((status, header(&h, "range")), (204, "0-499999"));
-    let (status, _, _) = http(
-        s.port,
-        "PATCH",
-        &loc,
-        &[("Content-Range", "500000-999999")],
-        &data[500_000..],
-    )
-    .unwrap();
+    let (status, _, _) = s
+        .http(
+            "PATCH",
+            &loc,
+            &[("Content-Range", "500000-999999")],
+            &data[500_000..],
+        )
+        .unwrap();
     assert_eq!(status, 202);
-    let (status, _, _) = http(s.port, "PUT", &format!("{loc}?digest={digest}"), &[], b"").unwrap();
+    let (status, _, _) = s
+        .http("PUT", &format!("{loc}?digest={digest}"), &[], b"")
+        .unwrap();
     assert_eq!(status, 201);
-    let (status, _, body) =
-        http(s.port, "GET", &format!("/v2/app/blobs/{digest}"), &[], b"").unwrap();
+    let (status, _, body) = s
+        .http("GET", &format!("/v2/app/blobs/{digest}"), &[], b"")
+        .unwrap();
     assert_eq!((status, sha256(&body)), (200, digest));
     // A whole image push after the restart works.
     s.push_test_image("app", "1");
@@ -774,14 +796,14 @@ fn multi_arch_index_pushed_and_pulled_with_skopeo_all() {
     );
     // The index is served by tag with its own media type and digest; both platform manifests
     // are images of the repository.
-    let (status, hd, body) = http(
-        s.port,
-        "GET",
-        "/v2/multi/manifests/1",
-        &[("Accept", "application/vnd.oci.image.index.v1+json")],
-        b"",
-    )
-    .unwrap();
+    let (status, hd, body) = s
+        .http(
+            "GET",
+            "/v2/multi/manifests/1",
+            &[("Accept", "application/vnd.oci.image.index.v1+json")],
+            b"",
+        )
+        .unwrap();
     assert_eq!(status, 200);
     assert_eq!(
         header(&hd, "content-type"),
@@ -881,19 +903,18 @@ fn artifact_with_a_subject_is_found_through_the_referrers_api() {
     let s = Server::start();
     s.push_test_image("app", "1");
     let (m, subject) = manifest(&s, "app", "1");
-    let sd = s.port;
     // Blobs of the artifact: the empty config and one layer, monolithic POST ?digest=.
     let config = b"{}";
     let sbom = br#"{"spdxVersion":"SPDX-2.3","name":"app"}"#;
     for blob in [&config[..], &sbom[..]] {
-        let (status, _, _) = http(
-            sd,
-            "POST",
-            &format!("/v2/app/blobs/uploads/?digest={}", sha256(blob)),
-            &[("Content-Type", "application/octet-stream")],
-            blob,
-        )
-        .unwrap();
+        let (status, _, _) = s
+            .http(
+                "POST",
+                &format!("/v2/app/blobs/uploads/?digest={}", sha256(blob)),
+                &[("Content-Type", "application/octet-stream")],
+                blob,
+            )
+            .unwrap();
         assert_eq!(status, 201);
     }
     let artifact = json!({
@@ -907,19 +928,20 @@ fn artifact_with_a_subject_is_found_through_the_referrers_api() {
     })
     .to_string();
     let adigest = sha256(artifact.as_bytes());
-    let (status, hd, _) = http(
-        sd,
-        "PUT",
-        &format!("/v2/app/manifests/{adigest}"),
-        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
-        artifact.as_bytes(),
-    )
-    .unwrap();
+    let (status, hd, _) = s
+        .http(
+            "PUT",
+            &format!("/v2/app/manifests/{adigest}"),
+            &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+            artifact.as_bytes(),
+        )
+        .unwrap();
     assert_eq!(status, 201);
     assert_eq!(header(&hd, "oci-subject"), subject);
     // The referrers index lists it, with artifactType and annotations.
-    let (status, hd, body) =
-        http(sd, "GET", &format!("/v2/app/referrers/{subject}"), &[], b"").unwrap();
+    let (status, hd, body) = s
+        .http("GET", &format!("/v2/app/referrers/{subject}"), &[], b"")
+        .unwrap();
     assert_eq!(status, 200);
     assert_eq!(
         header(&hd, "content-type"),
@@ -936,38 +958,38 @@ fn artifact_with_a_subject_is_found_through_the_referrers_api() {
         "2024-01-01T00:00:00Z"
     );
     // Filtering by artifactType.
-    let (status, hd, body) = http(
-        sd,
-        "GET",
-        &format!("/v2/app/referrers/{subject}?artifactType=application/spdx%2Bjson"),
-        &[],
-        b"",
-    )
-    .unwrap();
+    let (status, hd, body) = s
+        .http(
+            "GET",
+            &format!("/v2/app/referrers/{subject}?artifactType=application/spdx%2Bjson"),
+            &[],
+            b"",
+        )
+        .unwrap();
     assert_eq!(status, 200);
     assert_eq!(header(&hd, "oci-filters-applied"), "artifactType");
     let idx: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(idx["manifests"].as_array().unwrap().len(), 1);
-    let (_, hd, body) = http(
-        sd,
-        "GET",
-        &format!("/v2/app/referrers/{subject}?artifactType=application/vnd.other"),
-        &[],
-        b"",
-    )
-    .unwrap();
+    let (_, hd, body) = s
+        .http(
+            "GET",
+            &format!("/v2/app/referrers/{subject}?artifactType=application/vnd.other"),
+            &[],
+            b"",
+        )
+        .unwrap();
     assert_eq!(header(&hd, "oci-filters-applied"), "artifactType");
     let idx: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(idx["manifests"], json!([]));
     // An unknown subject: 200 with an empty index.
-    let (status, _, body) = http(
-        sd,
-        "GET",
-        &format!("/v2/app/referrers/sha256:{}", "0".repeat(64)),
-        &[],
-        b"",
-    )
-    .unwrap();
+    let (status, _, body) = s
+        .http(
+            "GET",
+            &format!("/v2/app/referrers/sha256:{}", "0".repeat(64)),
+            &[],
+            b"",
+        )
+        .unwrap();
     assert_eq!(status, 200);
     let idx: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(idx["manifests"], json!([]));
@@ -1020,6 +1042,7 @@ fn skopeo_push_interrupted_by_kill9_of_the_server_is_redone() {
             "--dest-tls-verify=false",
         ])
         .args([&src, &dest])
+        .env("REGISTRY_AUTH_FILE", berth_tests::registry_authfile())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -1047,9 +1070,11 @@ fn skopeo_push_interrupted_by_kill9_of_the_server_is_redone() {
     let out = push.wait_with_output().unwrap();
     assert!(!out.status.success(), "the push survived the kill");
     // Nothing partial is visible: not the big blob, not the manifest.
-    let (status, _, _) = http(s.port, "HEAD", &format!("/v2/big/blobs/{big}"), &[], b"").unwrap();
+    let (status, _, _) = s
+        .http("HEAD", &format!("/v2/big/blobs/{big}"), &[], b"")
+        .unwrap();
     assert_eq!(status, 404);
-    let (status, _, _) = http(s.port, "GET", "/v2/big/manifests/1", &[], b"").unwrap();
+    let (status, _, _) = s.http("GET", "/v2/big/manifests/1", &[], b"").unwrap();
     assert_eq!(status, 404);
     let d = s.aws_ok(&["ecr", "describe-images", "--repository-name", "big"]);
     assert_eq!(d["imageDetails"], json!([]));
@@ -1058,7 +1083,9 @@ fn skopeo_push_interrupted_by_kill9_of_the_server_is_redone() {
         "skopeo",
         &["copy", "--quiet", "--dest-tls-verify=false", &src, &dest],
     );
-    let (status, hd, _) = http(s.port, "HEAD", &format!("/v2/big/blobs/{big}"), &[], b"").unwrap();
+    let (status, hd, _) = s
+        .http("HEAD", &format!("/v2/big/blobs/{big}"), &[], b"")
+        .unwrap();
     assert_eq!(status, 200);
     assert_eq!(
         header(&hd, "content-length"),
@@ -1088,7 +1115,7 @@ fn skopeo_push_interrupted_by_kill9_of_the_server_is_redone() {
 
 #[test]
 fn tasks_pull_from_the_registry_when_it_requires_credentials() {
-    let s = Server::start_with(&["--registry-auth"]);
+    let s = Server::start();
     s.aws_ok(&["ecr", "create-repository", "--repository-name", "locked"]);
     let token = s.aws_ok(&["ecr", "get-authorization-token"]);
     let token = token["authorizationData"][0]["authorizationToken"]
@@ -1142,7 +1169,8 @@ fn berth_push_and_pull_move_images_with_progress() {
     let endpoint = s.endpoint();
     let src = format!("oci:{}:1", test_image().display());
     // On a terminal (a pty from `script`) the verbs show bytes and rate.
-    let push = run(
+    let push = run_env(
+        &s,
         "script",
         &[
             "-qec",
@@ -1174,7 +1202,8 @@ fn berth_push_and_pull_move_images_with_progress() {
     assert_eq!(remote["Digest"], pushed.as_str());
     // Pull it back into a new layout; the digest and the blobs are the same.
     let dir = temp_dir("pulled");
-    let pull = run(
+    let pull = run_env(
+        &s,
         &bin,
         &[
             "pull",

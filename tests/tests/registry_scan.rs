@@ -56,7 +56,7 @@ impl ScanServer {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if http(port, "GET", "/v2/", &[], b"").is_ok_and(|(c, _, _)| c == 200) {
+            if http(port, "GET", "/v2/", &[], b"").is_ok_and(|(c, _, _)| c == 401) {
                 return s;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -69,13 +69,16 @@ impl ScanServer {
     }
 
     fn aws_cmd(&self, args: &[&str]) -> std::process::Output {
+        let key = berth_iam::Credentials::read_primary(&self.data_dir)
+            .unwrap()
+            .expect("the server's credentials.json");
         Command::new("aws")
             .arg("--endpoint-url")
             .arg(format!("http://127.0.0.1:{}", self.port))
             .args(["--region", "us-east-1", "--output", "json"])
             .args(args)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_ACCESS_KEY_ID", &key.access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &key.secret_access_key)
             .env("AWS_MAX_ATTEMPTS", "1")
             .env("AWS_PAGER", "")
             .output()
@@ -98,8 +101,12 @@ impl ScanServer {
     }
 
     fn push(&self, layout: &str, repo: &str, tag: &str) {
+        let login = self.aws_cmd(&["ecr", "get-login-password"]);
+        assert!(login.status.success(), "{login:?}");
+        let password = String::from_utf8_lossy(&login.stdout).trim().to_string();
         let out = Command::new("skopeo")
             .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .args(["--dest-creds", &format!("AWS:{password}")])
             .arg(format!("oci:{layout}"))
             .arg(format!("docker://127.0.0.1:{}/{repo}:{tag}", self.port))
             .output()

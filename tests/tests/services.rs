@@ -290,26 +290,32 @@ fn rolling_update_respects_minimum_healthy_and_maximum_percent() {
     // Sample DescribeServices (raw awsJson requests, a few ms each) from just before the update
     // until the rollout is done: never more than 150% of 4 tasks, never fewer than 50% running.
     let port = s.port;
+    const DESCRIBE: &[u8] = br#"{"cluster":"demo","services":["roll"]}"#;
+    let api_headers = [
+        (
+            "X-Amz-Target",
+            "AmazonEC2ContainerServiceV20141113.DescribeServices",
+        ),
+        ("Content-Type", "application/x-amz-json-1.1"),
+    ];
+    // Signed once: a SigV4 signature stays valid for 15 minutes.
+    let mut signed: Vec<(String, String)> = api_headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    signed.extend(s.sign("POST", "/", &api_headers, DESCRIBE));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
         let stop = stop.clone();
         std::thread::spawn(move || {
             let mut samples = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let (status, _, body) = berth_tests::http(
-                    port,
-                    "POST",
-                    "/",
-                    &[
-                        (
-                            "X-Amz-Target",
-                            "AmazonEC2ContainerServiceV20141113.DescribeServices",
-                        ),
-                        ("Content-Type", "application/x-amz-json-1.1"),
-                    ],
-                    br#"{"cluster":"demo","services":["roll"]}"#,
-                )
-                .unwrap();
+                let headers: Vec<(&str, &str)> = signed
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let (status, _, body) =
+                    berth_tests::http(port, "POST", "/", &headers, DESCRIBE).unwrap();
                 assert_eq!(status, 200);
                 let v: Value = serde_json::from_slice(&body).unwrap();
                 samples.push(v["services"][0].clone());

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use berth_tests::{fargate_taskdef, http, repo_root, Server};
+use berth_tests::{fargate_taskdef, repo_root, Server};
 use serde_json::{json, Value};
 
 const NET: &str = "awsvpcConfiguration={subnets=[subnet-12345678]}";
@@ -22,27 +22,29 @@ fn berth_bin() -> std::path::PathBuf {
 /// DescribeTasks over the wire (epoch-second floats exactly as berth stores them).
 fn describe_raw(s: &Server, cluster: &str, arns: &[String]) -> Vec<Value> {
     let body = json!({"cluster": cluster, "tasks": arns}).to_string();
-    let (st, _, b) = http(
-        s.port,
-        "POST",
-        "/",
-        &[
-            (
-                "X-Amz-Target",
-                "AmazonEC2ContainerServiceV20141113.DescribeTasks",
-            ),
-            ("Content-Type", "application/x-amz-json-1.1"),
-        ],
-        body.as_bytes(),
-    )
-    .unwrap();
+    let (st, _, b) = s
+        .http(
+            "POST",
+            "/",
+            &[
+                (
+                    "X-Amz-Target",
+                    "AmazonEC2ContainerServiceV20141113.DescribeTasks",
+                ),
+                ("Content-Type", "application/x-amz-json-1.1"),
+            ],
+            body.as_bytes(),
+        )
+        .unwrap();
     assert_eq!(st, 200);
     let v: Value = serde_json::from_slice(&b).unwrap();
     v["tasks"].as_array().unwrap().clone()
 }
 
 fn usage(s: &Server, query: &str) -> Value {
-    let (st, _, b) = http(s.port, "GET", &format!("/_berth/usage?{query}"), &[], b"").unwrap();
+    let (st, _, b) = s
+        .http("GET", &format!("/_berth/usage?{query}"), &[], b"")
+        .unwrap();
     let v: Value = serde_json::from_slice(&b).unwrap();
     assert_eq!(st, 200, "{v}");
     v
@@ -201,6 +203,7 @@ fn usage_matches_task_timestamps_on_demand_and_spot() {
     let out = Command::new(berth_bin())
         .args(["usage", "--endpoint", &s.endpoint(), "--cluster", "meter"])
         .args(["--group-by", "task", "--output", "json"])
+        .envs(s.aws_env())
         .output()
         .unwrap();
     assert!(
@@ -214,6 +217,7 @@ fn usage_matches_task_timestamps_on_demand_and_spot() {
     let out = Command::new(berth_bin())
         .args(["usage", "--endpoint", &s.endpoint(), "--cluster", "meter"])
         .args(["--group-by", "cluster", "--output", "csv"])
+        .envs(s.aws_env())
         .output()
         .unwrap();
     let csv = String::from_utf8(out.stdout).unwrap();
@@ -224,7 +228,9 @@ fn usage_matches_task_timestamps_on_demand_and_spot() {
     assert!((cost - tc).abs() < 1e-8, "{csv} vs {tc}");
 
     // A bad parameter is a 400 with an AWS-style error body.
-    let (st, _, b) = http(s.port, "GET", "/_berth/usage?group_by=week", &[], b"").unwrap();
+    let (st, _, b) = s
+        .http("GET", "/_berth/usage?group_by=week", &[], b"")
+        .unwrap();
     assert_eq!(st, 400, "{}", String::from_utf8_lossy(&b));
     assert!(String::from_utf8_lossy(&b).contains("InvalidParameterException"));
 }

@@ -59,6 +59,10 @@ pub struct AgentConfig {
     /// The server's join token, to register with (and to register again when the server no
     /// longer knows the saved credential).
     pub join_token: Option<String>,
+    /// The access key the agent signs ECR `GetAuthorizationToken` with (SigV4) to get a
+    /// password for the server's own registry; `None` asks unsigned (servers started with
+    /// `--insecure-any-credentials` or `--no-registry-auth`).
+    pub credentials: Option<berth_iam::AccessKey>,
 }
 
 /// Task network settings of an agent.
@@ -272,7 +276,13 @@ pub async fn run(mut config: AgentConfig) -> Result<(), AgentError> {
     let credential = control::credential(&client, &config).await?;
     let control = control::Control::new(client.clone(), &config.server_url, credential);
     let snapshots = Arc::new(snapshot::Snapshots::new(config.data_dir.join("snapshots"))?);
-    let puller = registry::Puller::new(client, &config.server_url, &config.data_dir, snapshots)?;
+    let puller = registry::Puller::new(
+        client,
+        &config.server_url,
+        &config.data_dir,
+        snapshots,
+        config.credentials.clone(),
+    )?;
     let tasks_dir = config.data_dir.join("tasks");
     std::fs::create_dir_all(&tasks_dir)?;
     // The embedded per-task shim, run as `<data-dir>/bin/berth-shim-<hash> shim <task-dir> ..`.

@@ -101,8 +101,10 @@ pub struct Puller {
     blobs: PathBuf,
     snapshots: Arc<Snapshots>,
     /// `Basic <base64 AWS:token>` for berth's own registry when it requires credentials
-    /// (`berth server --registry-auth`), from ECR GetAuthorizationToken.
+    /// (the default; not under `berth server --no-registry-auth`), from ECR GetAuthorizationToken.
     own_auth: tokio::sync::Mutex<Option<String>>,
+    /// Signs `GetAuthorizationToken` (SigV4) when set.
+    credentials: Option<berth_iam::AccessKey>,
 }
 
 fn sha256_digest(data: &[u8]) -> String {
@@ -135,6 +137,7 @@ impl Puller {
         server_url: &str,
         data_dir: &Path,
         snapshots: Arc<Snapshots>,
+        credentials: Option<berth_iam::AccessKey>,
     ) -> Result<Puller, AgentError> {
         let blobs = data_dir.join("blobs").join("sha256");
         std::fs::create_dir_all(&blobs)?;
@@ -144,21 +147,47 @@ impl Puller {
             blobs,
             snapshots,
             own_auth: tokio::sync::Mutex::new(None),
+            credentials,
         })
     }
 
     /// Asks the control plane for a registry password (ECR `GetAuthorizationToken`, the same
     /// call `aws ecr get-login-password` makes) and keeps it for berth's own registry.
     async fn refresh_own_auth(&self) -> Result<String, String> {
-        let resp = self
+        const TARGET: &str = "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken";
+        const CT: &str = "application/x-amz-json-1.1";
+        let mut req = self
             .client
             .post(format!("{}/", self.server_url))
-            .header(
-                "X-Amz-Target",
-                "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken",
-            )
-            .header("Content-Type", "application/x-amz-json-1.1")
-            .body("{}")
+            .header("X-Amz-Target", TARGET)
+            .header("Content-Type", CT)
+            .body("{}");
+        if let Some(key) = &self.credentials {
+            let host = self
+                .server_url
+                .split_once("://")
+                .map_or(self.server_url.as_str(), |(_, h)| h)
+                .trim_end_matches('/');
+            let signed = berth_iam::sign(
+                key,
+                "us-east-1",
+                "ecr",
+                "POST",
+                "/",
+                None,
+                &[
+                    ("host", host),
+                    ("x-amz-target", TARGET),
+                    ("content-type", CT),
+                ],
+                b"{}",
+                std::time::SystemTime::now(),
+            );
+            for (k, v) in signed {
+                req = req.header(k, v);
+            }
+        }
+        let resp = req
             .send()
             .await
             .map_err(|e| format!("GetAuthorizationToken: {e}"))?;

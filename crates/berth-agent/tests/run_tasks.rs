@@ -478,6 +478,7 @@ async fn scenario(runtime: &str, prefix: &str) {
         metrics_interval: std::time::Duration::from_secs(10),
         credential: Some("stub-credential".into()),
         join_token: None,
+        credentials: None,
     };
     if let Err(e) = preflight(&cfg) {
         eprintln!("skipping {runtime}: {e}");

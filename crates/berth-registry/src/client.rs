@@ -54,6 +54,8 @@ pub struct Client {
     /// Where to ask for a password on 401 (berth's awsJson endpoint).
     token_endpoint: String,
     auth: tokio::sync::Mutex<Option<String>>,
+    /// Signs `GetAuthorizationToken` (SigV4) when set.
+    credentials: Option<berth_iam::AccessKey>,
 }
 
 fn sha256_hex(b: &[u8]) -> String {
@@ -100,22 +102,60 @@ impl Client {
             base: base.trim_end_matches('/').to_string(),
             token_endpoint: token_endpoint.trim_end_matches('/').to_string(),
             auth: tokio::sync::Mutex::new(None),
+            credentials: None,
         }
     }
 
+    /// Signs the `GetAuthorizationToken` call with `key` (berth's APIs require SigV4).
+    pub fn with_credentials(mut self, key: Option<berth_iam::AccessKey>) -> Client {
+        self.credentials = key;
+        self
+    }
+
     async fn login(&self) -> Result<(), ClientError> {
-        let v: Value = self
+        const TARGET: &str = "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken";
+        const CT: &str = "application/x-amz-json-1.1";
+        let mut req = self
             .http
             .post(format!("{}/", self.token_endpoint))
-            .header(
-                "X-Amz-Target",
-                "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken",
-            )
-            .header("Content-Type", "application/x-amz-json-1.1")
-            .body("{}")
+            .header("X-Amz-Target", TARGET)
+            .header("Content-Type", CT)
+            .body("{}");
+        if let Some(key) = &self.credentials {
+            let host = self
+                .token_endpoint
+                .split_once("://")
+                .map_or(self.token_endpoint.as_str(), |(_, h)| h);
+            let host = host.split('/').next().unwrap_or(host);
+            for (k, v) in berth_iam::sign(
+                key,
+                "us-east-1",
+                "ecr",
+                "POST",
+                "/",
+                None,
+                &[
+                    ("host", host),
+                    ("x-amz-target", TARGET),
+                    ("content-type", CT),
+                ],
+                b"{}",
+                std::time::SystemTime::now(),
+            ) {
+                req = req.header(k, v);
+            }
+        }
+        let resp = req
             .send()
             .await
-            .map_err(|e| ClientError::Registry(format!("GetAuthorizationToken: {e}")))?
+            .map_err(|e| ClientError::Registry(format!("GetAuthorizationToken: {e}")))?;
+        if !resp.status().is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(ClientError::Registry(format!(
+                "GetAuthorizationToken: {body} (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY: `eval $(berth credentials)`)"
+            )));
+        }
+        let v: Value = resp
             .json()
             .await
             .map_err(|e| ClientError::Registry(format!("GetAuthorizationToken: {e}")))?;

@@ -73,17 +73,18 @@ impl Registry {
             blobs,
             uploads,
             auth,
-            auth_required: false,
+            auth_required: true,
             scanner: Arc::new(scan::Scanner::new(None)),
         })
     }
 
-    /// Requires credentials on `/v2/` (builder style, after [`Registry::open`]): with `true`,
-    /// every request without a valid `Authorization: Basic base64("AWS:<token>")` (a
+    /// Whether `/v2/` requires credentials (builder style, after [`Registry::open`]; on by
+    /// default, as ECR): with `true`, every request without a valid `Authorization: Basic base64("AWS:<token>")` (a
     /// GetAuthorizationToken token, 12 h) answers 401 `UNAUTHORIZED` with `WWW-Authenticate:
     /// Basic realm="berth"`, so `docker/podman login` really checks the password. A blob
     /// GET/HEAD may instead carry `?token=<token>` (the URLs GetDownloadUrlForLayer returns).
-    /// Off by default: requests without `Authorization` are served.
+    /// With `false` (`berth server --no-registry-auth`) requests without `Authorization` are
+    /// served.
     pub fn with_auth_required(mut self, required: bool) -> Self {
         self.auth_required = required;
         self
@@ -91,8 +92,8 @@ impl Registry {
 
     /// The axum router serving the OCI distribution API at `/v2/...` (literal paths; merge it at
     /// the root). A `Basic` header must carry a valid GetAuthorizationToken token, else 401 with
-    /// `WWW-Authenticate: Basic realm=...`; requests without `Authorization` are served unless
-    /// [`Registry::with_auth_required`] was set.
+    /// `WWW-Authenticate: Basic realm=...`; requests without `Authorization` are served only
+    /// after [`Registry::with_auth_required`]`(false)`.
     pub fn router(self: Arc<Self>) -> axum::Router {
         oci::router(self)
     }

@@ -28,7 +28,9 @@ impl Drop for TempDir {
     }
 }
 
-/// A registry in a temp dir with `public_host` "127.0.0.1:5150", account 000000000000.
+/// A registry in a temp dir with `public_host` "127.0.0.1:5150", account 000000000000, that
+/// serves `/v2/` without credentials (these tests are about the distribution API; the auth
+/// tests turn it back on).
 pub fn registry() -> (Arc<Registry>, TempDir) {
     let dir = TempDir::new("reg");
     let store = Arc::new(SqliteStore::open_in_memory().unwrap());
@@ -42,7 +44,8 @@ pub fn registry() -> (Arc<Registry>, TempDir) {
         scope,
         "127.0.0.1:5150".into(),
     )
-    .unwrap();
+    .unwrap()
+    .with_auth_required(false);
     (Arc::new(reg), dir)
 }
 

@@ -168,9 +168,15 @@ async fn skopeo_push_and_pull_round_trip() {
     let dest_ref = format!("docker://{uri}:1");
 
     // Pushing to a repository that was never created fails with NAME_UNKNOWN.
+    // Without credentials nothing goes in (the registry requires them by default, as ECR).
+    let (ok, _, text) = skopeo(&["copy", "--dest-tls-verify=false", &src_ref, &dest_ref]).await;
+    assert!(!ok, "an anonymous push succeeded: {text}");
+
     let (ok, _, text) = skopeo(&[
         "copy",
         "--dest-tls-verify=false",
+        "--dest-creds",
+        &creds,
         &src_ref,
         &format!("docker://{host}/missing:1"),
     ])
@@ -188,7 +194,15 @@ async fn skopeo_push_and_pull_round_trip() {
     .await;
     assert!(ok, "skopeo push failed: {text}");
 
-    let (ok, raw, text) = skopeo(&["inspect", "--raw", "--tls-verify=false", &dest_ref]).await;
+    let (ok, raw, text) = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds",
+        &creds,
+        &dest_ref,
+    ])
+    .await;
     assert!(ok, "skopeo inspect failed: {text}");
     assert_eq!(
         sha256(raw.trim_end().as_bytes()),
@@ -200,6 +214,8 @@ async fn skopeo_push_and_pull_round_trip() {
     let (ok, _, text) = skopeo(&[
         "copy",
         "--src-tls-verify=false",
+        "--src-creds",
+        &creds,
         &dest_ref,
         &format!("oci:{}:1", dst.display()),
     ])

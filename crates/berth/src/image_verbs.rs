@@ -101,7 +101,7 @@ pub async fn push(src: &str, dest: &str, endpoint: &str) -> anyhow::Result<()> {
     if dest_tag.starts_with("sha256:") {
         bail!("push needs a tag in {dest}");
     }
-    let client = Client::new(&base, endpoint);
+    let client = Client::new(&base, endpoint).with_credentials(crate::client_auth::credentials());
     let digest = client
         .push(&dir, tag.as_deref(), &repo, &dest_tag, &Meter::new())
         .await
@@ -122,7 +122,7 @@ pub async fn pull(src: &str, dest: &str, endpoint: &str) -> anyhow::Result<()> {
             reference.clone()
         }
     });
-    let client = Client::new(&base, endpoint);
+    let client = Client::new(&base, endpoint).with_credentials(crate::client_auth::credentials());
     let digest = client
         .pull(&repo, &reference, &dir, &tag, &Meter::new())
         .await

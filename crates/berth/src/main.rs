@@ -4,7 +4,10 @@
 //! which the agent installs under its data directory; it is not a subcommand, so that each
 //! running task costs a few dozen KiB instead of a mapping of this whole binary.
 
+mod auth_layer;
 mod body_drain;
+mod client_auth;
+mod credentials_verb;
 mod image_verbs;
 mod scan_db_verb;
 mod server;
@@ -57,6 +60,9 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:5150")]
         endpoint: String,
     },
+    /// Print the account's access key (created on a server's first start):
+    /// `eval $(berth credentials)` exports it for the AWS CLI and SDKs.
+    Credentials(credentials_verb::CredentialsArgs),
     /// Pull an image from a registry (berth's own by default) into an OCI layout, with progress:
     /// `berth pull web:1 oci:./web`.
     Pull {
@@ -121,11 +127,21 @@ pub struct ServerArgs {
     /// Do not run a local agent (tasks wait for `berth agent` processes).
     #[arg(long)]
     pub no_agent: bool,
-    /// Require credentials on the registry (/v2/): without `Authorization: Basic` carrying the
-    /// password of `aws ecr get-login-password` (user AWS) requests get 401 with a Basic
-    /// challenge. The local agent fetches a token the same way to pull task images.
+    /// Serve the registry (/v2/) without credentials. By default, as ECR, every request needs
+    /// `Authorization: Basic` with the password of `aws ecr get-login-password` (user AWS) and
+    /// gets 401 with a Basic challenge without it; the local agent gets its password the same way.
     #[arg(long)]
-    pub registry_auth: bool,
+    pub no_registry_auth: bool,
+    /// A name clients reach this server by (repeatable; `name` for any port, `name:port`).
+    /// Requests whose `Host` is not one of these, `localhost` or an IP address with the listen
+    /// port get 421 (DNS-rebinding protection).
+    #[arg(long = "hostname", value_name = "NAME")]
+    pub hostname: Vec<String>,
+    /// Accept every API request whatever its credentials, signed or not (emulator-style CI
+    /// only; logged loudly at start). By default requests must be signed (SigV4) with the
+    /// account's access key (`berth credentials`).
+    #[arg(long)]
+    pub insecure_any_credentials: bool,
     /// Directory of OSV vulnerability records (JSON files, searched recursively) that image
     /// scans (StartImageScan, scanOnPush) match the images' dpkg/apk packages against; default
     /// `<data-dir>/scan-db` (filled by `berth scan-db import`). Without records scans end FAILED
@@ -197,6 +213,7 @@ fn main() -> anyhow::Result<()> {
             Command::Server(args) => server::run(args).await,
             Command::Usage(args) => usage_verb::run(args).await,
             Command::ScanDb(args) => scan_db_verb::run(args),
+            Command::Credentials(args) => credentials_verb::run(args),
             Command::Push {
                 src,
                 dest,
@@ -230,6 +247,7 @@ fn main() -> anyhow::Result<()> {
                     ),
                     credential: None,
                     join_token,
+                    credentials: client_auth::credentials(),
                 };
                 berth_agent::preflight(&config)?;
                 berth_agent::run(config).await?;

@@ -8,13 +8,14 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
 use berth_api::proto::{self, AwsError};
 use berth_control::ControlPlane;
 use berth_registry::Registry;
 
+use crate::auth_layer::{self, Auth};
 use crate::ServerArgs;
 
 struct Apis {
@@ -95,6 +96,57 @@ async fn aws_json(State(apis): State<Arc<Apis>>, headers: HeaderMap, body: Bytes
     aws_response(result)
 }
 
+/// Every AWS API route, behind the SigV4 layer: `POST /` (awsJson and query protocols) and
+/// CloudWatch's rpcv2Cbor paths. An AWS API added later goes here.
+fn aws_routes(apis: Arc<Apis>, control: &Arc<ControlPlane>, auth: &Arc<Auth>) -> Router {
+    Router::new()
+        .route("/", post(aws_json))
+        .with_state(apis)
+        .merge(berth_control::cloudwatch::router(control.clone()))
+        .route_layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            auth_layer::sigv4,
+        ))
+}
+
+/// Loads (or on first start creates) the account's access key and says in the log how to use
+/// it; `--insecure-any-credentials` swaps in the accept-anything store, loudly.
+fn open_credentials(args: &ServerArgs, data_dir: &std::path::Path) -> anyhow::Result<Auth> {
+    let (credentials, created) =
+        berth_iam::Credentials::open_or_create(data_dir, &args.account_id)?;
+    let key = credentials
+        .primary()
+        .cloned()
+        .context("credentials.json holds no access key")?;
+    tracing::info!(
+        access_key_id = %key.access_key_id,
+        "{} API credentials: `eval $(berth credentials --data-dir {})` exports them for the AWS CLI",
+        if created { "created the account's" } else { "loaded the account's" },
+        data_dir.display()
+    );
+    let credentials = if args.insecure_any_credentials {
+        tracing::warn!(
+            "--insecure-any-credentials: EVERY request is accepted, signed with any key or not \
+             signed at all; anyone who reaches this port controls this server"
+        );
+        berth_iam::Credentials::insecure_any(&args.account_id).with_primary(key)
+    } else {
+        credentials
+    };
+    let token_file = data_dir.join("metrics-token");
+    let metrics_token = match std::fs::read_to_string(&token_file) {
+        Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+        Ok(_) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", token_file.display())),
+    };
+    Ok(Auth {
+        credentials,
+        hosts: auth_layer::Hosts::new(args.listen.port(), &args.hostname),
+        metrics_token,
+    })
+}
+
 /// Runs the server until the process is stopped.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
@@ -117,7 +169,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             scope.clone(),
             host.clone(),
         )?
-        .with_auth_required(args.registry_auth)
+        .with_auth_required(!args.no_registry_auth)
         .with_scan_db(Some(
             args.scan_db
                 .clone()
@@ -129,6 +181,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         std::time::Duration::from_secs(600),
         berth_registry::gc::GcOptions::default(),
     );
+    if args.no_registry_auth {
+        tracing::warn!(
+            "--no-registry-auth: the registry (/v2/) serves and accepts images WITHOUT credentials"
+        );
+    }
+    let auth = Arc::new(open_credentials(&args, &data_dir)?);
     let pricing = match &args.pricing {
         Some(p) => berth_control::metering::Pricing::from_json(
             &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
@@ -159,6 +217,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         metrics_interval: args.metrics_interval(),
         credential: local_credential,
         join_token: None,
+        credentials: auth.credentials.primary().cloned(),
     };
     if !args.no_agent {
         // Tasks of a previous run keep running under their shims; the agent re-adopts them.
@@ -173,20 +232,33 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         registry: registry.clone(),
     });
     let app = Router::new()
-        .route("/", post(aws_json).get(berth_console::index))
-        .with_state(apis)
+        .route("/", get(berth_console::index))
+        .merge(aws_routes(apis, &control, &auth))
         .merge(registry.router().layer(axum::middleware::from_fn(
             berth_control::prom::track_registry,
         )))
-        .merge(berth_control::cloudwatch::router(control.clone()))
-        .merge(berth_control::prom::router(
-            control.clone(),
-            Some(data_dir.join("registry").join("blobs")),
-        ))
-        .merge(berth_control::usage_api::router(control.clone(), pricing))
+        .merge(
+            berth_control::prom::router(
+                control.clone(),
+                Some(data_dir.join("registry").join("blobs")),
+            )
+            .route_layer(axum::middleware::from_fn_with_state(
+                auth.clone(),
+                auth_layer::metrics_auth,
+            )),
+        )
+        .merge(
+            berth_control::usage_api::router(control.clone(), pricing).route_layer(
+                axum::middleware::from_fn_with_state(auth.clone(), auth_layer::sigv4),
+            ),
+        )
         .merge(berth_console::router())
         .merge(berth_control::agent_api::router(control, join_token))
         .fallback(crate::unimplemented::fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            auth_layer::host_check,
+        ))
         .layer(axum::middleware::from_fn(
             crate::body_drain::close_if_body_unread,
         ));
@@ -205,8 +277,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             }
         });
     }
-    axum::serve(listener, app)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))?;
     Ok(())
 }

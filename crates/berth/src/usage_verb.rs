@@ -55,12 +55,14 @@ pub async fn run(a: UsageArgs) -> anyhow::Result<()> {
         }
     }
     let url = format!("{}/_berth/usage", a.endpoint.trim_end_matches('/'));
-    let resp = reqwest::Client::new()
-        .get(&url)
-        .query(&query)
-        .send()
-        .await
-        .with_context(|| format!("GET {url}"))?;
+    let mut url = reqwest::Url::parse(&url).with_context(|| format!("endpoint {url}"))?;
+    url.query_pairs_mut().extend_pairs(&query);
+    let key = crate::client_auth::credentials();
+    let mut req = reqwest::Client::new().get(url.clone());
+    for (k, v) in crate::client_auth::sign(key.as_ref(), "GET", &url, &[], b"") {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.with_context(|| format!("GET {url}"))?;
     let status = resp.status();
     let body: serde_json::Value = resp.json().await.context("reading the usage report")?;
     if !status.is_success() {

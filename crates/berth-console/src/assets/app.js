@@ -10,17 +10,61 @@ const fmtTime = (t) => (t == null ? '' : new Date(toMs(t)).toISOString().replace
 const toMs = (t) => (typeof t === 'number' ? t * 1000 : Date.parse(t));
 const num = (v, d) => Number(v || 0).toLocaleString('en-US', { maximumFractionDigits: d == null ? 2 : d });
 
-async function call(target, body, contentType) {
-  const r = await fetch('/', {
-    method: 'POST',
-    headers: { 'X-Amz-Target': target, 'Content-Type': contentType || 'application/x-amz-json-1.1' },
-    body: JSON.stringify(body || {}),
-  });
+// ---- sign-in: an access key in sessionStorage, every request SigV4-signed (sigv4.js) ----------
+
+const CRED_KEY = 'berth.credentials';
+const AUTH_ERRORS = ['MissingAuthenticationTokenException', 'UnrecognizedClientException',
+  'InvalidSignatureException', 'IncompleteSignatureException'];
+function credentials() {
+  try { return JSON.parse(sessionStorage.getItem(CRED_KEY)); } catch (_) { return null; }
+}
+
+// A signed fetch to this origin; an authentication refusal signs out and shows the form.
+async function signedFetch(method, path, pairs, headers, body) {
+  const cred = credentials();
+  if (!cred) { showLogin(''); throw new Error('signed out'); }
+  const qs = berthSigV4.query(pairs || []);
+  const h = Object.assign({}, headers, berthSigV4.sign(method, path, qs, headers, body, cred));
+  const r = await fetch(path + (qs ? '?' + qs : ''), { method, headers: h, body: method === 'GET' ? undefined : body });
   let j = {};
   try { j = await r.json(); } catch (_) { /* empty body */ }
-  if (!r.ok) throw new Error(String(j.__type || r.status).split('#').pop() + ': ' + (j.message || j.Message || ''));
+  const type = String(j.__type || '').split('#').pop();
+  if (!r.ok && AUTH_ERRORS.includes(type)) {
+    sessionStorage.removeItem(CRED_KEY);
+    showLogin(`${type}: ${j.message || ''}`);
+    throw new Error('signed out');
+  }
+  if (!r.ok) throw new Error((type || r.status) + ': ' + (j.message || j.Message || ''));
   return j;
 }
+
+function showLogin(msg) {
+  gen += 1;
+  document.body.classList.add('signed-out');
+  $('#main').innerHTML = `<form id="login" class="login" autocomplete="off">
+    <h1>Sign in</h1>
+    <p class="muted">With the access key of this berth server: <code>berth credentials --data-dir DIR</code>
+    prints it. The secret stays in this tab (sessionStorage) and signs each request (SigV4).</p>
+    <label>Access key ID <input id="login-id" name="id" required spellcheck="false"></label>
+    <label>Secret access key <input id="login-secret" name="secret" type="password" required></label>
+    <button id="login-submit" type="submit">Sign in</button>
+    <p id="login-error" class="error">${esc(msg)}</p></form>`;
+  $('#login').onsubmit = (e) => {
+    e.preventDefault();
+    sessionStorage.setItem(CRED_KEY, JSON.stringify({ id: $('#login-id').value.trim(), secret: $('#login-secret').value.trim() }));
+    start();
+  };
+}
+
+function start() {
+  if (!credentials()) return showLogin('');
+  document.body.classList.remove('signed-out');
+  $('#main').innerHTML = '<p class="muted">Loading…</p>';
+  return loadClusters().then(() => { if (credentials()) route(); });
+}
+
+const call = (target, body, contentType) => signedFetch('POST', '/', [],
+  { 'X-Amz-Target': target, 'Content-Type': contentType || 'application/x-amz-json-1.1' }, JSON.stringify(body || {}));
 const ecs = (op, b) => call('AmazonEC2ContainerServiceV20141113.' + op, b);
 const logs = (op, b) => call('Logs_20140328.' + op, b);
 const cloudwatch = (op, b) => call('GraniteServiceVersion20100801.' + op, b, 'application/x-amz-json-1.0');
@@ -48,7 +92,7 @@ async function loadClusters() {
     if (!names.includes(state.cluster) && names.length) state.cluster = names[0];
     sel.innerHTML = names.map((n) => `<option${n === state.cluster ? ' selected' : ''}>${esc(n)}</option>`).join('')
       || '<option>default</option>';
-  } catch (e) { setStatus(e.message); }
+  } catch (e) { if (e.message !== 'signed out') setStatus(e.message); }
 }
 
 function route() {
@@ -342,10 +386,7 @@ function viewUsage(main, g) {
     <section><h2>By day</h2><div id="usage-day"></div></section>`;
   const refresh = async () => {
     const get = async (group) => {
-      const r = await fetch(`/_berth/usage?cluster=${encodeURIComponent(state.cluster)}&group_by=${group}`);
-      const j = await r.json();
-      if (!r.ok) throw new Error(j.message || r.status);
-      return j;
+      return signedFetch('GET', '/_berth/usage', [['cluster', state.cluster], ['group_by', group]], {}, '');
     };
     const [bySvc, byDay] = await Promise.all([get('service'), get('day')]);
     if (g !== gen) return;
@@ -364,5 +405,10 @@ $('#cluster').onchange = (e) => {
   localStorage.setItem('berth.cluster', state.cluster);
   if (/^#\/(service|task)\//.test(location.hash)) location.hash = '#/'; else route();
 };
-window.addEventListener('hashchange', route);
-loadClusters().then(route);
+window.addEventListener('hashchange', () => { if (credentials()) route(); });
+$('#signout').onclick = (e) => {
+  e.preventDefault();
+  sessionStorage.removeItem(CRED_KEY);
+  showLogin('Signed out.');
+};
+start();

@@ -401,7 +401,8 @@ async fn upload_survives_restart() {
             reg.scope.clone(),
             "h:1".into(),
         )
-        .unwrap(),
+        .unwrap()
+        .with_auth_required(false),
     );
     let app2 = reg2.router();
     let r = call(&app2, Method::GET, &loc, &[], "").await;
