@@ -356,19 +356,18 @@ async fn shim_start(
     task_dir: &Path,
     task_id: &str,
 ) -> Result<(Arc<ShimConn>, mpsc::UnboundedReceiver<ShimEvent>), AgentError> {
-    let (bin, dir, id, runtime) = (
+    let (bin, dir, runtime) = (
         agent.shim_bin.clone(),
         task_dir.to_path_buf(),
-        task_id.to_string(),
         agent.runtime.clone(),
     );
     tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir)?;
-        crate::shim_client::spawn(&bin, &dir, &id, &runtime)
+        crate::shim_client::spawn(&bin, &dir, &runtime)
     })
     .await
     .map_err(|e| AgentError::Runtime(format!("starting the shim: {e}")))??;
-    ShimConn::connect(task_id).await
+    ShimConn::connect(task_dir, task_id).await
 }
 
 fn network_report(n: &TaskNet, region: &str) -> berth_api::agent::NetworkReport {
@@ -897,7 +896,7 @@ pub async fn recover(
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         let conn = if crate::shim_client::shim_alive(&dir) {
-            ShimConn::connect(&spec.task_id).await.ok()
+            ShimConn::connect(&dir, &spec.task_id).await.ok()
         } else {
             None
         };
