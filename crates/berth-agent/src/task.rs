@@ -482,7 +482,8 @@ impl Supervisor {
         let mut stopped_reason: Option<String> = None;
         let mut start_error: Option<String> = None;
 
-        // Ports are published before anything starts (connections wait for the app).
+        // Ports are published before anything starts (connections wait for the app);
+        // `networkBindings` lists only what was bound.
         if let Some(net) = &self.net {
             for (idx, c) in self.spec.containers.iter().enumerate() {
                 let mut bound = Vec::new();
@@ -497,10 +498,13 @@ impl Supervisor {
                             relays.push(h);
                             bound.push(p.clone());
                         }
-                        Err(e) => {
-                            tracing::warn!(task = %self.spec.task_id, "{e}");
-                            start_error.get_or_insert(format!("CannotStartContainerError: {e}"));
-                        }
+                        // Best effort: the task keeps its own address, where the port is
+                        // reachable from the host whatever else holds the host port.
+                        Err(e) => tracing::warn!(
+                            task = %self.spec.task_id,
+                            "port {}/{} not published on the host ({e}); the task answers on {}:{}",
+                            p.host_port, p.protocol, net.ip, p.container_port
+                        ),
                     }
                 }
                 self.report.containers[idx].network_bindings = bound;
