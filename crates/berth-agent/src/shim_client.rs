@@ -285,3 +285,63 @@ impl ShimConn {
         let _ = self.send(&Request::Bye).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The socket sits in a 0700 directory, is 0600, and is reached through the directory's
+    /// descriptor whatever the length of the task directory's path.
+    #[test]
+    fn socket_file_under_a_long_path() {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        let base = std::env::temp_dir().join(format!("berth-shim-sock-{}", std::process::id()));
+        let task_dir = base.join("d".repeat(120)).join("t");
+        std::fs::create_dir_all(&task_dir).unwrap();
+        assert!(task_dir.join("ctl/shim.sock").as_os_str().len() > 108);
+        let l = bind_socket(&task_dir).unwrap();
+        let dir = crate::shim::socket_dir(&task_dir);
+        let md = std::fs::metadata(&dir).unwrap();
+        assert_eq!(md.permissions().mode() & 0o777, 0o700);
+        let md = std::fs::symlink_metadata(dir.join("shim.sock")).unwrap();
+        assert!(md.file_type().is_socket());
+        assert_eq!(md.permissions().mode() & 0o777, 0o600);
+        let c = connect_socket(&task_dir, "t").unwrap();
+        let (s, _) = l.accept().unwrap();
+        assert_eq!(peer_uid(&s).unwrap(), nix::unistd::geteuid().as_raw());
+        drop(c);
+        // A second bind (an agent starting a shim again) replaces the stale socket file.
+        drop(l);
+        let _l = bind_socket(&task_dir).unwrap();
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// A shim of an earlier berth (no `ctl` directory) is reached by its abstract name, but a
+    /// listener another user bound there is not trusted.
+    #[test]
+    fn legacy_abstract_socket_of_another_user_is_refused() {
+        let base = std::env::temp_dir().join(format!("berth-shim-legacy-{}", std::process::id()));
+        std::fs::create_dir_all(&base).unwrap();
+        let id = format!("legacy{}", std::process::id());
+        let name = crate::shim::legacy_socket_name(&id);
+        // A thread whose own credentials a raw setresuid changed (the kernel keeps them per
+        // thread) binds and listens: the socket carries uid 65534.
+        let l = std::thread::spawn(move || {
+            // SAFETY: a raw system call changing only this thread's credentials.
+            let r = unsafe {
+                nix::libc::syscall(nix::libc::SYS_setresuid, 65534u32, 65534u32, 65534u32)
+            };
+            assert_eq!(r, 0);
+            UnixListener::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap())
+                .unwrap()
+        })
+        .join()
+        .unwrap();
+        match connect_socket(&base, &id) {
+            Err(e) => assert!(e.to_string().contains("uid 65534"), "{e}"),
+            Ok(_) => panic!("connected to a shim socket owned by uid 65534"),
+        }
+        drop(l);
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+}
