@@ -502,6 +502,12 @@ pub fn isolation_rules(cfg: &NetConfig) -> Vec<(Family, Vec<String>)> {
 /// They stay after the agent ends (its tasks keep running); `berth` test harnesses and
 /// operators remove them by their comment `berth:<bridge>`.
 pub async fn install_isolation(cfg: &NetConfig) {
+    // A bridge left by an earlier run (its tasks are re-adopted) loses IPv6 now too.
+    if Path::new("/sys/class/net").join(&cfg.bridge).exists() {
+        if let Err(e) = disable_ipv6(&cfg.bridge) {
+            tracing::warn!("cannot disable IPv6 on bridge {}: {e}", cfg.bridge);
+        }
+    }
     for (family, r) in isolation_rules(cfg) {
         let (chain, rest) = r.split_first().expect("chain");
         let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
