@@ -344,22 +344,8 @@ impl Server {
             .stderr(Stdio::null())
             .status();
         let tag = format!("berth:{}", self.bridge());
-        if let Ok(out) = Command::new("iptables").args(["-w", "5", "-S"]).output() {
-            for rule in String::from_utf8_lossy(&out.stdout).lines() {
-                if !rule.contains(&tag) {
-                    continue;
-                }
-                let Some(rest) = rule.strip_prefix("-A ") else {
-                    continue;
-                };
-                let args: Vec<String> = shell_words(rest);
-                let _ = Command::new("iptables")
-                    .args(["-w", "5", "-D"])
-                    .args(&args)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
-            }
+        for tables in ["iptables", "ip6tables"] {
+            remove_tagged_rules(tables, &tag);
         }
     }
 
@@ -723,6 +709,28 @@ impl Drop for Server {
             }
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// Deletes every rule of `tables` (`iptables` or `ip6tables`) whose comment is `tag`.
+pub fn remove_tagged_rules(tables: &str, tag: &str) {
+    if let Ok(out) = Command::new(tables).args(["-w", "5", "-S"]).output() {
+        for rule in String::from_utf8_lossy(&out.stdout).lines() {
+            // A whole word: `berth:bt1234` must not match `berth:bt12345`.
+            if !rule.split_whitespace().any(|w| w.trim_matches('"') == tag) {
+                continue;
+            }
+            let Some(rest) = rule.strip_prefix("-A ") else {
+                continue;
+            };
+            let args: Vec<String> = shell_words(rest);
+            let _ = Command::new(tables)
+                .args(["-w", "5", "-D"])
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 

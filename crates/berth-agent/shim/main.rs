@@ -9,7 +9,8 @@
 //! for one (`berth-shim -- <command>`, see `init`).
 //!
 //! Invocation (by the agent): `berth-shim shim <task-dir> <runtime> [<runtime copy>]`, in a
-//! session of its own, with a listening Unix stream socket as fd 0. `<runtime copy>` is the
+//! session of its own, with a listening Unix stream socket as fd 0 (the agent binds it at
+//! `<task-dir>/ctl/shim.sock`, directory 0700, socket 0600). `<runtime copy>` is the
 //! agent's sealed in-memory copy of the runtime binary (`/proc/<pid>/fd/<n>`, see the agent's
 //! `runtime` module); the shim opens it at once (so it outlives the agent) and executes it with
 //! `execveat`, falling back to `<runtime>` looked up in `$PATH`. It:
@@ -21,8 +22,13 @@
 //!   to a temporary file and renamed) once the container's output reached end of file (or 2 s
 //!   after pid 1 ended), reading the container cgroups' OOM-kill counters at that moment.
 //!
-//! Protocol (one line per message, fields separated by tabs; a new connection replaces the
-//! previous one; what happened while nobody was connected is on disk):
+//! Who may talk to it: a connecting process must run as uid 0 or as the shim's own uid
+//! (`SO_PEERCRED`); any other connection is closed at once, and the current client keeps its
+//! connection. A `start` names the bundle the agent prepared, which must be the task's own
+//! `<task-dir>/c<idx>`; any other bundle is refused (`failed`).
+//!
+//! Protocol (one line per message, fields separated by tabs; a new accepted connection
+//! replaces the previous one; what happened while nobody was connected is on disk):
 //! - requests: `start <idx> <container-id> <bundle> [<oom-file>...]`, `kill <idx> <signal>`,
 //!   `bye` (the shim exits);
 //! - events: `started <idx> <pid>`, `failed <idx> <message>` (the runtime's log is in
@@ -60,6 +66,8 @@ mod sys {
     pub const RT_SIGPROCMASK: usize = 14;
     pub const MREMAP: usize = 25;
     pub const SENDTO: usize = 44;
+    pub const GETSOCKOPT: usize = 55;
+    pub const GETUID: usize = 102;
     pub const CLONE: usize = 56;
     pub const EXECVE: usize = 59;
     pub const WAIT4: usize = 61;
@@ -96,6 +104,8 @@ mod sys {
     pub const WALL: usize = 0x4000_0000;
     pub const SIGCHLD: usize = 17;
     pub const MSG_NOSIGNAL: usize = 0x4000;
+    pub const SOL_SOCKET: usize = 1;
+    pub const SO_PEERCRED: usize = 17;
     pub const PR_SET_CHILD_SUBREAPER: usize = 36;
 
     /// A raw system call with up to six arguments; returns the kernel's value (negative errno
@@ -460,6 +470,35 @@ fn set_nonblocking(fd: i32) {
     }
 }
 
+/// The uid of the process that connected socket `fd` (`SO_PEERCRED`, taken by the kernel at
+/// `connect` time), or `None` when the kernel does not say.
+fn peer_uid(fd: i32) -> Option<u32> {
+    // struct ucred { pid_t pid; uid_t uid; gid_t gid; }
+    let mut cred = [0u32; 3];
+    let mut len: u32 = 12;
+    // SAFETY: getsockopt into a 12-byte buffer whose length we pass.
+    let r = unsafe {
+        sys::call(
+            sys::GETSOCKOPT,
+            [
+                fd as usize,
+                sys::SOL_SOCKET,
+                sys::SO_PEERCRED,
+                cred.as_mut_ptr() as usize,
+                &mut len as *mut u32 as usize,
+                0,
+            ],
+        )
+    };
+    (r == 0 && len == 12).then_some(cred[1])
+}
+
+/// Whether a client running as `peer` may send requests to a shim running as `own`: root, or
+/// the shim's own user.
+fn peer_allowed(peer: Option<u32>, own: u32) -> bool {
+    matches!(peer, Some(u) if u == 0 || u == own)
+}
+
 fn pipe() -> Option<(i32, i32)> {
     let mut fds = [0i32; 2];
     // SAFETY: fds is a valid 2-element array.
@@ -645,6 +684,10 @@ impl Shim {
         let mut dir = Vec::from(self.task_dir);
         dir.extend_from_slice(b"/c");
         push_num(&mut dir, idx);
+        // Only the task's own bundle runs, whatever the request names.
+        if bundle != dir.as_slice() {
+            return self.fail(idx, b"refused: the bundle is not this task's own");
+        }
         // SAFETY: a NUL-terminated path.
         unsafe { sys::c3(sys::MKDIR, c_string(&[&dir]).as_ptr() as usize, 0o755, 0) };
         let log = open(
@@ -1158,6 +1201,8 @@ fn main(
         sys::exit(1);
     }
     set_nonblocking(0);
+    // SAFETY: getuid takes no arguments and cannot fail.
+    let own_uid = unsafe { sys::c3(sys::GETUID, 0, 0, 0) } as u32;
     let mut shim = Shim {
         task_dir,
         runtime,
@@ -1233,6 +1278,19 @@ fn main(
                     let c = unsafe { sys::call(sys::ACCEPT4, [0, 0, 0, sys::O_CLOEXEC, 0, 0]) };
                     if c < 0 {
                         break;
+                    }
+                    let peer = peer_uid(c as i32);
+                    if !peer_allowed(peer, own_uid) {
+                        // Refused without touching the current client.
+                        close(c as i32);
+                        let mut m = Vec::from(&b"berth-shim: refused a connection from uid "[..]);
+                        match peer {
+                            Some(u) => push_num(&mut m, u as u64),
+                            None => m.push(b'?'),
+                        }
+                        m.push(b'\n');
+                        write_all(2, &m, false);
+                        continue;
                     }
                     close(shim.client);
                     shim.client = c as i32;

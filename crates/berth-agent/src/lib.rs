@@ -242,10 +242,7 @@ impl Agent {
         match tokio::net::TcpListener::bind((gw, self.metadata_port())).await {
             Ok(l) => {
                 self.metadata.set_serving();
-                let app = metadata::router(self.metadata.clone());
-                tokio::spawn(async move {
-                    let _ = axum::serve(l, app).await;
-                });
+                tokio::spawn(metadata::serve(l, self.metadata.clone()));
                 tracing::info!(
                     "task metadata endpoint on http://{gw}:{}/v4",
                     self.metadata_port()
@@ -318,8 +315,9 @@ pub async fn run(mut config: AgentConfig) -> Result<(), AgentError> {
         evictions: ephemeral::Evictions::default(),
         cfg: config,
     });
-    if let Some(n) = agent.net.clone() {
-        tokio::spawn(async move { network::install_isolation(&n).await });
+    // The host is closed to tasks before any task (re)starts.
+    if let Some(n) = &agent.net {
+        network::install_isolation(n).await;
     }
     tokio::spawn(sampler::run(agent.clone(), agent.cfg.metrics_interval));
 

@@ -5,6 +5,11 @@
 //! - `/task`: the task document with all its containers;
 //! - `/stats`: the container's Docker-style stats; `/task/stats`: stats of every container by id.
 //!
+//! Who may ask: a task learns only about itself. A request is answered only when its token
+//! names a task whose private IPv4 address is the connection's source address (tasks cannot
+//! forge it: the bridge plugin gives each namespace its own address and the endpoint is
+//! reached over the bridge); anything else gets 404 and nothing about the other task.
+//!
 //! Field names follow AWS's "Task metadata endpoint version 4" (Fargate) documentation:
 //! `DockerId`, `Name`, `DockerName`, `Image`, `ImageID`, `Labels`, `DesiredStatus`,
 //! `KnownStatus`, `Limits`, `CreatedAt`, `StartedAt`, `Type`, `ContainerARN`, `LogDriver`,
@@ -18,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -375,12 +380,25 @@ impl Metadata {
         })
     }
 
-    /// Looks up `<task-id>-<idx>`.
-    fn with<T>(&self, token: &str, f: impl FnOnce(&Self, &Entry, usize) -> T) -> Option<T> {
+    /// Looks up `<task-id>-<idx>` for a request from `peer`: `None` unless the task's own
+    /// address is `peer` (an IPv4-mapped IPv6 peer counts as its IPv4 address).
+    fn with<T>(
+        &self,
+        token: &str,
+        peer: std::net::IpAddr,
+        f: impl FnOnce(&Self, &Entry, usize) -> T,
+    ) -> Option<T> {
+        let peer = match peer {
+            std::net::IpAddr::V4(a) => a,
+            std::net::IpAddr::V6(a) => a.to_ipv4_mapped()?,
+        };
         let (task, idx) = token.rsplit_once('-')?;
         let idx: usize = idx.parse().ok()?;
         let tasks = self.tasks.lock().unwrap();
         let e = tasks.get(task)?;
+        if e.net.as_ref().map(|n| n.ip) != Some(peer) {
+            return None;
+        }
         (idx < e.spec.containers.len()).then(|| f(self, e, idx))
     }
 }
@@ -392,20 +410,39 @@ fn reply(v: Option<Value>) -> Response {
     }
 }
 
-async fn container(State(m): State<Arc<Metadata>>, Path(tok): Path<String>) -> Response {
-    reply(m.with(&tok, |m, e, i| m.container_doc(e, i)))
+/// The connection's source address.
+type Peer = ConnectInfo<std::net::SocketAddr>;
+
+async fn container(
+    State(m): State<Arc<Metadata>>,
+    ConnectInfo(peer): Peer,
+    Path(tok): Path<String>,
+) -> Response {
+    reply(m.with(&tok, peer.ip(), |m, e, i| m.container_doc(e, i)))
 }
 
-async fn task(State(m): State<Arc<Metadata>>, Path(tok): Path<String>) -> Response {
-    reply(m.with(&tok, |m, e, _| m.task_doc(e)))
+async fn task(
+    State(m): State<Arc<Metadata>>,
+    ConnectInfo(peer): Peer,
+    Path(tok): Path<String>,
+) -> Response {
+    reply(m.with(&tok, peer.ip(), |m, e, _| m.task_doc(e)))
 }
 
-async fn stats(State(m): State<Arc<Metadata>>, Path(tok): Path<String>) -> Response {
-    reply(m.with(&tok, |m, e, i| m.stats_doc(e, i)))
+async fn stats(
+    State(m): State<Arc<Metadata>>,
+    ConnectInfo(peer): Peer,
+    Path(tok): Path<String>,
+) -> Response {
+    reply(m.with(&tok, peer.ip(), |m, e, i| m.stats_doc(e, i)))
 }
 
-async fn task_stats(State(m): State<Arc<Metadata>>, Path(tok): Path<String>) -> Response {
-    reply(m.with(&tok, |m, e, _| {
+async fn task_stats(
+    State(m): State<Arc<Metadata>>,
+    ConnectInfo(peer): Peer,
+    Path(tok): Path<String>,
+) -> Response {
+    reply(m.with(&tok, peer.ip(), |m, e, _| {
         let mut o = serde_json::Map::new();
         for (i, c) in e.spec.containers.iter().enumerate() {
             o.insert(
@@ -425,6 +462,15 @@ pub fn router(m: Arc<Metadata>) -> Router {
         .route("/v4/{tok}/stats", get(stats))
         .route("/v4/{tok}/task/stats", get(task_stats))
         .with_state(m)
+}
+
+/// Serves [`router`] on `l` (with each connection's source address, which decides what it
+/// may read) until the listener fails.
+pub async fn serve(l: tokio::net::TcpListener, m: Arc<Metadata>) {
+    let app = router(m).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    if let Err(e) = axum::serve(l, app).await {
+        tracing::warn!("task metadata endpoint: {e}");
+    }
 }
 
 #[cfg(test)]
@@ -469,28 +515,40 @@ mod tests {
                 mac: "02:00:00:00:00:01".into(),
             },
         );
-        let c = m.with("abc-0", |m, e, i| m.container_doc(e, i)).unwrap();
+        let own: std::net::IpAddr = "10.213.0.2".parse().unwrap();
+        let other: std::net::IpAddr = "10.213.0.3".parse().unwrap();
+        // Another task's address (or the host's) learns nothing about this task.
+        assert!(m.with("abc-0", other, |_, _, _| ()).is_none());
+        assert!(m
+            .with("abc-0", "10.213.0.1".parse().unwrap(), |_, _, _| ())
+            .is_none());
+        assert!(m
+            .with("abc-0", "::ffff:10.213.0.2".parse().unwrap(), |_, _, _| ())
+            .is_some());
+        let c = m
+            .with("abc-0", own, |m, e, i| m.container_doc(e, i))
+            .unwrap();
         assert_eq!(c["Name"], "app");
         assert_eq!(c["Networks"][0]["IPv4Addresses"][0], "10.213.0.2");
         assert_eq!(
             c["Labels"]["com.amazonaws.ecs.task-definition-family"],
             "web"
         );
-        let t = m.with("abc-0", |m, e, _| m.task_doc(e)).unwrap();
+        let t = m.with("abc-0", own, |m, e, _| m.task_doc(e)).unwrap();
         assert_eq!(
             t["Cluster"],
             "arn:aws:ecs:us-east-1:000000000000:cluster/demo"
         );
         assert_eq!(t["Limits"]["CPU"], 0.25);
         assert_eq!(t["Containers"][0]["DockerId"], "berth-abc-app");
-        assert!(m.with("abc-1", |_, _, _| ()).is_none());
-        assert!(m.with("zzz-0", |_, _, _| ()).is_none());
+        assert!(m.with("abc-1", own, |_, _, _| ()).is_none());
+        assert!(m.with("zzz-0", own, |_, _, _| ()).is_none());
         // Stats: the second read's precpu_stats/preread are the first read's.
-        let s1 = m.with("abc-0", |m, e, i| m.stats_doc(e, i)).unwrap();
+        let s1 = m.with("abc-0", own, |m, e, i| m.stats_doc(e, i)).unwrap();
         assert_eq!(s1["preread"], ZERO_TIME);
         assert_eq!(s1["precpu_stats"]["cpu_usage"]["total_usage"], 0);
         assert!(s1["cpu_stats"]["system_cpu_usage"].as_u64().unwrap() > 0);
-        let s2 = m.with("abc-0", |m, e, i| m.stats_doc(e, i)).unwrap();
+        let s2 = m.with("abc-0", own, |m, e, i| m.stats_doc(e, i)).unwrap();
         assert_eq!(s2["preread"], s1["read"]);
         assert_eq!(s2["precpu_stats"], s1["cpu_stats"]);
         assert_eq!(s2["name"], "app");

@@ -3,8 +3,14 @@
 //! CNI `bridge` plugin with `host-local` IPAM (CNI spec 1.0.0, plugins from
 //! `containernetworking-plugins` in `/usr/lib/cni`), the address released by CNI DEL when the
 //! task ends. Container ports are published on 127.0.0.1 of the host by TCP and UDP relays in
-//! the agent. Host isolation: traffic from the bridge to the host is dropped except replies and
-//! the task metadata endpoint; traffic from the bridge to other interfaces is not forwarded.
+//! the agent (best effort: a port taken on the host is skipped), and each task answers on its
+//! own address from the host. Host isolation: IPv4 traffic from the bridge to the host is
+//! dropped except replies and TCP to `<gateway>:<metadata port>` (the task metadata endpoint);
+//! traffic from the bridge to other interfaces is not forwarded. IPv6 is closed twice: it is
+//! disabled on the bridge (`net.ipv6.conf.<bridge>.disable_ipv6=1`, so it has no link-local
+//! address) and on the task's interfaces (`net.ipv6.conf.default.disable_ipv6=1` in the task
+//! namespace before CNI creates `eth0`; the task's own `lo` keeps `::1`), and ip6tables drops
+//! everything from the bridge to the host or beyond.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -135,6 +141,9 @@ pub fn create_netns(path: &Path) -> std::io::Result<()> {
     std::thread::spawn(move || -> std::io::Result<()> {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
         loopback_up()?;
+        // Interfaces made from now on in this namespace (the task's eth0) have no IPv6.
+        // `/proc/sys/net` is the namespace of the thread that opens it: this one.
+        disable_ipv6("default")?;
         std::fs::File::create(&path)?;
         nix::mount::mount(
             Some("/proc/thread-self/ns/net"),
@@ -172,6 +181,20 @@ fn loopback_up() -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes `net.ipv6.conf.<iface>.disable_ipv6 = 1` in the calling thread's network namespace
+/// (nothing to do when the kernel has no IPv6).
+pub fn disable_ipv6(iface: &str) -> std::io::Result<()> {
+    let path = format!("/proc/sys/net/ipv6/conf/{iface}/disable_ipv6");
+    match std::fs::write(&path, b"1") {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !ipv6_present() => Ok(()),
+        r => r,
+    }
+}
+
+fn ipv6_present() -> bool {
+    Path::new("/proc/sys/net/ipv6").exists()
 }
 
 /// Removes a namespace made by [`create_netns`] (a missing one is fine).
@@ -242,7 +265,19 @@ pub async fn setup(cfg: &NetConfig, task_id: &str) -> Result<TaskNet, AgentError
             .map_err(|e| AgentError::Runtime(format!("creating the network namespace: {e}")))?;
     }
     match cni(cfg, "ADD", task_id, &netns).await {
-        Ok(v) => parse_result(&v, &netns).map_err(AgentError::Runtime),
+        Ok(v) => {
+            // The bridge exists now (CNI makes it on first use): no IPv6 on it, so it has no
+            // link-local address a task could reach the host by.
+            if let Err(e) = disable_ipv6(&cfg.bridge) {
+                let _ = cni(cfg, "DEL", task_id, &netns).await;
+                remove_netns(&netns);
+                return Err(AgentError::Runtime(format!(
+                    "cannot disable IPv6 on bridge {}: {e}",
+                    cfg.bridge
+                )));
+            }
+            parse_result(&v, &netns).map_err(AgentError::Runtime)
+        }
         Err(e) => {
             let _ = cni(cfg, "DEL", task_id, &netns).await;
             remove_netns(&netns);
@@ -383,8 +418,26 @@ pub async fn teardown(cfg: &NetConfig, task_id: &str) {
     remove_netns(&netns);
 }
 
-async fn iptables(args: &[&str]) -> bool {
-    tokio::process::Command::new("iptables")
+/// The two packet filter tables the isolation rules live in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `iptables`.
+    V4,
+    /// `ip6tables`.
+    V6,
+}
+
+impl Family {
+    fn command(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        }
+    }
+}
+
+async fn iptables(family: Family, args: &[&str]) -> bool {
+    tokio::process::Command::new(family.command())
         .args(["-w", "5"])
         .args(args)
         .stdout(Stdio::null())
@@ -394,92 +447,89 @@ async fn iptables(args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// The host isolation rules for `cfg`'s bridge (each tagged with comment `berth:<bridge>`).
-pub fn isolation_rules(cfg: &NetConfig) -> Vec<Vec<String>> {
+/// The host isolation rules for `cfg`'s bridge (each tagged with comment `berth:<bridge>`), in
+/// insertion order (each goes to the top of its chain, so the ACCEPTs end above the DROPs):
+/// - IPv4: from the bridge to the host only replies and TCP to `<gateway>:<metadata port>`;
+///   nothing from the bridge is forwarded to other interfaces;
+/// - IPv6: nothing from the bridge to the host, nothing forwarded.
+pub fn isolation_rules(cfg: &NetConfig) -> Vec<(Family, Vec<String>)> {
     let tag = format!("berth:{}", cfg.bridge);
     let b = cfg.bridge.clone();
     let port = cfg.metadata_port.to_string();
-    let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let gw = gateway_of(&cfg.subnet)
+        .map(|g| g.to_string())
+        .unwrap_or_else(|| "255.255.255.255".into());
+    let v = |a: &[&str]| {
+        let mut r: Vec<String> = a.iter().map(|s| s.to_string()).collect();
+        r.splice(
+            r.len() - 2..r.len() - 2,
+            ["-m", "comment", "--comment", &tag].map(String::from),
+        );
+        r
+    };
     vec![
-        v(&[
-            "INPUT",
-            "-i",
-            &b,
-            "-m",
-            "comment",
-            "--comment",
-            &tag,
-            "-j",
-            "DROP",
-        ]),
-        v(&[
-            "INPUT",
-            "-i",
-            &b,
-            "-p",
-            "tcp",
-            "--dport",
-            &port,
-            "-m",
-            "comment",
-            "--comment",
-            &tag,
-            "-j",
-            "ACCEPT",
-        ]),
-        v(&[
-            "INPUT",
-            "-i",
-            &b,
-            "-m",
-            "conntrack",
-            "--ctstate",
-            "ESTABLISHED,RELATED",
-            "-m",
-            "comment",
-            "--comment",
-            &tag,
-            "-j",
-            "ACCEPT",
-        ]),
-        v(&[
-            "FORWARD",
-            "-i",
-            &b,
-            "!",
-            "-o",
-            &b,
-            "-m",
-            "comment",
-            "--comment",
-            &tag,
-            "-j",
-            "DROP",
-        ]),
+        (Family::V4, v(&["INPUT", "-i", &b, "-j", "DROP"])),
+        (
+            Family::V4,
+            v(&[
+                "INPUT", "-i", &b, "-d", &gw, "-p", "tcp", "--dport", &port, "-j", "ACCEPT",
+            ]),
+        ),
+        (
+            Family::V4,
+            v(&[
+                "INPUT",
+                "-i",
+                &b,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "ESTABLISHED,RELATED",
+                "-j",
+                "ACCEPT",
+            ]),
+        ),
+        (
+            Family::V4,
+            v(&["FORWARD", "-i", &b, "!", "-o", &b, "-j", "DROP"]),
+        ),
+        (Family::V6, v(&["INPUT", "-i", &b, "-j", "DROP"])),
+        (Family::V6, v(&["FORWARD", "-i", &b, "-j", "DROP"])),
     ]
 }
 
-/// Installs the isolation rules once (each inserted at the top of its chain unless present;
-/// the order in [`isolation_rules`] makes ACCEPTs land above the DROP).
+/// Installs the isolation rules once (each inserted at the top of its chain unless present).
+/// They stay after the agent ends (its tasks keep running); `berth` test harnesses and
+/// operators remove them by their comment `berth:<bridge>`.
 pub async fn install_isolation(cfg: &NetConfig) {
-    for r in isolation_rules(cfg) {
+    // A bridge left by an earlier run (its tasks are re-adopted) loses IPv6 now too.
+    if Path::new("/sys/class/net").join(&cfg.bridge).exists() {
+        if let Err(e) = disable_ipv6(&cfg.bridge) {
+            tracing::warn!("cannot disable IPv6 on bridge {}: {e}", cfg.bridge);
+        }
+    }
+    for (family, r) in isolation_rules(cfg) {
         let (chain, rest) = r.split_first().expect("chain");
         let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
         let mut check = vec!["-C", chain.as_str()];
         check.extend(&rest);
-        if iptables(&check).await {
+        if iptables(family, &check).await {
+            continue;
+        }
+        if family == Family::V6 && !ipv6_present() {
             continue;
         }
         let mut ins = vec!["-I", chain.as_str()];
         ins.extend(&rest);
-        if !iptables(&ins).await {
-            tracing::warn!("cannot install iptables rule {r:?}");
+        if !iptables(family, &ins).await {
+            tracing::warn!("cannot install {} rule {r:?}", family.command());
         }
     }
 }
 
 /// Publishes `127.0.0.1:<host_port>` -> `<ip>:<container_port>` (TCP) until the returned
-/// handle is aborted (UDP: [`publish_udp`]).
+/// handle is aborted (UDP: [`publish_udp`]). Fails when the host port is taken; the caller
+/// goes on without it (the task still answers on `<ip>:<container_port>`).
 pub async fn publish(
     host_port: u16,
     ip: Ipv4Addr,

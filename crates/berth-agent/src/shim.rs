@@ -163,8 +163,20 @@ pub fn container_dir(task_dir: &Path, idx: usize) -> PathBuf {
     task_dir.join(format!("c{idx}"))
 }
 
-/// The shim's abstract socket name for a task.
-pub fn socket_name(task_id: &str) -> String {
+/// The directory of a task's shim socket, `<task_dir>/ctl` (mode 0700: only root reaches the
+/// socket through it).
+pub fn socket_dir(task_dir: &Path) -> PathBuf {
+    task_dir.join(SOCKET_DIR)
+}
+
+/// Name of [`socket_dir`] inside the task directory.
+pub const SOCKET_DIR: &str = "ctl";
+/// File name of the shim's listening socket (mode 0600) in [`socket_dir`].
+pub const SOCKET_FILE: &str = "shim.sock";
+
+/// The abstract socket name shims of berth before the path socket listened on. Only connected
+/// to (never bound) for a shim that has no socket file, and only when its peer runs as root.
+pub fn legacy_socket_name(task_id: &str) -> String {
     format!("berth-shim-{task_id}")
 }
 
@@ -282,6 +294,93 @@ mod tests {
         assert_eq!(out.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&out.stderr).contains("usage: berth-shim"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The shim answers only root (or its own user) and runs only the task's own bundles. Its
+    /// listening socket here is world-writable, so that nothing but the shim's own check
+    /// (`SO_PEERCRED`) stands between another user and it.
+    #[test]
+    fn shim_refuses_other_users_and_foreign_bundles() {
+        use std::io::{BufRead, BufReader, Read};
+        use std::os::unix::net::{UnixListener, UnixStream};
+        use std::time::Duration;
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "run the agent's tests as root"
+        );
+        let base = std::env::temp_dir().join(format!("berth-shim-peer-{}", std::process::id()));
+        let task_dir = base.join("task");
+        std::fs::create_dir_all(&task_dir).unwrap();
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let sock = base.join("open.sock");
+        let l = UnixListener::bind(&sock).unwrap();
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let bin = install(&base.join("bin")).unwrap();
+        let mut child = std::process::Command::new(&bin)
+            .arg("shim")
+            .arg(&task_dir)
+            .arg("/bin/true")
+            .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(l)))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(base.join("shim.log")).unwrap())
+            .spawn()
+            .unwrap();
+        // The shim blocks SIGTERM: a failing test kills it with SIGKILL.
+        struct Reap(u32);
+        impl Drop for Reap {
+            fn drop(&mut self) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(self.0 as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        let reap = Reap(child.id());
+        let mut agent = UnixStream::connect(&sock).unwrap();
+        agent
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut events = BufReader::new(agent.try_clone().unwrap());
+        let foreign = format!("start\t0\tberth-x\t{}\n", base.display());
+        let mut refused = |agent: &mut UnixStream| {
+            agent.write_all(foreign.as_bytes()).unwrap();
+            let mut line = String::new();
+            events.read_line(&mut line).unwrap();
+            assert_eq!(
+                line, "failed\t0\trefused: the bundle is not this task's own\n",
+                "the shim ran a bundle outside its task"
+            );
+        };
+        refused(&mut agent);
+
+        // Another user (a thread whose own credentials a raw setresuid changed: the kernel
+        // keeps credentials per thread) connects and asks for a start.
+        let (sock2, own) = (sock.clone(), task_dir.join("c1"));
+        let got = std::thread::spawn(move || {
+            // SAFETY: a raw system call changing only this thread's credentials.
+            let r = unsafe {
+                nix::libc::syscall(nix::libc::SYS_setresuid, 65534u32, 65534u32, 65534u32)
+            };
+            assert_eq!(r, 0, "setresuid: {}", std::io::Error::last_os_error());
+            let mut s = UnixStream::connect(&sock2).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let _ = s.write_all(format!("start\t1\tberth-x\t{}\n", own.display()).as_bytes());
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(got, "", "the shim answered uid 65534");
+        // The agent's connection was not disturbed.
+        refused(&mut agent);
+        agent.write_all(b"bye\n").unwrap();
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+        std::mem::forget(reap);
+        let log = std::fs::read_to_string(base.join("shim.log")).unwrap();
+        assert!(log.contains("refused a connection from uid 65534"), "{log}");
+        assert!(!task_dir.join("c1").exists());
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

@@ -1,10 +1,21 @@
 //! The agent's side of the shim protocol (`crate::shim`): starting a task's shim, connecting
 //! to it (also after an agent restart), asking it to start containers, receiving its events.
+//!
+//! The shim listens on a Unix socket file, `<task_dir>/ctl/shim.sock` (see
+//! [`crate::shim::socket_dir`]): the directory is 0700 and the socket 0600, so only root
+//! reaches it, and the shim itself accepts only peers running as root or as its own user
+//! (`SO_PEERCRED`). A restarted agent finds the socket again from the task directory.
+//!
+//! `sun_path` holds at most 107 bytes and data directories can be longer, so the socket is
+//! never named by its full path: the agent opens `<task_dir>/ctl` and binds or connects to
+//! `/proc/self/fd/<dir fd>/shim.sock` (the kernel resolves the directory through the
+//! descriptor), which is about 30 bytes whatever the data directory.
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -32,17 +43,106 @@ pub struct ShimConn {
     pending: Pending,
 }
 
+/// Opens (creating it when `create`) the socket directory `<task_dir>/ctl`, mode 0700, not
+/// through a symbolic link.
+fn open_socket_dir(task_dir: &Path, create: bool) -> std::io::Result<std::fs::File> {
+    let dir = crate::shim::socket_dir(task_dir);
+    if create {
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
+        .open(&dir)?;
+    if create {
+        f.set_permissions(std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(f)
+}
+
+/// `/proc/self/fd/<dir>/shim.sock`: the socket path, short whatever the data directory.
+fn socket_path_via(dir: &std::fs::File) -> PathBuf {
+    PathBuf::from(format!(
+        "/proc/self/fd/{}/{}",
+        dir.as_raw_fd(),
+        crate::shim::SOCKET_FILE
+    ))
+}
+
+/// Binds the shim's listening socket `<task_dir>/ctl/shim.sock` (directory 0700, socket 0600;
+/// a stale socket file is replaced).
+pub fn bind_socket(task_dir: &Path) -> std::io::Result<UnixListener> {
+    let dir = open_socket_dir(task_dir, true)?;
+    let path = socket_path_via(&dir);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let l = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+/// The uid of the process at the other end of `s` (`SO_PEERCRED`).
+pub fn peer_uid(s: &impl AsRawFd) -> std::io::Result<u32> {
+    use nix::libc;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt into a ucred whose size we pass.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut cred as *mut libc::ucred as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cred.uid)
+}
+
+/// Connects to the shim of the task in `task_dir`: its socket file, or for a shim of an
+/// earlier berth without one (no `ctl` directory) its abstract name. The listening end must
+/// belong to root or to this agent's user.
+pub fn connect_socket(task_dir: &Path, task_id: &str) -> Result<UnixStream, AgentError> {
+    let stream = match open_socket_dir(task_dir, false) {
+        Ok(dir) => UnixStream::connect(socket_path_via(&dir))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let name = crate::shim::legacy_socket_name(task_id);
+            UnixStream::connect_addr(&SocketAddr::from_abstract_name(name.as_bytes())?)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let uid = peer_uid(&stream)?;
+    if uid != 0 && uid != nix::unistd::geteuid().as_raw() {
+        return Err(AgentError::Runtime(format!(
+            "the shim socket of task {task_id} belongs to uid {uid}, not to root"
+        )));
+    }
+    Ok(stream)
+}
+
 /// Starts `<shim_bin> shim <task_dir> <runtime> [<sealed runtime copy>]` (the embedded shim, see
-/// [`crate::shim::install`]) in a process group of its own with a fresh
-/// listening socket as stdin; writes `shim.pid`. Returns the shim's pid.
+/// [`crate::shim::install`]) in a process group of its own with a fresh listening socket
+/// ([`bind_socket`]) as stdin; writes `shim.pid`. Returns the shim's pid.
 pub fn spawn(
     shim_bin: &Path,
     task_dir: &Path,
-    task_id: &str,
     runtime: &crate::runtime::Runtime,
 ) -> Result<i32, AgentError> {
-    let addr = SocketAddr::from_abstract_name(crate::shim::socket_name(task_id).as_bytes())?;
-    let listener = std::os::unix::net::UnixListener::bind_addr(&addr)?;
+    let listener = bind_socket(task_dir)?;
     let log = std::fs::File::create(task_dir.join("shim.log"))?;
     let mut child = tokio::process::Command::new(shim_bin)
         .arg("shim")
@@ -85,12 +185,13 @@ pub fn shim_alive(task_dir: &Path) -> bool {
 }
 
 impl ShimConn {
-    /// Connects to the shim of `task_id`; events arrive on the returned channel.
+    /// Connects to the shim of task `task_id` in `task_dir` ([`connect_socket`]); events
+    /// arrive on the returned channel.
     pub async fn connect(
+        task_dir: &Path,
         task_id: &str,
     ) -> Result<(Arc<ShimConn>, mpsc::UnboundedReceiver<ShimEvent>), AgentError> {
-        let addr = SocketAddr::from_abstract_name(crate::shim::socket_name(task_id).as_bytes())?;
-        let std = std::os::unix::net::UnixStream::connect_addr(&addr)?;
+        let std = connect_socket(task_dir, task_id)?;
         std.set_nonblocking(true)?;
         let stream = tokio::net::UnixStream::from_std(std)?;
         let (r, w) = stream.into_split();
@@ -182,5 +283,65 @@ impl ShimConn {
     /// Tells the shim to exit (after every container has ended).
     pub async fn bye(&self) {
         let _ = self.send(&Request::Bye).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The socket sits in a 0700 directory, is 0600, and is reached through the directory's
+    /// descriptor whatever the length of the task directory's path.
+    #[test]
+    fn socket_file_under_a_long_path() {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        let base = std::env::temp_dir().join(format!("berth-shim-sock-{}", std::process::id()));
+        let task_dir = base.join("d".repeat(120)).join("t");
+        std::fs::create_dir_all(&task_dir).unwrap();
+        assert!(task_dir.join("ctl/shim.sock").as_os_str().len() > 108);
+        let l = bind_socket(&task_dir).unwrap();
+        let dir = crate::shim::socket_dir(&task_dir);
+        let md = std::fs::metadata(&dir).unwrap();
+        assert_eq!(md.permissions().mode() & 0o777, 0o700);
+        let md = std::fs::symlink_metadata(dir.join("shim.sock")).unwrap();
+        assert!(md.file_type().is_socket());
+        assert_eq!(md.permissions().mode() & 0o777, 0o600);
+        let c = connect_socket(&task_dir, "t").unwrap();
+        let (s, _) = l.accept().unwrap();
+        assert_eq!(peer_uid(&s).unwrap(), nix::unistd::geteuid().as_raw());
+        drop(c);
+        // A second bind (an agent starting a shim again) replaces the stale socket file.
+        drop(l);
+        let _l = bind_socket(&task_dir).unwrap();
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// A shim of an earlier berth (no `ctl` directory) is reached by its abstract name, but a
+    /// listener another user bound there is not trusted.
+    #[test]
+    fn legacy_abstract_socket_of_another_user_is_refused() {
+        let base = std::env::temp_dir().join(format!("berth-shim-legacy-{}", std::process::id()));
+        std::fs::create_dir_all(&base).unwrap();
+        let id = format!("legacy{}", std::process::id());
+        let name = crate::shim::legacy_socket_name(&id);
+        // A thread whose own credentials a raw setresuid changed (the kernel keeps them per
+        // thread) binds and listens: the socket carries uid 65534.
+        let l = std::thread::spawn(move || {
+            // SAFETY: a raw system call changing only this thread's credentials.
+            let r = unsafe {
+                nix::libc::syscall(nix::libc::SYS_setresuid, 65534u32, 65534u32, 65534u32)
+            };
+            assert_eq!(r, 0);
+            UnixListener::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap())
+                .unwrap()
+        })
+        .join()
+        .unwrap();
+        match connect_socket(&base, &id) {
+            Err(e) => assert!(e.to_string().contains("uid 65534"), "{e}"),
+            Ok(_) => panic!("connected to a shim socket owned by uid 65534"),
+        }
+        drop(l);
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -350,19 +350,18 @@ async fn shim_start(
     task_dir: &Path,
     task_id: &str,
 ) -> Result<(Arc<ShimConn>, mpsc::UnboundedReceiver<ShimEvent>), AgentError> {
-    let (bin, dir, id, runtime) = (
+    let (bin, dir, runtime) = (
         agent.shim_bin.clone(),
         task_dir.to_path_buf(),
-        task_id.to_string(),
         agent.runtime.clone(),
     );
     tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir)?;
-        crate::shim_client::spawn(&bin, &dir, &id, &runtime)
+        crate::shim_client::spawn(&bin, &dir, &runtime)
     })
     .await
     .map_err(|e| AgentError::Runtime(format!("starting the shim: {e}")))??;
-    ShimConn::connect(task_id).await
+    ShimConn::connect(task_dir, task_id).await
 }
 
 fn network_report(n: &TaskNet, region: &str) -> berth_api::agent::NetworkReport {
@@ -541,7 +540,8 @@ impl Supervisor {
         // The sampler's stop request for a task over its ephemeral storage.
         let mut evicted = self.agent.evictions.subscribe(&self.spec.task_id);
 
-        // Ports are published before anything starts (connections wait for the app).
+        // Ports are published before anything starts (connections wait for the app);
+        // `networkBindings` lists only what was bound.
         if let Some(net) = &self.net {
             for (idx, c) in self.spec.containers.iter().enumerate() {
                 let mut bound = Vec::new();
@@ -556,10 +556,13 @@ impl Supervisor {
                             relays.push(h);
                             bound.push(p.clone());
                         }
-                        Err(e) => {
-                            tracing::warn!(task = %self.spec.task_id, "{e}");
-                            start_error.get_or_insert(format!("CannotStartContainerError: {e}"));
-                        }
+                        // Best effort: the task keeps its own address, where the port is
+                        // reachable from the host whatever else holds the host port.
+                        Err(e) => tracing::warn!(
+                            task = %self.spec.task_id,
+                            "port {}/{} not published on the host ({e}); the task answers on {}:{}",
+                            p.host_port, p.protocol, net.ip, p.container_port
+                        ),
                     }
                 }
                 self.report.containers[idx].network_bindings = bound;
@@ -1001,7 +1004,7 @@ pub async fn recover(
             report = pending_report(&spec);
         }
         let conn = if crate::shim_client::shim_alive(&dir) {
-            ShimConn::connect(&spec.task_id).await.ok()
+            ShimConn::connect(&dir, &spec.task_id).await.ok()
         } else {
             None
         };
