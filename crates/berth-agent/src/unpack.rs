@@ -469,8 +469,9 @@ pub fn unpack_layer<R: Read>(reader: R, dest: &Path) -> Result<String, LayerErro
     unpack(reader, dest, true)
 }
 
-/// [`unpack_layer`] walking paths one component at a time, as on kernels without openat2.
-#[cfg(test)]
+/// [`unpack_layer`] walking paths one component at a time, as on kernels without openat2
+/// (tests and fuzzing only).
+#[cfg(any(test, fuzzing))]
 pub(crate) fn unpack_layer_per_component<R: Read>(
     reader: R,
     dest: &Path,
