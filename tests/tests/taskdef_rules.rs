@@ -249,3 +249,34 @@ fn ec2_privileged_is_honoured() {
     assert_ne!(privileged & CAP_SYS_ADMIN, 0, "{privileged:x}");
     assert!(privileged.count_ones() >= 30, "{privileged:x}");
 }
+
+/// A runtime failure's message (here crun refusing to mount a volume over a file) reaches the
+/// API caller without the host paths of berth's data directory.
+#[test]
+fn failure_reasons_name_no_host_paths() {
+    let s = Server::start();
+    s.push_test_image("busybox", "1");
+    s.aws_ok(&["ecs", "create-cluster", "--cluster-name", "c"]);
+    let mut td = fargate_taskdef(
+        "overfile",
+        "busybox",
+        json!({"command": ["true"],
+               "mountPoints": [{"sourceVolume": "scratch", "containerPath": "/bin/busybox"}]}),
+    );
+    td["volumes"] = json!([{"name": "scratch"}]);
+    let td = s.register(&td);
+    let arn = s.run_task("c", &td, None);
+    let t = s.wait_status("c", &arn, "STOPPED", Duration::from_secs(60));
+    let reason = t["stoppedReason"].as_str().unwrap_or("").to_string();
+    let creason = t["containers"][0]["reason"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert_eq!(t["stopCode"], "TaskFailedToStart", "{t}");
+    let data = s.data_dir.canonicalize().unwrap();
+    for r in [&reason, &creason] {
+        assert!(!r.contains(data.to_str().unwrap()), "{r}");
+        assert!(!r.contains(s.data_dir.to_str().unwrap()), "{r}");
+    }
+    eprintln!("reason: {reason}");
+}

@@ -31,6 +31,9 @@ pub struct Control {
     pub client: reqwest::Client,
     pub base: String,
     credential: Arc<RwLock<String>>,
+    /// Host paths (the agent's data directory) cut out of the reasons reported to the server,
+    /// so API callers never learn the host's layout.
+    redacted: Arc<Vec<String>>,
 }
 
 impl Control {
@@ -39,6 +42,7 @@ impl Control {
             client,
             base: server_url.trim_end_matches('/').to_string(),
             credential: Arc::new(RwLock::new(credential)),
+            redacted: Arc::new(Vec::new()),
         }
     }
 
@@ -112,8 +116,40 @@ impl Control {
         }
     }
 
+    /// Reports name no path under `dirs` (each written as `<dir>/` becomes empty, so
+    /// `/var/lib/berth/agent/tasks/x/c0/rootfs` reads `tasks/x/c0/rootfs`).
+    pub fn redacting(mut self, dirs: Vec<std::path::PathBuf>) -> Control {
+        let mut v: Vec<String> = dirs
+            .iter()
+            .map(|d| d.to_string_lossy().trim_end_matches('/').to_string())
+            .filter(|d| d.len() > 1)
+            .collect();
+        // Longest first, so a nested directory is cut before its parent.
+        v.sort_by_key(|d| std::cmp::Reverse(d.len()));
+        v.dedup();
+        self.redacted = Arc::new(v);
+        self
+    }
+
+    fn redact(&self, s: &str) -> String {
+        let mut out = s.to_string();
+        for d in self.redacted.iter() {
+            out = out.replace(&format!("{d}/"), "").replace(d.as_str(), ".");
+        }
+        out
+    }
+
     async fn post_report(&self, task_id: &str, r: &TaskStateReport) -> Result<(), (bool, String)> {
-        self.post_json(&format!("/_berth/agent/tasks/{task_id}/state"), r)
+        let mut r = r.clone();
+        if let Some(s) = &r.stopped_reason {
+            r.stopped_reason = Some(self.redact(s));
+        }
+        for c in &mut r.containers {
+            if let Some(s) = &c.reason {
+                c.reason = Some(self.redact(s));
+            }
+        }
+        self.post_json(&format!("/_berth/agent/tasks/{task_id}/state"), &r)
             .await
     }
 
@@ -390,4 +426,25 @@ async fn ship(control: &Control, batch: &mut Vec<LogLine>) {
         }
     }
     tracing::warn!("dropped {} log events", b.events.len());
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn reasons_name_no_host_paths() {
+        let c = Control::new(reqwest::Client::new(), "http://127.0.0.1:1", String::new())
+            .redacting(vec![
+                "/srv/data/agent".into(),
+                "/srv/data/agent/".into(),
+                "/".into(),
+            ]);
+        assert_eq!(
+            c.redact("CannotStartContainerError: open /srv/data/agent/tasks/t1/c0/rootfs/x: EPERM"),
+            "CannotStartContainerError: open tasks/t1/c0/rootfs/x: EPERM"
+        );
+        assert_eq!(c.redact("cwd /srv/data/agent"), "cwd .");
+        assert_eq!(c.redact("no paths here"), "no paths here");
+    }
 }

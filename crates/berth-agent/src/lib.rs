@@ -271,7 +271,11 @@ pub async fn run(mut config: AgentConfig) -> Result<(), AgentError> {
         .tcp_nodelay(true)
         .build()?;
     let credential = control::credential(&client, &config).await?;
-    let control = control::Control::new(client.clone(), &config.server_url, credential);
+    let control =
+        control::Control::new(client.clone(), &config.server_url, credential).redacting(vec![
+            config.data_dir.clone(),
+            std::fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone()),
+        ]);
     let snapshots = Arc::new(snapshot::Snapshots::new(config.data_dir.join("snapshots"))?);
     let puller = registry::Puller::new(
         client,
