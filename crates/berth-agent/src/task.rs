@@ -104,7 +104,7 @@ fn pending_report(spec: &TaskSpec) -> TaskStateReport {
     }
 }
 
-/// Sends reports (each persisted to `report.json` by the [`Reporter`] before it is sent) and
+/// Sends reports (each persisted to `report.json` by the [`Reporter`] as it is sent) and
 /// keeps the last one in the metadata registry.
 struct Reports {
     reporter: Reporter,
