@@ -1136,4 +1136,32 @@ mod tests {
         };
         assert_eq!(region_of(&spec), "us-east-2");
     }
+
+    #[test]
+    fn container_phase_from_the_shim_files() {
+        let d = std::env::temp_dir().join(format!("berth-phase-{}", std::process::id()));
+        let c = |i: usize| shim::container_dir(&d, i);
+        for i in 0..5 {
+            std::fs::create_dir_all(c(i)).unwrap();
+        }
+        // 0: never handed to the shim (a bundle only).
+        std::fs::write(c(0).join("config.json"), "{}").unwrap();
+        // 1: the shim took the start (its log exists), the runtime has not written a pid yet.
+        std::fs::write(c(1).join("log"), "").unwrap();
+        // 2: runs (a live pid).
+        std::fs::write(c(2).join("pid"), std::process::id().to_string()).unwrap();
+        // 3: a pid that is gone and no exit record yet: still to be resolved.
+        std::fs::write(c(3).join("pid"), "2147483646").unwrap();
+        // 4: ended.
+        std::fs::write(c(4).join("pid"), "1").unwrap();
+        std::fs::write(c(4).join("exit"), r#"{"idx":4,"code":7,"oom":false}"#).unwrap();
+        assert_eq!(container_phase(&d, 0).0, Phase::Pending);
+        assert_eq!(container_phase(&d, 1).0, Phase::Starting);
+        assert_eq!(container_phase(&d, 2).0, Phase::Running);
+        assert_eq!(container_phase(&d, 3).0, Phase::Starting);
+        let (p, rec) = container_phase(&d, 4);
+        assert_eq!(p, Phase::Exited(7));
+        assert_eq!(rec.map(|r| r.code), Some(7));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }
