@@ -329,22 +329,25 @@ fn a_separate_agent_joins_with_the_token_and_keeps_its_credential() {
         json!({"command": ["sh", "-c", "sleep 1; exit 3"]}),
     ));
     // Without a token (and no saved credential) the agent says what it needs and exits.
-    let out = std::process::Command::new(berth_bin())
-        .arg("agent")
-        .args(["--server", &s.endpoint()])
-        .arg("--data-dir")
-        .arg(s.data_dir.join("agent"))
-        .args(["--task-subnet", &s.task_subnet()])
-        .args(["--task-bridge", &s.bridge()])
-        .env_remove("BERTH_JOIN_TOKEN")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    let mut bare = spawn_agent(&s, None, "agent0.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = bare.try_wait().unwrap() {
+            break Some(st);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = bare.kill();
+            let _ = bare.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let said = std::fs::read_to_string(s.data_dir.join("agent0.log")).unwrap_or_default();
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--join-token"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        status.is_some_and(|st| !st.success()),
+        "an agent without a credential kept running: {said}"
     );
+    assert!(said.contains("--join-token"), "{said}");
 
     agent.0 = Some(spawn_agent(&s, Some(&join_token(&s)), "agent1.log"));
     let arn = s.run_task("demo", &td, None);
