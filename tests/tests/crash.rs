@@ -189,10 +189,11 @@ fn a_kill9_during_a_burst_of_run_task_loses_no_task_outcome() {
     );
     let log = s.log();
     eprintln!(
-        "{} tasks, all with their outcome, in {:?} ({} re-adopted, {} started again)",
+        "{} tasks, all with their outcome, in {:?} ({} re-adopted, {} started again, {} starts resolved from the shim's files)",
         last.len(),
         t0.elapsed(),
         log.matches("re-adopting").count(),
-        log.matches("restarting a task").count()
+        log.matches("restarting a task").count(),
+        log.matches("resolving a start").count()
     );
 }

@@ -446,6 +446,7 @@ fn spawn_resolver(
     tx: &mpsc::UnboundedSender<Sup>,
     etx: &mpsc::UnboundedSender<ShimEvent>,
 ) {
+    tracing::info!(task_dir = %task_dir.display(), container = idx, "resolving a start the shim took before this agent was listening");
     let (task_dir, tx, etx) = (task_dir.to_path_buf(), tx.clone(), etx.clone());
     tokio::spawn(async move {
         let deadline = Instant::now() + RESOLVE_START_TIMEOUT;
@@ -1162,6 +1163,38 @@ mod tests {
         let (p, rec) = container_phase(&d, 4);
         assert_eq!(p, Phase::Exited(7));
         assert_eq!(rec.map(|r| r.code), Some(7));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_start_under_way_is_resolved_from_the_shim_files() {
+        let d = std::env::temp_dir().join(format!("berth-resolve-{}", std::process::id()));
+        for i in 0..2 {
+            std::fs::create_dir_all(shim::container_dir(&d, i)).unwrap();
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (etx, mut erx) = mpsc::unbounded_channel();
+        spawn_resolver(&d, 0, &tx, &etx);
+        spawn_resolver(&d, 1, &tx, &etx);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(rx.try_recv().is_err() && erx.try_recv().is_err());
+        // The runtime writes its pid file: container 0 runs.
+        let me = std::process::id() as i32;
+        std::fs::write(shim::container_dir(&d, 0).join("pid"), me.to_string()).unwrap();
+        // Container 1 ran and ended meanwhile.
+        std::fs::write(
+            shim::container_dir(&d, 1).join("exit"),
+            r#"{"idx":1,"code":7,"oom":false}"#,
+        )
+        .unwrap();
+        let started = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap();
+        assert!(matches!(started, Some(Sup::Started(0, Ok(p))) if p == me));
+        let exited = tokio::time::timeout(Duration::from_secs(5), erx.recv())
+            .await
+            .unwrap();
+        assert!(matches!(exited, Some(ShimEvent::Exit(r)) if r.idx == 1 && r.code == 7));
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
