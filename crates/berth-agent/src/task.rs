@@ -517,7 +517,7 @@ impl Supervisor {
     ) {
         let n = self.spec.containers.len();
         let (tx, mut rx) = mpsc::unbounded_channel::<Sup>();
-        // The shim's events, and exits found on disk by start resolvers (`resolve_start`).
+        // The shim's events, and exits found on disk by start resolvers (`spawn_resolver`).
         let (etx, mut events) = mpsc::unbounded_channel::<ShimEvent>();
         {
             let etx = etx.clone();
