@@ -271,3 +271,98 @@ fn a_wrong_join_token_gets_no_credential() {
     );
     assert_eq!(r.0, 400, "{}", text(&r));
 }
+
+/// A `berth agent` process, killed when dropped.
+struct AgentProc(Option<std::process::Child>);
+
+impl AgentProc {
+    fn stop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while std::time::Instant::now() < deadline && c.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn spawn_agent(s: &Server, join_token: Option<&str>, log: &str) -> std::process::Child {
+    let mut cmd = std::process::Command::new(berth_bin());
+    cmd.arg("agent")
+        .args(["--server", &s.endpoint()])
+        // Under the server's data dir, so the harness cleans up after its tasks.
+        .arg("--data-dir")
+        .arg(s.data_dir.join("agent"))
+        .args(["--task-subnet", &s.task_subnet()])
+        .args(["--task-bridge", &s.bridge()])
+        .env_remove("BERTH_JOIN_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(s.data_dir.join(log)).unwrap());
+    if let Some(t) = join_token {
+        cmd.env("BERTH_JOIN_TOKEN", t);
+    }
+    cmd.spawn().unwrap()
+}
+
+#[test]
+fn a_separate_agent_joins_with_the_token_and_keeps_its_credential() {
+    // Declared first, dropped last: the server stops its tasks while the agent still runs.
+    let mut agent = AgentProc(None);
+    let s = Server::start_with(&["--no-agent"]);
+    s.push_test_image("busybox", "1");
+    s.aws_ok(&["ecs", "create-cluster", "--cluster-name", "demo"]);
+    let td = s.register(&fargate_taskdef(
+        "joined",
+        "busybox",
+        json!({"command": ["sh", "-c", "sleep 1; exit 3"]}),
+    ));
+    // Without a token (and no saved credential) the agent says what it needs and exits.
+    let mut bare = spawn_agent(&s, None, "agent0.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = bare.try_wait().unwrap() {
+            break Some(st);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = bare.kill();
+            let _ = bare.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let said = std::fs::read_to_string(s.data_dir.join("agent0.log")).unwrap_or_default();
+    assert!(
+        status.is_some_and(|st| !st.success()),
+        "an agent without a credential kept running: {said}"
+    );
+    assert!(said.contains("--join-token"), "{said}");
+
+    agent.0 = Some(spawn_agent(&s, Some(&join_token(&s)), "agent1.log"));
+    let arn = s.run_task("demo", &td, None);
+    let t = s.wait_status("demo", &arn, "STOPPED", Duration::from_secs(60));
+    assert_eq!(t["containers"][0]["exitCode"], 3, "{t}");
+    let cred = s.data_dir.join("agent").join("credential");
+    let mode = std::fs::metadata(&cred).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "credential file mode {mode:o}");
+
+    // Restarted without the token, it goes on with the credential it kept.
+    agent.stop();
+    agent.0 = Some(spawn_agent(&s, None, "agent2.log"));
+    let arn = s.run_task("demo", &td, None);
+    let t = s.wait_status("demo", &arn, "STOPPED", Duration::from_secs(60));
+    assert_eq!(t["containers"][0]["exitCode"], 3, "{t}");
+    assert_eq!(t["stopCode"], "EssentialContainerExited", "{t}");
+    drop(s);
+}

@@ -1,40 +1,24 @@
 //! Crash consistency: `kill -9` of the server (and so of its embedded agent) while a burst of
-//! tasks is starting must not cost any task its true outcome. After the restart every task runs
-//! to its own end: seen RUNNING, then STOPPED because its essential container exited, with the
+//! 60 RunTask tasks is starting must not cost any task its true outcome. After the restart
+//! every task runs to its own end: seen RUNNING, then STOPPED because its essential container exited, with the
 //! container's exit code; none stays PENDING, none is stopped as TaskFailedToStart while its
 //! container ran.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use berth_tests::{fargate_taskdef, http, Server};
+use berth_tests::{fargate_taskdef, Server};
 use serde_json::{json, Value};
 
 const TASKS: usize = 60;
 const SLEEP_SECONDS: u64 = 10;
 
-fn api(port: u16, op: &str, body: &Value) -> Result<Value, String> {
-    let target = format!("AmazonEC2ContainerServiceV20141113.{op}");
-    let (status, _, reply) = http(
-        port,
-        "POST",
-        "/",
-        &[
-            ("X-Amz-Target", target.as_str()),
-            ("Content-Type", "application/x-amz-json-1.1"),
-        ],
-        body.to_string().as_bytes(),
-    )
-    .map_err(|e| format!("{op}: {e}"))?;
-    let text = String::from_utf8_lossy(&reply);
-    if status != 200 {
-        return Err(format!("{op}: HTTP {status}: {text}"));
-    }
-    serde_json::from_str(&text).map_err(|e| format!("{op}: {e}: {text}"))
+fn api(s: &Server, op: &str, body: &Value) -> Result<Value, String> {
+    s.json_api(&format!("AmazonEC2ContainerServiceV20141113.{op}"), body)
 }
 
 /// Every task of `cluster` (running and stopped).
-fn list_tasks(port: u16, cluster: &str) -> BTreeSet<String> {
+fn list_tasks(s: &Server, cluster: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for desired in ["RUNNING", "STOPPED"] {
         let mut token: Option<String> = None;
@@ -43,7 +27,7 @@ fn list_tasks(port: u16, cluster: &str) -> BTreeSet<String> {
             if let Some(t) = &token {
                 req["nextToken"] = json!(t);
             }
-            let v = api(port, "ListTasks", &req).unwrap();
+            let v = api(s, "ListTasks", &req).unwrap();
             for a in v["taskArns"].as_array().into_iter().flatten() {
                 out.insert(a.as_str().unwrap().to_string());
             }
@@ -56,12 +40,12 @@ fn list_tasks(port: u16, cluster: &str) -> BTreeSet<String> {
     out
 }
 
-fn describe(port: u16, cluster: &str, arns: &BTreeSet<String>) -> Vec<Value> {
+fn describe(s: &Server, cluster: &str, arns: &BTreeSet<String>) -> Vec<Value> {
     let arns: Vec<&String> = arns.iter().collect();
     let mut out = Vec::new();
     for chunk in arns.chunks(100) {
         let v = api(
-            port,
+            s,
             "DescribeTasks",
             &json!({"cluster": cluster, "tasks": chunk}),
         )
@@ -82,37 +66,31 @@ fn a_kill9_during_a_burst_of_run_task_loses_no_task_outcome() {
         "busybox",
         json!({"command": ["sh", "-c", format!("sleep {SLEEP_SECONDS}; exit 7")]}),
     ));
-    let port = s.port;
 
     // The burst: RunTask, 10 tasks a call, as fast as the server answers.
-    let burst = std::thread::spawn(move || {
-        let mut created = Vec::new();
-        for _ in 0..TASKS / 10 {
-            let r = api(
-                port,
-                "RunTask",
-                &json!({"cluster": "crash", "taskDefinition": td, "count": 10,
-                        "launchType": "FARGATE",
-                        "networkConfiguration": {"awsvpcConfiguration": {"subnets": ["subnet-12345678"]}}}),
-            );
-            match r {
-                Ok(v) => created.extend(
-                    v["tasks"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|t| t["taskArn"].as_str().unwrap().to_string()),
-                ),
-                Err(_) => break,
-            }
-        }
-        created
-    });
-    // Kill while the tasks are starting: once a few run, most are still on their way.
+    let mut created = Vec::new();
+    for _ in 0..TASKS / 10 {
+        let v = api(
+            &s,
+            "RunTask",
+            &json!({"cluster": "crash", "taskDefinition": td, "count": 10,
+                    "launchType": "FARGATE",
+                    "networkConfiguration": {"awsvpcConfiguration": {"subnets": ["subnet-12345678"]}}}),
+        )
+        .unwrap();
+        created.extend(
+            v["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["taskArn"].as_str().unwrap().to_string()),
+        );
+    }
+    // Kill while the agent starts them: once a few run, most are still on their way.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let arns = list_tasks(port, "crash");
-        let running = describe(port, "crash", &arns)
+        let arns = list_tasks(&s, "crash");
+        let running = describe(&s, "crash", &arns)
             .iter()
             .filter(|t| t["lastStatus"] == "RUNNING")
             .count();
@@ -122,7 +100,6 @@ fn a_kill9_during_a_burst_of_run_task_loses_no_task_outcome() {
         std::thread::sleep(Duration::from_millis(20));
     }
     s.kill9();
-    let created = burst.join().unwrap();
     let before = Instant::now();
     s.restart_after_kill9();
     eprintln!(
@@ -132,7 +109,7 @@ fn a_kill9_during_a_burst_of_run_task_loses_no_task_outcome() {
         before.elapsed()
     );
 
-    let arns = list_tasks(port, "crash");
+    let arns = list_tasks(&s, "crash");
     for a in &created {
         assert!(arns.contains(a), "task {a} was acknowledged but is gone");
     }
@@ -141,7 +118,7 @@ fn a_kill9_during_a_burst_of_run_task_loses_no_task_outcome() {
     let mut last: BTreeMap<String, Value> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(SLEEP_SECONDS + 30);
     loop {
-        for t in describe(port, "crash", &arns) {
+        for t in describe(&s, "crash", &arns) {
             let arn = t["taskArn"].as_str().unwrap().to_string();
             if t["lastStatus"] == "RUNNING" {
                 seen_running.insert(arn.clone());
@@ -189,10 +166,11 @@ fn a_kill9_during_a_burst_of_run_task_loses_no_task_outcome() {
     );
     let log = s.log();
     eprintln!(
-        "{} tasks, all with their outcome, in {:?} ({} re-adopted, {} started again)",
+        "{} tasks, all with their outcome, in {:?} ({} re-adopted, {} started again, {} starts resolved from the shim's files)",
         last.len(),
         t0.elapsed(),
         log.matches("re-adopting").count(),
-        log.matches("restarting a task").count()
+        log.matches("restarting a task").count(),
+        log.matches("resolving a start").count()
     );
 }

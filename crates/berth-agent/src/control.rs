@@ -255,7 +255,7 @@ pub async fn credential(client: &reqwest::Client, cfg: &AgentConfig) -> Result<S
     .await
 }
 
-/// Sends one task's state reports in order, each persisted to the task's `report.json` first
+/// Sends one task's state reports in order, each also persisted to the task's `report.json`
 /// (so a restarted agent re-sends what may not have arrived). Reports are cumulative, so when
 /// several are queued only the newest is sent; each is retried with backoff until the server
 /// acknowledges it (or refuses it for good).
@@ -265,14 +265,18 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// `file`: where each report is persisted before it is sent (`None`: not persisted).
+    /// `file`: where each report is persisted while it is sent (`None`: not persisted).
     pub fn start(control: Control, task_id: String, file: Option<PathBuf>) -> Reporter {
         let (tx, mut rx) = watch::channel::<Option<TaskStateReport>>(None);
         let join = tokio::spawn(async move {
             loop {
                 let report = rx.borrow_and_update().clone();
                 if let Some(report) = report {
-                    if let Some(f) = file.clone() {
+                    // Written and sent at once: whichever a crash interrupts, the restarted
+                    // agent derives the state from the shim's files again and re-sends it
+                    // (reports only move a task forward, so an older one is harmless).
+                    let persist = async {
+                        let Some(f) = file.clone() else { return };
                         let r = report.clone();
                         let written =
                             tokio::task::spawn_blocking(move || statefile::write_json(&f, &r))
@@ -280,25 +284,28 @@ impl Reporter {
                         if let Ok(Err(e)) = written {
                             tracing::debug!(task = %task_id, "cannot persist the state report: {e}");
                         }
-                    }
-                    let mut backoff = Duration::from_millis(50);
-                    loop {
-                        match control.post_report(&task_id, &report).await {
-                            Ok(()) => break,
-                            Err((retry, e)) => {
-                                tracing::warn!(task = %task_id, "state report failed: {e}");
-                                if !retry {
-                                    break;
+                    };
+                    let post = async {
+                        let mut backoff = Duration::from_millis(50);
+                        loop {
+                            match control.post_report(&task_id, &report).await {
+                                Ok(()) => break,
+                                Err((retry, e)) => {
+                                    tracing::warn!(task = %task_id, "state report failed: {e}");
+                                    if !retry {
+                                        break;
+                                    }
+                                    // A newer report replaces this one.
+                                    if rx.has_changed().unwrap_or(false) {
+                                        break;
+                                    }
+                                    tokio::time::sleep(backoff).await;
+                                    backoff = (backoff * 2).min(Duration::from_secs(5));
                                 }
-                                // A newer report replaces this one.
-                                if rx.has_changed().unwrap_or(false) {
-                                    break;
-                                }
-                                tokio::time::sleep(backoff).await;
-                                backoff = (backoff * 2).min(Duration::from_secs(5));
                             }
                         }
-                    }
+                    };
+                    tokio::join!(persist, post);
                     if report.last_status == "STOPPED" && !rx.has_changed().unwrap_or(false) {
                         return;
                     }

@@ -159,7 +159,7 @@ pub fn spawn(
             AgentError::Runtime(format!("cannot start the shim {}: {e}", shim_bin.display()))
         })?;
     let pid = child.id().unwrap_or(0) as i32;
-    std::fs::write(task_dir.join("shim.pid"), pid.to_string())?;
+    crate::statefile::write(&task_dir.join("shim.pid"), pid.to_string().as_bytes())?;
     // Reap it when it ends (while this agent lives).
     tokio::spawn(async move {
         let _ = child.wait().await;

@@ -104,7 +104,7 @@ fn pending_report(spec: &TaskSpec) -> TaskStateReport {
     }
 }
 
-/// Sends reports (each persisted to `report.json` by the [`Reporter`] before it is sent) and
+/// Sends reports (each persisted to `report.json` by the [`Reporter`] as it is sent) and
 /// keeps the last one in the metadata registry.
 struct Reports {
     reporter: Reporter,
@@ -445,6 +445,7 @@ fn spawn_resolver(
     tx: &mpsc::UnboundedSender<Sup>,
     etx: &mpsc::UnboundedSender<ShimEvent>,
 ) {
+    tracing::info!(task_dir = %task_dir.display(), container = idx, "resolving a start the shim took before this agent was listening");
     let (task_dir, tx, etx) = (task_dir.to_path_buf(), tx.clone(), etx.clone());
     tokio::spawn(async move {
         let deadline = Instant::now() + RESOLVE_START_TIMEOUT;
@@ -515,7 +516,7 @@ impl Supervisor {
     ) {
         let n = self.spec.containers.len();
         let (tx, mut rx) = mpsc::unbounded_channel::<Sup>();
-        // The shim's events, and exits found on disk by start resolvers (`resolve_start`).
+        // The shim's events, and exits found on disk by start resolvers (`spawn_resolver`).
         let (etx, mut events) = mpsc::unbounded_channel::<ShimEvent>();
         {
             let etx = etx.clone();
@@ -1154,5 +1155,65 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(region_of(&spec), "us-east-2");
+    }
+
+    #[test]
+    fn container_phase_from_the_shim_files() {
+        let d = std::env::temp_dir().join(format!("berth-phase-{}", std::process::id()));
+        let c = |i: usize| shim::container_dir(&d, i);
+        for i in 0..5 {
+            std::fs::create_dir_all(c(i)).unwrap();
+        }
+        // 0: never handed to the shim (a bundle only).
+        std::fs::write(c(0).join("config.json"), "{}").unwrap();
+        // 1: the shim took the start (its log exists), the runtime has not written a pid yet.
+        std::fs::write(c(1).join("log"), "").unwrap();
+        // 2: runs (a live pid).
+        std::fs::write(c(2).join("pid"), std::process::id().to_string()).unwrap();
+        // 3: a pid that is gone and no exit record yet: still to be resolved.
+        std::fs::write(c(3).join("pid"), "2147483646").unwrap();
+        // 4: ended.
+        std::fs::write(c(4).join("pid"), "1").unwrap();
+        std::fs::write(c(4).join("exit"), r#"{"idx":4,"code":7,"oom":false}"#).unwrap();
+        assert_eq!(container_phase(&d, 0).0, Phase::Pending);
+        assert_eq!(container_phase(&d, 1).0, Phase::Starting);
+        assert_eq!(container_phase(&d, 2).0, Phase::Running);
+        assert_eq!(container_phase(&d, 3).0, Phase::Starting);
+        let (p, rec) = container_phase(&d, 4);
+        assert_eq!(p, Phase::Exited(7));
+        assert_eq!(rec.map(|r| r.code), Some(7));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_start_under_way_is_resolved_from_the_shim_files() {
+        let d = std::env::temp_dir().join(format!("berth-resolve-{}", std::process::id()));
+        for i in 0..2 {
+            std::fs::create_dir_all(shim::container_dir(&d, i)).unwrap();
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (etx, mut erx) = mpsc::unbounded_channel();
+        spawn_resolver(&d, 0, &tx, &etx);
+        spawn_resolver(&d, 1, &tx, &etx);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(rx.try_recv().is_err() && erx.try_recv().is_err());
+        // The runtime writes its pid file: container 0 runs.
+        let me = std::process::id() as i32;
+        std::fs::write(shim::container_dir(&d, 0).join("pid"), me.to_string()).unwrap();
+        // Container 1 ran and ended meanwhile.
+        std::fs::write(
+            shim::container_dir(&d, 1).join("exit"),
+            r#"{"idx":1,"code":7,"oom":false}"#,
+        )
+        .unwrap();
+        let started = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap();
+        assert!(matches!(started, Some(Sup::Started(0, Ok(p))) if p == me));
+        let exited = tokio::time::timeout(Duration::from_secs(5), erx.recv())
+            .await
+            .unwrap();
+        assert!(matches!(exited, Some(ShimEvent::Exit(r)) if r.idx == 1 && r.code == 7));
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }

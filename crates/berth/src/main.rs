@@ -184,9 +184,10 @@ pub struct AgentArgs {
     /// Container instance id this agent registers as.
     #[arg(long, default_value = "local")]
     pub instance_id: String,
-    /// The server's join token (`berth join-token` on the server prints it); also read from
-    /// BERTH_JOIN_TOKEN. Needed for the first start only: the credential the agent gets is
-    /// kept in <data-dir>/credential (mode 0600).
+    /// The server's join token (`berth join-token` on the server prints it). Prefer the
+    /// BERTH_JOIN_TOKEN environment variable: a command line is readable by every user. Needed
+    /// for the first start only: the credential the agent gets is kept in
+    /// <data-dir>/credential (mode 0600).
     #[arg(long)]
     pub join_token: Option<String>,
     /// Seconds between samples of running tasks' CPU and memory (CloudWatch metrics).
