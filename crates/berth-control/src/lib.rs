@@ -5,6 +5,7 @@
 //! conflict. Agents never see the store: they long-poll [`agent_api`] for assignments.
 
 pub mod agent_api;
+pub mod alarms;
 pub mod autoscaling;
 pub mod cloudwatch;
 pub mod controller;
@@ -56,7 +57,8 @@ impl ControlPlane {
         }
     }
 
-    /// Starts the background controllers (the ECS service scheduler) on their own thread.
+    /// Starts the background controllers (the ECS service scheduler) on their own thread, and
+    /// the CloudWatch Logs retention sweeper on the current tokio runtime.
     /// Call once; later calls do nothing.
     pub fn start_controllers(self: &Arc<Self>) {
         let rx = self
@@ -66,6 +68,7 @@ impl ControlPlane {
             .take();
         if let Some(rx) = rx {
             controller::spawn(self.clone(), rx);
+            logs::spawn_sweeper(self.clone());
         }
     }
 
