@@ -1207,3 +1207,208 @@ fn target_tracking_policies_own_their_two_alarms() {
     let all = s.aws_ok(&["cloudwatch", "describe-alarms"]);
     assert_eq!(all["MetricAlarms"], json!([]));
 }
+
+/// The credentials Terraform signs with (the harness gives the AWS CLI the same ones).
+fn tf_credentials() -> (&'static str, &'static str) {
+    ("test", "test")
+}
+
+#[test]
+fn terraform_applies_and_destroys_a_log_group_and_scaling_for_a_service() {
+    if Command::new("terraform").arg("version").output().is_err() {
+        panic!("terraform is not installed");
+    }
+    let s = start();
+    let dir = berth_tests::temp_dir("tf-logs");
+    let ep = s.endpoint();
+    let rc = dir.join("terraformrc");
+    std::fs::write(
+        &rc,
+        r#"provider_installation {
+  filesystem_mirror {
+    path    = "/opt/tf-plugins"
+    include = ["registry.terraform.io/*/*"]
+  }
+  direct {
+    exclude = ["registry.terraform.io/*/*"]
+  }
+}
+"#,
+    )
+    .unwrap();
+    let main = format!(
+        r#"terraform {{
+  required_providers {{
+    aws = {{ source = "hashicorp/aws", version = "5.100.0" }}
+  }}
+}}
+provider "aws" {{
+  region                      = "us-east-1"
+  skip_credentials_validation = true
+  skip_requesting_account_id  = true
+  skip_metadata_api_check     = true
+  skip_region_validation      = true
+  endpoints {{
+    ecs            = "{ep}"
+    ecr            = "{ep}"
+    sts            = "{ep}"
+    logs           = "{ep}"
+    cloudwatch     = "{ep}"
+    appautoscaling = "{ep}"
+  }}
+}}
+variable "retention" {{
+  default = 7
+}}
+resource "aws_cloudwatch_log_group" "app" {{
+  name              = "/ecs/tf-app"
+  retention_in_days = var.retention
+  tags              = {{ team = "berth", env = "test" }}
+}}
+resource "aws_ecs_cluster" "demo" {{ name = "tf-scale" }}
+resource "aws_ecs_task_definition" "web" {{
+  family                   = "tf-scale-web"
+  requires_compatibilities = ["FARGATE"]
+  network_mode             = "awsvpc"
+  cpu                      = "256"
+  memory                   = "512"
+  container_definitions = jsonencode([{{
+    name = "app", image = "000000000000.dkr.ecr.us-east-1.amazonaws.com/busybox:1", essential = true,
+    command = ["sleep", "1000"],
+    logConfiguration = {{ logDriver = "awslogs", options = {{
+      "awslogs-group" = aws_cloudwatch_log_group.app.name, "awslogs-region" = "us-east-1",
+      "awslogs-stream-prefix" = "web" }} }}
+  }}])
+}}
+resource "aws_ecs_service" "web" {{
+  name            = "tf-scale-web"
+  cluster         = aws_ecs_cluster.demo.id
+  task_definition = aws_ecs_task_definition.web.arn
+  desired_count   = 0
+  launch_type     = "FARGATE"
+  network_configuration {{
+    subnets = ["subnet-12345678"]
+  }}
+  lifecycle {{
+    ignore_changes = [desired_count]
+  }}
+}}
+resource "aws_appautoscaling_target" "web" {{
+  service_namespace  = "ecs"
+  resource_id        = "service/${{aws_ecs_cluster.demo.name}}/${{aws_ecs_service.web.name}}"
+  scalable_dimension = "ecs:service:DesiredCount"
+  min_capacity       = 0
+  max_capacity       = 2
+  tags               = {{ team = "berth" }}
+}}
+resource "aws_appautoscaling_policy" "cpu" {{
+  name               = "cpu50"
+  policy_type        = "TargetTrackingScaling"
+  service_namespace  = aws_appautoscaling_target.web.service_namespace
+  resource_id        = aws_appautoscaling_target.web.resource_id
+  scalable_dimension = aws_appautoscaling_target.web.scalable_dimension
+  target_tracking_scaling_policy_configuration {{
+    target_value = 50
+    predefined_metric_specification {{
+      predefined_metric_type = "ECSServiceAverageCPUUtilization"
+    }}
+  }}
+}}
+"#
+    );
+    std::fs::write(dir.join("main.tf"), main).unwrap();
+    let (key, secret) = tf_credentials();
+    let tf = |args: &[&str]| {
+        let out = Command::new("terraform")
+            .args(args)
+            .current_dir(&dir)
+            .env("TF_CLI_CONFIG_FILE", &rc)
+            .env("TF_IN_AUTOMATION", "1")
+            .env("CHECKPOINT_DISABLE", "1")
+            .env("AWS_ACCESS_KEY_ID", key)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .output()
+            .expect("running terraform");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "terraform {args:?} failed:\n{stdout}\n{}\nserver log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            s.log()
+        );
+        stdout
+    };
+    tf(&["init", "-input=false", "-no-color"]);
+    tf(&["apply", "-auto-approve", "-input=false", "-no-color"]);
+    let g = group(&s, "/ecs/tf-app");
+    assert_eq!(g["retentionInDays"], 7, "{g}");
+    let arn = g["logGroupArn"].as_str().unwrap();
+    let t = s.aws_ok(&["logs", "list-tags-for-resource", "--resource-arn", arn]);
+    assert_eq!(t["tags"], json!({"team": "berth", "env": "test"}));
+    let targets = s.aws_ok(&[
+        "application-autoscaling",
+        "describe-scalable-targets",
+        "--service-namespace",
+        "ecs",
+    ]);
+    let target_arn = targets["ScalableTargets"][0]["ScalableTargetARN"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = s.aws_ok(&[
+        "application-autoscaling",
+        "list-tags-for-resource",
+        "--resource-arn",
+        &target_arn,
+    ]);
+    assert_eq!(t["Tags"], json!({"team": "berth"}));
+    let alarms = s.aws_ok(&[
+        "cloudwatch",
+        "describe-alarms",
+        "--alarm-name-prefix",
+        "TargetTracking-service/tf-scale/tf-scale-web-",
+    ]);
+    assert_eq!(
+        alarms["MetricAlarms"].as_array().unwrap().len(),
+        2,
+        "{alarms}"
+    );
+    // A second plan finds nothing to change (every attribute reads back as written).
+    let plan = tf(&["plan", "-input=false", "-no-color", "-detailed-exitcode"]);
+    assert!(plan.contains("No changes"), "{plan}");
+    // Changing the retention is an in-place update.
+    tf(&[
+        "apply",
+        "-auto-approve",
+        "-input=false",
+        "-no-color",
+        "-var",
+        "retention=30",
+    ]);
+    assert_eq!(group(&s, "/ecs/tf-app")["retentionInDays"], 30);
+    tf(&[
+        "destroy",
+        "-auto-approve",
+        "-input=false",
+        "-no-color",
+        "-var",
+        "retention=30",
+    ]);
+    let left = s.aws_ok(&[
+        "logs",
+        "describe-log-groups",
+        "--log-group-name-prefix",
+        "/ecs/tf-app",
+    ]);
+    assert_eq!(left["logGroups"], json!([]));
+    let targets = s.aws_ok(&[
+        "application-autoscaling",
+        "describe-scalable-targets",
+        "--service-namespace",
+        "ecs",
+    ]);
+    assert_eq!(targets["ScalableTargets"], json!([]));
+    let alarms = s.aws_ok(&["cloudwatch", "describe-alarms"]);
+    assert_eq!(alarms["MetricAlarms"], json!([]));
+    let _ = std::fs::remove_dir_all(&dir);
+}
