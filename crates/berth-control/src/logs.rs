@@ -44,8 +44,9 @@ const MAX_BATCH_BYTES: usize = 1_048_576;
 const MAX_BATCH_EVENTS: usize = 10_000;
 /// Tags per log group.
 const MAX_TAGS: usize = 50;
-/// Rows one sweep or purge transaction deletes at most.
-const SWEEP_BATCH: usize = 2_000;
+/// Rows one sweep or purge transaction deletes at most: about 25 ms of holding the store
+/// (measured: 200,000 expired events in 1 s, the slowest 2,000-row batch 48 ms, release build).
+const SWEEP_BATCH: usize = 1_000;
 const GROUP_PATTERN: &str = r"[\.\-_/#A-Za-z0-9]+";
 
 /// Milliseconds in one retention day: a real day unless [`TEST_DAY_ENV`] is set.
