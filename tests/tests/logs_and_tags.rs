@@ -868,6 +868,7 @@ fn botocore(s: &Server, protocol: &str, op: &str, params: &Value) -> Result<Valu
     let out = Command::new(py)
         .arg(repo_root().join("tests/tests/cw_protocol.py"))
         .args([&s.endpoint(), protocol, op, &params.to_string()])
+        .envs(credentials_env(s))
         .output()
         .expect("running python");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -1208,9 +1209,14 @@ fn target_tracking_policies_own_their_two_alarms() {
     assert_eq!(all["MetricAlarms"], json!([]));
 }
 
-/// The credentials Terraform signs with (the harness gives the AWS CLI the same ones).
-fn tf_credentials() -> (&'static str, &'static str) {
-    ("test", "test")
+/// The signing credentials for the clients this file starts itself (Terraform, the botocore
+/// script), as environment variables. The one place to change when the harness hands out the
+/// server's generated key (`Server::aws_env`).
+fn credentials_env(_s: &Server) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+    ]
 }
 
 #[test]
@@ -1317,7 +1323,6 @@ resource "aws_appautoscaling_policy" "cpu" {{
 "#
     );
     std::fs::write(dir.join("main.tf"), main).unwrap();
-    let (key, secret) = tf_credentials();
     let tf = |args: &[&str]| {
         let out = Command::new("terraform")
             .args(args)
@@ -1325,8 +1330,7 @@ resource "aws_appautoscaling_policy" "cpu" {{
             .env("TF_CLI_CONFIG_FILE", &rc)
             .env("TF_IN_AUTOMATION", "1")
             .env("CHECKPOINT_DISABLE", "1")
-            .env("AWS_ACCESS_KEY_ID", key)
-            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .envs(credentials_env(&s))
             .output()
             .expect("running terraform");
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
