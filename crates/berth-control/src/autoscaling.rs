@@ -2,7 +2,16 @@
 //! `AnyScaleFrontendService`) for ECS services: RegisterScalableTarget,
 //! DeregisterScalableTarget, DescribeScalableTargets, PutScalingPolicy (TargetTrackingScaling on
 //! the predefined metrics `ECSServiceAverageCPUUtilization` / `ECSServiceAverageMemoryUtilization`),
-//! DescribeScalingPolicies, DeleteScalingPolicy and DescribeScalingActivities.
+//! DescribeScalingPolicies, DeleteScalingPolicy, DescribeScalingActivities, and TagResource /
+//! UntagResource / ListTagsForResource on scalable target ARNs
+//! (`arn:aws:application-autoscaling:<region>:<account>:scalable-target/<id>`; also `Tags` on
+//! RegisterScalableTarget; at most 50 per target, `aws:` keys reserved).
+//!
+//! A target tracking policy owns two CloudWatch alarms, as on AWS:
+//! `TargetTracking-service/<cluster>/<service>-AlarmHigh-<uuid>` (metric above the target for
+//! 3 of 3 minutes) and `...-AlarmLow-<uuid>` (below 90 % of it for 15 of 15 minutes; none with
+//! `DisableScaleIn`). They are listed in the policy's `Alarms`, visible through DescribeAlarms,
+//! and removed with the policy or its scalable target.
 //!
 //! Only `ServiceNamespace` `ecs`, `ResourceId` `service/<cluster>/<service>` and
 //! `ScalableDimension` `ecs:service:DesiredCount` are served (others: `ValidationException`).
@@ -31,6 +40,7 @@ const TARGET: &str = "aas.target";
 const POLICY: &str = "aas.policy";
 const ACTIVITY: &str = "aas.activity";
 const DIMENSION: &str = "ecs:service:DesiredCount";
+const MAX_TAGS: usize = 50;
 
 fn validation(m: impl Into<String>) -> AwsError {
     AwsError::client("ValidationException", m)
@@ -38,6 +48,41 @@ fn validation(m: impl Into<String>) -> AwsError {
 
 fn not_found(m: impl Into<String>) -> AwsError {
     AwsError::client("ObjectNotFoundException", m)
+}
+
+fn resource_not_found(arn: &str) -> AwsError {
+    AwsError::client(
+        "ResourceNotFoundException",
+        format!(
+            "No scalable target found for ARN {}",
+            arn.chars().take(300).collect::<String>()
+        ),
+    )
+}
+
+/// Checks a `TagMap` (keys 1-128, values 0-256 characters, `aws:` keys reserved).
+fn check_tags(tags: &serde_json::Map<String, Value>) -> Result<(), AwsError> {
+    for (k, v) in tags {
+        let n = k.chars().count();
+        if !(1..=128).contains(&n) {
+            return Err(validation(format!(
+                "Tag key must be 1 to 128 characters: {}",
+                k.chars().take(200).collect::<String>()
+            )));
+        }
+        if k.to_ascii_lowercase().starts_with("aws:") {
+            return Err(validation("Tag keys starting with 'aws:' are reserved"));
+        }
+        match v.as_str() {
+            Some(v) if v.chars().count() <= 256 => {}
+            _ => {
+                return Err(validation(format!(
+                    "Tag value for key {k} must be a string of at most 256 characters"
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 fn s<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
@@ -83,6 +128,49 @@ fn int(req: &Value, k: &str) -> Result<Option<i64>, AwsError> {
             .map(Some)
             .ok_or_else(|| validation(format!("{k} must be an integer"))),
     }
+}
+
+/// The alarm names a stored policy lists in `Alarms`.
+fn alarm_names(policy: &Value) -> Vec<String> {
+    policy["Alarms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["AlarmName"].as_str().map(String::from))
+        .collect()
+}
+
+/// The CloudWatch alarm AWS creates for a target tracking policy: `AlarmHigh` fires after 3
+/// minutes above the target, `AlarmLow` after 15 minutes below 90 % of it; their action is
+/// the policy.
+fn tracking_alarm(
+    name: &str,
+    kind: &str,
+    id: &str,
+    policy_arn: &str,
+    cfg: &Value,
+    target: f64,
+) -> Value {
+    let (cluster, service) = parse_resource(id).unwrap_or_default();
+    let metric = match cfg["PredefinedMetricSpecification"]["PredefinedMetricType"].as_str() {
+        Some("ECSServiceAverageMemoryUtilization") => "MemoryUtilization",
+        _ => "CPUUtilization",
+    };
+    let (op, threshold, periods) = if kind == "AlarmHigh" {
+        ("GreaterThanThreshold", target, 3)
+    } else {
+        ("LessThanThreshold", target * 0.9, 15)
+    };
+    json!({
+        "AlarmName": name,
+        "AlarmDescription": format!("DO NOT EDIT OR DELETE. For TargetTrackingScaling policy {policy_arn}."),
+        "ActionsEnabled": true,
+        "OKActions": [], "AlarmActions": [policy_arn], "InsufficientDataActions": [],
+        "MetricName": metric, "Namespace": crate::cloudwatch::NAMESPACE, "Statistic": "Average",
+        "Dimensions": [{"Name": "ClusterName", "Value": cluster}, {"Name": "ServiceName", "Value": service}],
+        "Period": 60, "EvaluationPeriods": periods, "DatapointsToAlarm": periods,
+        "Threshold": threshold, "ComparisonOperator": op, "Unit": "Percent",
+    })
 }
 
 /// The inputs of one scaling decision.
@@ -161,10 +249,13 @@ impl ControlPlane {
             "DescribeScalingActivities" => {
                 self.describe_aas(ACTIVITY, &req, "ScalingActivities", None)
             }
-            _ => Err(AwsError::unknown_operation(
-                "Application Auto Scaling",
-                operation,
-            )),
+            "TagResource" => self.tag_target(&req),
+            "UntagResource" => self.untag_target(&req),
+            "ListTagsForResource" => {
+                let (_, t, _) = self.target_by_arn(&req)?;
+                Ok(json!({"Tags": t.get("Tags").cloned().unwrap_or(json!({}))}))
+            }
+            _ => Err(AwsError::unknown_operation("Application Auto Scaling", operation)),
         }
     }
 
@@ -187,6 +278,14 @@ impl ControlPlane {
         let key = format!("{id}|{DIMENSION}");
         let min = int(req, "MinCapacity")?;
         let max = int(req, "MaxCapacity")?;
+        let tags = match req.get("Tags") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => {
+                check_tags(m)?;
+                Some(m.clone())
+            }
+            Some(_) => return Err(validation("Tags must be a map of strings")),
+        };
         match self.service_state(&id)? {
             Some((_, st)) if st == "ACTIVE" => {}
             _ => return Err(validation(format!("ECS service doesn't exist: {id}"))),
@@ -217,6 +316,17 @@ impl ControlPlane {
         }
         if let Some(n) = max {
             t["MaxCapacity"] = json!(n);
+        }
+        if let Some(new) = tags {
+            let mut all = t["Tags"].as_object().cloned().unwrap_or_default();
+            all.extend(new);
+            if all.len() > MAX_TAGS {
+                return Err(AwsError::client(
+                    "TooManyTagsException",
+                    format!("A scalable target can have at most {MAX_TAGS} tags"),
+                ));
+            }
+            t["Tags"] = Value::Object(all);
         }
         if let Some(v) = req.get("SuspendedState").filter(|v| v.is_object()) {
             for (k, x) in v.as_object().into_iter().flatten() {
@@ -254,14 +364,18 @@ impl ControlPlane {
             return Err(not_found(format!("No scalable target registered for service namespace: ecs, resource ID: {id}, scalable dimension: {DIMENSION}")));
         }
         let mut ops = vec![berth_store::Op::delete(TARGET, &key, Expect::Any)];
+        let mut alarms = Vec::new();
         for p in self
             .store
             .list(POLICY, &format!("{key}|"))
             .map_err(store_err)?
         {
             ops.push(berth_store::Op::delete(POLICY, &p.key, Expect::Any));
+            let v: Value = p.decode().map_err(store_err)?;
+            alarms.extend(alarm_names(&v));
         }
         self.store.commit(ops).map_err(store_err)?;
+        self.delete_alarm_records(&alarms)?;
         Ok(json!({}))
     }
 
@@ -305,17 +419,32 @@ impl ControlPlane {
             .as_ref()
             .and_then(|(v, _)| v["PolicyARN"].as_str().map(String::from))
             .unwrap_or_else(|| format!("arn:aws:autoscaling:{}:{}:scalingPolicy:{}:resource/ecs/{id}:policyName/{name}", self.scope.region, self.scope.account, uuid::Uuid::new_v4()));
-        let alarms: Vec<Value> = ["AlarmHigh", "AlarmLow"]
-            .iter()
-            .map(|k| {
-                let n = format!("TargetTracking-{id}-{k}-{}", uuid::Uuid::new_v4());
-                json!({"AlarmName": n, "AlarmARN": format!("arn:aws:cloudwatch:{}:{}:alarm:{n}", self.scope.region, self.scope.account)})
-            })
-            .collect();
-        let alarms = existing
+        // The policy's alarms: reuse the names it has, add or drop AlarmLow with DisableScaleIn.
+        let old_alarms: Vec<String> = existing
             .as_ref()
-            .map(|(v, _)| v["Alarms"].clone())
-            .unwrap_or(json!(alarms));
+            .map(|(v, _)| alarm_names(v))
+            .unwrap_or_default();
+        let kinds: &[&str] = if cfg["DisableScaleIn"].as_bool().unwrap_or(false) {
+            &["AlarmHigh"]
+        } else {
+            &["AlarmHigh", "AlarmLow"]
+        };
+        let mut alarms = Vec::new();
+        for k in kinds {
+            let tag = format!("-{k}-");
+            let n = old_alarms
+                .iter()
+                .find(|n| n.contains(&tag))
+                .cloned()
+                .unwrap_or_else(|| format!("TargetTracking-{id}-{k}-{}", uuid::Uuid::new_v4()));
+            self.store_alarm(tracking_alarm(&n, k, &id, &arn, cfg, target), Vec::new())?;
+            alarms.push(json!({"AlarmName": n, "AlarmARN": self.alarm_arn(&n)}));
+        }
+        let dropped: Vec<String> = old_alarms
+            .into_iter()
+            .filter(|o| !alarms.iter().any(|a| a["AlarmName"] == o.as_str()))
+            .collect();
+        self.delete_alarm_records(&dropped)?;
         let p = json!({
             "PolicyARN": arn, "PolicyName": name, "ServiceNamespace": "ecs", "ResourceId": id,
             "ScalableDimension": DIMENSION, "PolicyType": "TargetTrackingScaling",
@@ -335,10 +464,97 @@ impl ControlPlane {
         if self.store.get(POLICY, &key).map_err(store_err)?.is_none() {
             return Err(not_found(format!("No scaling policy found for service namespace: ecs, resource ID: {id}, scalable dimension: {DIMENSION}, policy name: {name}")));
         }
+        let alarms = self
+            .store
+            .get_json::<Value>(POLICY, &key)
+            .map_err(store_err)?
+            .map(|(v, _)| alarm_names(&v))
+            .unwrap_or_default();
         self.store
             .commit(vec![berth_store::Op::delete(POLICY, &key, Expect::Any)])
             .map_err(store_err)?;
+        self.delete_alarm_records(&alarms)?;
         Ok(json!({}))
+    }
+
+    /// The scalable target with `ResourceARN`: `(store key, record, revision)`.
+    fn target_by_arn(&self, req: &Value) -> Result<(String, Value, i64), AwsError> {
+        let arn = s(req, "ResourceARN").ok_or_else(|| validation("ResourceARN is required"))?;
+        let well_formed = arn
+            .split_once(":scalable-target/")
+            .is_some_and(|(head, id)| {
+                head.starts_with("arn:")
+                    && head.contains(":application-autoscaling:")
+                    && !id.is_empty()
+                    && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        if !well_formed || arn.len() > 1011 {
+            return Err(validation(format!(
+                "1 validation error detected: Value '{}' at 'resourceARN' failed to satisfy constraint: Member must satisfy regular expression pattern: ^arn:.+:application-autoscaling:.+:[0-9]+:scalable-target\\/[a-zA-Z0-9-]+$",
+                arn.chars().take(300).collect::<String>()
+            )));
+        }
+        for r in self.store.list(TARGET, "").map_err(store_err)? {
+            let v: Value = r.decode().map_err(store_err)?;
+            if s(&v, "ScalableTargetARN") == Some(arn) {
+                return Ok((r.key, v, r.revision));
+            }
+        }
+        Err(resource_not_found(arn))
+    }
+
+    /// Read-modify-write of a target's tags, retried on a concurrent change.
+    fn retag(
+        &self,
+        req: &Value,
+        f: impl Fn(&mut serde_json::Map<String, Value>),
+    ) -> Result<Value, AwsError> {
+        for _ in 0..5 {
+            let (key, mut t, rev) = self.target_by_arn(req)?;
+            let mut tags = t["Tags"].as_object().cloned().unwrap_or_default();
+            f(&mut tags);
+            if tags.len() > MAX_TAGS {
+                return Err(AwsError::client(
+                    "TooManyTagsException",
+                    format!("A scalable target can have at most {MAX_TAGS} tags"),
+                ));
+            }
+            t["Tags"] = Value::Object(tags);
+            match self.store.put_json(TARGET, &key, &t, Expect::Revision(rev)) {
+                Ok(()) => return Ok(json!({})),
+                Err(berth_store::StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(store_err(e)),
+            }
+        }
+        Err(AwsError::client(
+            "ConcurrentUpdateException",
+            "Concurrent update of the scalable target",
+        ))
+    }
+
+    fn tag_target(&self, req: &Value) -> Result<Value, AwsError> {
+        let new = match req.get("Tags") {
+            Some(Value::Object(m)) => m.clone(),
+            _ => return Err(validation("Tags is required")),
+        };
+        check_tags(&new)?;
+        self.retag(req, |tags| tags.extend(new.clone()))
+    }
+
+    fn untag_target(&self, req: &Value) -> Result<Value, AwsError> {
+        let keys: Vec<String> = match req.get("TagKeys").and_then(Value::as_array) {
+            Some(a) if a.len() <= 200 => a
+                .iter()
+                .filter_map(|k| k.as_str().map(String::from))
+                .collect(),
+            Some(_) => return Err(validation("TagKeys can list at most 200 keys")),
+            None => return Err(validation("TagKeys is required")),
+        };
+        self.retag(req, |tags| {
+            for k in &keys {
+                tags.remove(k);
+            }
+        })
     }
 
     /// Describe* over one record kind, filtered by `ResourceIds` / `ResourceId`,
@@ -377,6 +593,13 @@ impl ControlPlane {
                 wanted_names.is_empty() || wanted_names.contains(&s(v, "PolicyName").unwrap_or(""))
             })
             .collect();
+        if kind == TARGET {
+            for t in &mut items {
+                if let Some(o) = t.as_object_mut() {
+                    o.remove("Tags");
+                }
+            }
+        }
         if kind == ACTIVITY {
             items.reverse();
             if let Some(n) = req.get("MaxResults").and_then(Value::as_u64) {

@@ -7,6 +7,9 @@
 //! Statistics over a period are taken over the task samples that fall in it (`Average`, `Minimum`,
 //! `Maximum`, `Sum`, `SampleCount`, and percentiles `pNN` / `pNN.N`).
 //!
+//! Alarms: PutMetricAlarm, DescribeAlarms, DeleteAlarms and TagResource / UntagResource /
+//! ListTagsForResource on alarm ARNs (see [`crate::alarms`]).
+//!
 //! Three wire protocols reach the same handler ([`ControlPlane::handle_cloudwatch`], which works on
 //! JSON values with timestamps as epoch seconds): awsJson1.0 (`X-Amz-Target`, what aws-cli 1.x
 //! sends), smithy-rpc-v2-cbor (`POST /service/GraniteServiceVersion20100801/operation/<Op>`) and
@@ -38,11 +41,11 @@ const METRICS: [&str; 2] = ["CPUUtilization", "MemoryUtilization"];
 const MAX_DATAPOINTS: i64 = 1440;
 const XMLNS: &str = "http://monitoring.amazonaws.com/doc/2010-08-01/";
 
-fn invalid(m: impl Into<String>) -> AwsError {
+pub(crate) fn invalid(m: impl Into<String>) -> AwsError {
     AwsError::client("InvalidParameterValueException", m)
 }
 
-fn missing(name: &str) -> AwsError {
+pub(crate) fn missing(name: &str) -> AwsError {
     AwsError::client(
         "MissingRequiredParameterException",
         format!("The parameter {name} is required."),
@@ -67,7 +70,7 @@ pub fn query_code(e: &AwsError) -> (String, &'static str) {
 }
 
 /// A number member; the query protocol sends numbers as text.
-fn num(v: Option<&Value>) -> Option<f64> {
+pub(crate) fn num(v: Option<&Value>) -> Option<f64> {
     match v? {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.parse().ok(),
@@ -75,11 +78,11 @@ fn num(v: Option<&Value>) -> Option<f64> {
     }
 }
 
-fn text<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
+pub(crate) fn text<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Value::as_str)
 }
 
-fn list<'a>(v: &'a Value, k: &str) -> &'a [Value] {
+pub(crate) fn list<'a>(v: &'a Value, k: &str) -> &'a [Value] {
     v.get(k)
         .and_then(Value::as_array)
         .map(Vec::as_slice)
@@ -270,6 +273,12 @@ impl ControlPlane {
             "GetMetricStatistics" => self.get_metric_statistics(req),
             "GetMetricData" => self.get_metric_data(req),
             "ListMetrics" => self.list_metrics(req),
+            "PutMetricAlarm" => self.put_metric_alarm(req),
+            "DescribeAlarms" => self.describe_alarms(req),
+            "DeleteAlarms" => self.delete_alarms(req),
+            "TagResource" => self.tag_alarm(req),
+            "UntagResource" => self.untag_alarm(req),
+            "ListTagsForResource" => self.list_alarm_tags(req),
             _ => Err(AwsError::client(
                 "UnknownOperationException",
                 format!("berth's CloudWatch does not implement {operation}"),
@@ -277,7 +286,7 @@ impl ControlPlane {
         }
     }
 
-    fn samples_for(
+    pub(crate) fn samples_for(
         &self,
         metric: &Value,
         start: f64,
@@ -532,7 +541,13 @@ pub fn json_response(cp: &ControlPlane, op: &str, body: &[u8]) -> Response {
     }
 }
 
-const TIMESTAMP_KEYS: [&str; 2] = ["Timestamp", "Timestamps"];
+const TIMESTAMP_KEYS: [&str; 5] = [
+    "Timestamp",
+    "Timestamps",
+    "AlarmConfigurationUpdatedTimestamp",
+    "StateUpdatedTimestamp",
+    "StateTransitionedTimestamp",
+];
 
 /// smithy-rpc-v2-cbor: `POST /service/GraniteServiceVersion20100801/operation/<op>`.
 async fn cbor_op(

@@ -6,6 +6,7 @@
 
 pub mod agent_api;
 pub mod agent_auth;
+pub mod alarms;
 pub mod autoscaling;
 pub mod cloudwatch;
 pub mod controller;
@@ -57,7 +58,8 @@ impl ControlPlane {
         }
     }
 
-    /// Starts the background controllers (the ECS service scheduler) on their own thread.
+    /// Starts the background controllers (the ECS service scheduler) on their own thread, and
+    /// the CloudWatch Logs retention sweeper on the current tokio runtime.
     /// Call once; later calls do nothing.
     pub fn start_controllers(self: &Arc<Self>) {
         let rx = self
@@ -67,6 +69,7 @@ impl ControlPlane {
             .take();
         if let Some(rx) = rx {
             controller::spawn(self.clone(), rx);
+            logs::spawn_sweeper(self.clone());
         }
     }
 

@@ -1,14 +1,93 @@
-//! CloudWatch Logs operations (target prefix `Logs_20140328`): CreateLogGroup, CreateLogStream,
-//! PutLogEvents, DescribeLogGroups, DescribeLogStreams, GetLogEvents, FilterLogEvents.
-//! Times are epoch milliseconds. Container output arrives through the agent endpoints and is read
-//! back here.
+//! CloudWatch Logs operations (target prefix `Logs_20140328`, botocore `logs/2014-03-28`):
+//! CreateLogGroup, DeleteLogGroup, CreateLogStream, DeleteLogStream, PutLogEvents,
+//! DescribeLogGroups, DescribeLogStreams, GetLogEvents, FilterLogEvents, PutRetentionPolicy,
+//! DeleteRetentionPolicy, TagResource, UntagResource, ListTagsForResource and the legacy
+//! TagLogGroup, UntagLogGroup, ListTagsLogGroup. Times are epoch milliseconds. Container output
+//! arrives through the agent endpoints and is read back here.
+//!
+//! Names follow the model's constraints: log group names 1-512 characters of
+//! `[\.\-_/#A-Za-z0-9]`, log stream names 1-512 characters without `:` or `*`; a name outside
+//! them is `InvalidParameterException` ("1 validation error detected: ..."), on every operation
+//! that takes one.
+//!
+//! Retention: a group's `retentionInDays` (one of [`RETENTION_DAYS`]) makes events whose
+//! timestamp is older expire; [`spawn_sweeper`] deletes them in bounded batches (and the events
+//! of deleted groups and streams), so appends never wait long. PutLogEvents rejects events more
+//! than 14 days old or older than the retention (`tooOldLogEventEndIndex`,
+//! `expiredLogEventEndIndex`) and more than 2 hours ahead (`tooNewLogEventStartIndex`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use berth_api::logs::*;
 use berth_api::proto::{parse_body, AwsError};
-use berth_store::logs::EventQuery;
+use berth_store::logs::{EventQuery, TagOutcome};
 use serde_json::{json, Value};
 
 use crate::{store_err, ControlPlane};
+
+/// The values `retentionInDays` may take (botocore `Days`).
+pub const RETENTION_DAYS: [i64; 22] = [
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
+/// Test-only: when set to N, a retention "day" lasts N seconds (and the sweeper runs every N/2
+/// seconds), so a test sees events expire without waiting days. Never set it in production.
+pub const TEST_DAY_ENV: &str = "BERTH_TEST_LOG_DAY_SECONDS";
+const DAY_MS: i64 = 86_400_000;
+/// PutLogEvents limits (botocore `PutLogEvents` documentation).
+const MAX_PAST_MS: i64 = 14 * DAY_MS;
+const MAX_FUTURE_MS: i64 = 2 * 3600 * 1000;
+const MAX_SPAN_MS: i64 = DAY_MS;
+const MAX_BATCH_BYTES: usize = 1_048_576;
+const MAX_BATCH_EVENTS: usize = 10_000;
+/// Tags per log group.
+const MAX_TAGS: usize = 50;
+/// Rows one sweep or purge transaction deletes at most: about 25 ms of holding the store
+/// (measured: 200,000 expired events in 1 s, the slowest 2,000-row batch 48 ms, release build).
+const SWEEP_BATCH: usize = 1_000;
+const GROUP_PATTERN: &str = r"[\.\-_/#A-Za-z0-9]+";
+
+/// Milliseconds in one retention day: a real day unless [`TEST_DAY_ENV`] is set.
+pub fn retention_day_ms() -> i64 {
+    static DAY: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *DAY.get_or_init(|| {
+        std::env::var(TEST_DAY_ENV)
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|s| *s > 0.0)
+            .map(|s| (s * 1000.0) as i64)
+            .unwrap_or(DAY_MS)
+    })
+}
+
+fn sweep_wake() -> &'static tokio::sync::Notify {
+    static N: std::sync::OnceLock<tokio::sync::Notify> = std::sync::OnceLock::new();
+    N.get_or_init(tokio::sync::Notify::new)
+}
+
+/// Starts the retention sweeper: every minute (or half a test day), and right after a retention
+/// change, it deletes the events of deleted groups and streams and the events older than their
+/// group's retention, `SWEEP_BATCH` rows per transaction, yielding between batches.
+pub fn spawn_sweeper(cp: Arc<ControlPlane>) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let every = if retention_day_ms() == DAY_MS {
+        Duration::from_secs(60)
+    } else {
+        Duration::from_millis((retention_day_ms() / 2).max(100) as u64)
+    };
+    rt.spawn(async move {
+        loop {
+            let _ = tokio::time::timeout(every, sweep_wake().notified()).await;
+            if let Err(e) = cp.sweep_logs().await {
+                tracing::warn!(error = %e, "log retention sweep failed");
+            }
+        }
+    });
+}
 
 fn group_missing() -> AwsError {
     AwsError::client(
@@ -28,18 +107,122 @@ fn bad_token() -> AwsError {
     AwsError::invalid_parameter("The specified nextToken is invalid.")
 }
 
-/// `logGroupName` or the name inside `logGroupIdentifier` (a name or an ARN).
-fn group_of(name: Option<String>, identifier: Option<String>) -> Result<String, AwsError> {
-    if let Some(n) = name {
-        return Ok(n);
+/// `InvalidParameterException` in the form AWS uses for model constraints.
+fn constraint(field: &str, value: &str, what: &str) -> AwsError {
+    let shown: String = value.chars().take(600).collect();
+    AwsError::invalid_parameter(format!(
+        "1 validation error detected: Value '{shown}' at '{field}' failed to satisfy constraint: {what}"
+    ))
+}
+
+fn check_len(field: &str, v: &str, min: usize, max: usize) -> Result<(), AwsError> {
+    let n = v.chars().count();
+    if n < min {
+        return Err(constraint(
+            field,
+            v,
+            &format!("Member must have length greater than or equal to {min}"),
+        ));
     }
-    let id = identifier.ok_or_else(|| {
-        AwsError::invalid_parameter("Either logGroupName or logGroupIdentifier is required.")
-    })?;
-    Ok(match id.split_once(":log-group:") {
-        Some((_, rest)) => rest.trim_end_matches(":*").to_string(),
-        None => id,
-    })
+    if n > max {
+        return Err(constraint(
+            field,
+            v,
+            &format!("Member must have length less than or equal to {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Log group names (`LogGroupName`): 1-512 characters of `[\.\-_/#A-Za-z0-9]`.
+pub fn check_group_name(field: &str, v: &str) -> Result<(), AwsError> {
+    check_len(field, v, 1, 512)?;
+    if !v
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || ".-_/#".contains(c))
+    {
+        return Err(constraint(
+            field,
+            v,
+            &format!("Member must satisfy regular expression pattern: {GROUP_PATTERN}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Log stream names (`LogStreamName`): 1-512 characters, no `:` or `*`.
+pub fn check_stream_name(field: &str, v: &str) -> Result<(), AwsError> {
+    check_len(field, v, 1, 512)?;
+    if v.contains([':', '*']) {
+        return Err(constraint(
+            field,
+            v,
+            "Member must satisfy regular expression pattern: [^:*]*",
+        ));
+    }
+    Ok(())
+}
+
+/// Tag keys and values (`TagKey`, `TagValue`): letters, numbers, spaces and `_.:/=+-@`.
+fn tag_char(c: char) -> bool {
+    c.is_alphanumeric() || (c.is_whitespace() && !c.is_control()) || "_.:/=+-@".contains(c)
+}
+
+fn check_tags(tags: &BTreeMap<String, String>) -> Result<Vec<(String, String)>, AwsError> {
+    if tags.is_empty() {
+        return Err(constraint(
+            "tags",
+            "{}",
+            "Member must have length greater than or equal to 1",
+        ));
+    }
+    if tags.len() > MAX_TAGS {
+        return Err(constraint(
+            "tags",
+            &format!("{} tags", tags.len()),
+            "Member must have length less than or equal to 50",
+        ));
+    }
+    for (k, v) in tags {
+        check_tag_key(k)?;
+        check_len("tags", v, 0, 256)?;
+        if !v.chars().all(tag_char) {
+            return Err(constraint(
+                "tags",
+                v,
+                r"Member must satisfy regular expression pattern: ^([\p{L}\p{Z}\p{N}_.:/=+\-@]*)$",
+            ));
+        }
+    }
+    Ok(tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+fn check_tag_key(k: &str) -> Result<(), AwsError> {
+    check_len("tagKeys", k, 1, 128)?;
+    if !k.chars().all(tag_char) {
+        return Err(constraint(
+            "tagKeys",
+            k,
+            r"Member must satisfy regular expression pattern: ^([\p{L}\p{Z}\p{N}_.:/=+\-@]+)$",
+        ));
+    }
+    if k.to_ascii_lowercase().starts_with("aws:") {
+        return Err(AwsError::invalid_parameter(
+            "Tag keys starting with 'aws:' are reserved for AWS use.",
+        ));
+    }
+    Ok(())
+}
+
+fn too_many_tags() -> AwsError {
+    AwsError::client(
+        "TooManyTagsException",
+        format!("A resource can have no more than {MAX_TAGS} tags."),
+    )
+}
+
+fn tags_json(tags: Vec<(String, String)>) -> Value {
+    Value::Object(tags.into_iter().map(|(k, v)| (k, json!(v))).collect())
 }
 
 fn limit(v: Option<i64>, max: i64) -> Result<usize, AwsError> {
@@ -52,36 +235,190 @@ fn limit(v: Option<i64>, max: i64) -> Result<usize, AwsError> {
     }
 }
 
+fn now_ms() -> i64 {
+    (berth_core::epoch_now() * 1000.0) as i64
+}
+
 impl ControlPlane {
     /// Runs one CloudWatch Logs operation; `body` is the raw JSON request.
     pub async fn handle_logs(&self, operation: &str, body: &[u8]) -> Result<Value, AwsError> {
         match operation {
             "CreateLogGroup" => self.create_log_group(parse_body(body)?),
+            "DeleteLogGroup" => self.delete_log_group(parse_body(body)?).await,
             "CreateLogStream" => self.create_log_stream(parse_body(body)?),
+            "DeleteLogStream" => self.delete_log_stream(parse_body(body)?).await,
             "PutLogEvents" => self.put_log_events(parse_body(body)?),
             "DescribeLogGroups" => self.describe_log_groups(parse_body(body)?),
             "DescribeLogStreams" => self.describe_log_streams(parse_body(body)?),
             "GetLogEvents" => self.get_log_events(parse_body(body)?),
             "FilterLogEvents" => self.filter_log_events(parse_body(body)?),
+            "PutRetentionPolicy" => self.put_retention_policy(parse_body(body)?),
+            "DeleteRetentionPolicy" => self.delete_retention_policy(parse_body(body)?),
+            "TagResource" => {
+                let r: TagResourceRequest = parse_body(body)?;
+                let g = self.group_of_arn(&r.resource_arn)?;
+                self.tag_group(&g, &r.tags)
+            }
+            "UntagResource" => {
+                let r: UntagResourceRequest = parse_body(body)?;
+                let g = self.group_of_arn(&r.resource_arn)?;
+                self.untag_group(&g, &r.tag_keys)
+            }
+            "ListTagsForResource" => {
+                let r: ListTagsForResourceRequest = parse_body(body)?;
+                let g = self.group_of_arn(&r.resource_arn)?;
+                self.list_group_tags(&g)
+            }
+            "TagLogGroup" => {
+                let r: TagLogGroupRequest = parse_body(body)?;
+                check_group_name("logGroupName", &r.log_group_name)?;
+                self.tag_group(&r.log_group_name, &r.tags)
+            }
+            "UntagLogGroup" => {
+                let r: UntagLogGroupRequest = parse_body(body)?;
+                check_group_name("logGroupName", &r.log_group_name)?;
+                self.untag_group(&r.log_group_name, &r.tags)
+            }
+            "ListTagsLogGroup" => {
+                let r: LogGroupRequest = parse_body(body)?;
+                check_group_name("logGroupName", &r.log_group_name)?;
+                self.list_group_tags(&r.log_group_name)
+            }
             _ => Err(AwsError::unknown_operation("CloudWatch Logs", operation)),
         }
     }
 
-    fn require_group(&self, group: &str) -> Result<(), AwsError> {
-        if self.store.log_group_exists(group).map_err(store_err)? {
+    /// One sweep: purge the events of deleted groups and streams, then expire events past
+    /// their group's retention, in bounded batches with a yield between them.
+    pub async fn sweep_logs(&self) -> Result<usize, AwsError> {
+        let mut total = 0;
+        loop {
+            let n = self
+                .store
+                .purge_log_events(SWEEP_BATCH)
+                .map_err(store_err)?;
+            total += n;
+            if n < SWEEP_BATCH {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let day = retention_day_ms();
+        loop {
+            let n = self
+                .store
+                .expire_log_events(now_ms(), day, SWEEP_BATCH)
+                .map_err(store_err)?;
+            total += n;
+            if n < SWEEP_BATCH {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        if total > 0 {
+            tracing::debug!(events = total, "log events expired or purged");
+        }
+        Ok(total)
+    }
+
+    /// `logGroupName` or the name inside `logGroupIdentifier` (a name or a log group ARN).
+    fn group_of(
+        &self,
+        name: Option<String>,
+        identifier: Option<String>,
+    ) -> Result<String, AwsError> {
+        if let Some(n) = name {
+            check_group_name("logGroupName", &n)?;
+            return Ok(n);
+        }
+        let id = identifier.ok_or_else(|| {
+            AwsError::invalid_parameter("Either logGroupName or logGroupIdentifier is required.")
+        })?;
+        if id.starts_with("arn:") {
+            return self.group_of_arn(&id);
+        }
+        check_group_name("logGroupIdentifier", &id)?;
+        Ok(id)
+    }
+
+    /// The group named by `arn:aws:logs:<region>:<account>:log-group:<name>` (with or without
+    /// the trailing `:*`); another region or account's group does not exist here.
+    fn group_of_arn(&self, arn: &str) -> Result<String, AwsError> {
+        let bad = || {
+            AwsError::invalid_parameter(format!(
+                "Invalid ARN: {}",
+                arn.chars().take(600).collect::<String>()
+            ))
+        };
+        let rest = arn.strip_prefix("arn:aws:logs:").ok_or_else(bad)?;
+        let mut parts = rest.splitn(3, ':');
+        let (region, account, resource) = (
+            parts.next().ok_or_else(bad)?,
+            parts.next().ok_or_else(bad)?,
+            parts.next().ok_or_else(bad)?,
+        );
+        let Some(name) = resource.strip_prefix("log-group:") else {
+            return Err(AwsError::client(
+                "ResourceNotFoundException",
+                "The specified resource does not exist.",
+            ));
+        };
+        let name = name.strip_suffix(":*").unwrap_or(name);
+        check_group_name("resourceArn", name)?;
+        if region != self.scope.region || account != self.scope.account {
+            return Err(group_missing());
+        }
+        Ok(name.to_string())
+    }
+
+    fn require_group(&self, group: &str) -> Result<berth_store::logs::LogGroup, AwsError> {
+        self.store
+            .log_group(group)
+            .map_err(store_err)?
+            .ok_or_else(group_missing)
+    }
+
+    fn require_stream(&self, group: &str, stream: &str) -> Result<(), AwsError> {
+        if self
+            .store
+            .log_streams(group, stream)
+            .map_err(store_err)?
+            .iter()
+            .any(|s| s.name == stream)
+        {
             Ok(())
         } else {
-            Err(group_missing())
+            Err(stream_missing())
         }
     }
 
     fn create_log_group(&self, req: LogGroupRequest) -> Result<Value, AwsError> {
-        if req.log_group_name.is_empty() || req.log_group_name.len() > 512 {
-            return Err(AwsError::invalid_parameter("Invalid logGroupName."));
+        check_group_name("logGroupName", &req.log_group_name)?;
+        if req.log_group_name.to_ascii_lowercase().starts_with("aws/") {
+            return Err(AwsError::invalid_parameter(
+                "Log groups starting with AWS/ are reserved for AWS.",
+            ));
         }
+        let class = req.log_group_class.as_deref().unwrap_or("STANDARD");
+        if !["STANDARD", "INFREQUENT_ACCESS", "DELIVERY"].contains(&class) {
+            return Err(constraint(
+                "logGroupClass",
+                class,
+                "Member must satisfy enum value set: [STANDARD, INFREQUENT_ACCESS, DELIVERY]",
+            ));
+        }
+        if req.kms_key_id.is_some() {
+            return Err(AwsError::invalid_parameter(
+                "berth has no KMS keys: kmsKeyId is not supported.",
+            ));
+        }
+        let tags = match &req.tags {
+            Some(t) => check_tags(t)?,
+            None => Vec::new(),
+        };
         if !self
             .store
-            .create_log_group(&req.log_group_name)
+            .create_log_group(&req.log_group_name, class, &tags)
             .map_err(store_err)?
         {
             return Err(AwsError::client(
@@ -92,7 +429,122 @@ impl ControlPlane {
         Ok(json!({}))
     }
 
+    /// Purges queued events now, batch by batch (the group or stream is already gone).
+    async fn purge_now(&self) -> Result<(), AwsError> {
+        while self
+            .store
+            .purge_log_events(SWEEP_BATCH)
+            .map_err(store_err)?
+            == SWEEP_BATCH
+        {
+            tokio::task::yield_now().await;
+        }
+        Ok(())
+    }
+
+    async fn delete_log_group(&self, req: LogGroupRequest) -> Result<Value, AwsError> {
+        check_group_name("logGroupName", &req.log_group_name)?;
+        if !self
+            .store
+            .delete_log_group(&req.log_group_name)
+            .map_err(store_err)?
+        {
+            return Err(group_missing());
+        }
+        self.purge_now().await?;
+        Ok(json!({}))
+    }
+
+    async fn delete_log_stream(&self, req: CreateLogStreamRequest) -> Result<Value, AwsError> {
+        check_group_name("logGroupName", &req.log_group_name)?;
+        check_stream_name("logStreamName", &req.log_stream_name)?;
+        self.require_group(&req.log_group_name)?;
+        if !self
+            .store
+            .delete_log_stream(&req.log_group_name, &req.log_stream_name)
+            .map_err(store_err)?
+        {
+            return Err(stream_missing());
+        }
+        self.purge_now().await?;
+        Ok(json!({}))
+    }
+
+    fn put_retention_policy(&self, req: PutRetentionPolicyRequest) -> Result<Value, AwsError> {
+        check_group_name("logGroupName", &req.log_group_name)?;
+        if !RETENTION_DAYS.contains(&req.retention_in_days) {
+            let set: Vec<String> = RETENTION_DAYS.iter().map(|d| d.to_string()).collect();
+            return Err(constraint(
+                "retentionInDays",
+                &req.retention_in_days.to_string(),
+                &format!("Member must satisfy enum value set: [{}]", set.join(", ")),
+            ));
+        }
+        if !self
+            .store
+            .set_log_retention(&req.log_group_name, Some(req.retention_in_days))
+            .map_err(store_err)?
+        {
+            return Err(group_missing());
+        }
+        sweep_wake().notify_one();
+        Ok(json!({}))
+    }
+
+    fn delete_retention_policy(&self, req: LogGroupRequest) -> Result<Value, AwsError> {
+        check_group_name("logGroupName", &req.log_group_name)?;
+        if !self
+            .store
+            .set_log_retention(&req.log_group_name, None)
+            .map_err(store_err)?
+        {
+            return Err(group_missing());
+        }
+        Ok(json!({}))
+    }
+
+    fn tag_group(&self, group: &str, tags: &BTreeMap<String, String>) -> Result<Value, AwsError> {
+        let tags = check_tags(tags)?;
+        match self
+            .store
+            .tag_log_group(group, &tags, MAX_TAGS)
+            .map_err(store_err)?
+        {
+            TagOutcome::Tagged => Ok(json!({})),
+            TagOutcome::NoSuchGroup => Err(group_missing()),
+            TagOutcome::TooMany => Err(too_many_tags()),
+        }
+    }
+
+    fn untag_group(&self, group: &str, keys: &[String]) -> Result<Value, AwsError> {
+        if keys.len() > MAX_TAGS {
+            return Err(constraint(
+                "tagKeys",
+                &format!("{} keys", keys.len()),
+                "Member must have length less than or equal to 50",
+            ));
+        }
+        for k in keys {
+            check_len("tagKeys", k, 1, 128)?;
+        }
+        if !self.store.untag_log_group(group, keys).map_err(store_err)? {
+            return Err(group_missing());
+        }
+        Ok(json!({}))
+    }
+
+    fn list_group_tags(&self, group: &str) -> Result<Value, AwsError> {
+        let tags = self
+            .store
+            .log_group_tags(group)
+            .map_err(store_err)?
+            .ok_or_else(group_missing)?;
+        Ok(json!({ "tags": tags_json(tags) }))
+    }
+
     fn create_log_stream(&self, req: CreateLogStreamRequest) -> Result<Value, AwsError> {
+        check_group_name("logGroupName", &req.log_group_name)?;
+        check_stream_name("logStreamName", &req.log_stream_name)?;
         self.require_group(&req.log_group_name)?;
         if !self
             .store
@@ -108,29 +560,100 @@ impl ControlPlane {
     }
 
     fn put_log_events(&self, req: PutLogEventsRequest) -> Result<Value, AwsError> {
-        self.require_group(&req.log_group_name)?;
-        if self
-            .store
-            .log_streams(&req.log_group_name, &req.log_stream_name)
-            .map_err(store_err)?
-            .iter()
-            .all(|s| s.name != req.log_stream_name)
-        {
-            return Err(stream_missing());
+        check_group_name("logGroupName", &req.log_group_name)?;
+        check_stream_name("logStreamName", &req.log_stream_name)?;
+        let group = self.require_group(&req.log_group_name)?;
+        self.require_stream(&req.log_group_name, &req.log_stream_name)?;
+        let events = req.log_events;
+        if events.is_empty() || events.len() > MAX_BATCH_EVENTS {
+            return Err(constraint(
+                "logEvents",
+                &format!("{} events", events.len()),
+                &format!("Member must have length between 1 and {MAX_BATCH_EVENTS}"),
+            ));
         }
-        let events: Vec<(i64, String)> = req
-            .log_events
-            .into_iter()
-            .map(|e| (e.timestamp, e.message))
+        let size: usize = events.iter().map(|e| e.message.len() + 26).sum();
+        if size > MAX_BATCH_BYTES {
+            return Err(AwsError::invalid_parameter(format!(
+                "Upload too large: {size} bytes exceeds limit of {MAX_BATCH_BYTES}"
+            )));
+        }
+        if events.windows(2).any(|w| w[1].timestamp < w[0].timestamp) {
+            return Err(AwsError::invalid_parameter(
+                "Log events in a single PutLogEvents request must be in chronological order.",
+            ));
+        }
+        let now = now_ms();
+        // Sorted by time, so each rejected kind is a prefix (too old, expired) or a suffix
+        // (too new) of the batch.
+        let count_before = |limit: i64| events.iter().take_while(|e| e.timestamp < limit).count();
+        let too_old_end = count_before(now - MAX_PAST_MS);
+        let expired_end = group
+            .retention_days
+            .map(|d| count_before(now - d * retention_day_ms()))
+            .unwrap_or(0);
+        let too_new_start = events
+            .iter()
+            .position(|e| e.timestamp > now + MAX_FUTURE_MS)
+            .unwrap_or(events.len());
+        let first = too_old_end.max(expired_end).min(too_new_start);
+        let valid = &events[first..too_new_start];
+        if let (Some(a), Some(b)) = (valid.first(), valid.last()) {
+            if b.timestamp - a.timestamp > MAX_SPAN_MS {
+                return Err(AwsError::invalid_parameter(
+                    "The batch of log events in a single PutLogEvents request cannot span more than 24 hours.",
+                ));
+            }
+        }
+        let rows: Vec<(i64, String)> = valid
+            .iter()
+            .map(|e| (e.timestamp, e.message.clone()))
             .collect();
-        self.store
-            .append_log_events(&req.log_group_name, &req.log_stream_name, &events)
-            .map_err(store_err)?;
-        Ok(json!({}))
+        if !rows.is_empty() {
+            self.store
+                .append_log_events(&req.log_group_name, &req.log_stream_name, &rows)
+                .map_err(store_err)?;
+        }
+        let mut rejected = serde_json::Map::new();
+        if too_old_end > 0 {
+            rejected.insert("tooOldLogEventEndIndex".into(), json!(too_old_end));
+        }
+        if expired_end > 0 {
+            rejected.insert("expiredLogEventEndIndex".into(), json!(expired_end));
+        }
+        if too_new_start < events.len() {
+            rejected.insert("tooNewLogEventStartIndex".into(), json!(too_new_start));
+        }
+        let mut out = json!({ "nextSequenceToken": format!("{now:056}") });
+        if !rejected.is_empty() {
+            out["rejectedLogEventsInfo"] = Value::Object(rejected);
+        }
+        Ok(out)
     }
 
     fn describe_log_groups(&self, req: DescribeLogGroupsRequest) -> Result<Value, AwsError> {
         let max = limit(req.limit, 50)?;
+        if req.log_group_name_prefix.is_some() && req.log_group_name_pattern.is_some() {
+            return Err(AwsError::invalid_parameter(
+                "LogGroup name prefix and LogGroup name pattern are mutually exclusive parameters.",
+            ));
+        }
+        if let Some(p) = &req.log_group_name_prefix {
+            check_group_name("logGroupNamePrefix", p)?;
+        }
+        if let Some(p) = &req.log_group_name_pattern {
+            check_len("logGroupNamePattern", p, 0, 512)?;
+            if !p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-_/#".contains(c))
+            {
+                return Err(constraint(
+                    "logGroupNamePattern",
+                    p,
+                    r"Member must satisfy regular expression pattern: [\.\-_/#A-Za-z0-9]*",
+                ));
+            }
+        }
         let after = req.next_token.clone();
         let groups: Vec<Value> = self
             .store
@@ -144,15 +667,19 @@ impl ControlPlane {
             })
             .filter(|g| after.as_ref().is_none_or(|a| g.name.as_str() > a.as_str()))
             .map(|g| {
-                json!({
+                let mut v = json!({
                     "logGroupName": g.name,
                     "creationTime": g.created_at,
                     "metricFilterCount": 0,
                     "arn": self.scope.log_group(&g.name),
                     "logGroupArn": self.scope.log_group(&g.name).trim_end_matches(":*"),
                     "storedBytes": g.stored_bytes,
-                    "logGroupClass": "STANDARD",
-                })
+                    "logGroupClass": g.class,
+                });
+                if let Some(d) = g.retention_days {
+                    v["retentionInDays"] = json!(d);
+                }
+                v
             })
             .collect();
         let more = groups.len() > max;
@@ -166,7 +693,10 @@ impl ControlPlane {
     }
 
     fn describe_log_streams(&self, req: DescribeLogStreamsRequest) -> Result<Value, AwsError> {
-        let group = group_of(req.log_group_name, req.log_group_identifier)?;
+        let group = self.group_of(req.log_group_name, req.log_group_identifier)?;
+        if let Some(p) = &req.log_stream_name_prefix {
+            check_stream_name("logStreamNamePrefix", p)?;
+        }
         self.require_group(&group)?;
         let max = limit(req.limit, 50)?;
         let by_time = req.order_by.as_deref() == Some("LastEventTime");
@@ -211,17 +741,10 @@ impl ControlPlane {
     }
 
     fn get_log_events(&self, req: GetLogEventsRequest) -> Result<Value, AwsError> {
-        let group = group_of(req.log_group_name, req.log_group_identifier)?;
+        let group = self.group_of(req.log_group_name, req.log_group_identifier)?;
+        check_stream_name("logStreamName", &req.log_stream_name)?;
         self.require_group(&group)?;
-        if self
-            .store
-            .log_streams(&group, &req.log_stream_name)
-            .map_err(store_err)?
-            .iter()
-            .all(|s| s.name != req.log_stream_name)
-        {
-            return Err(stream_missing());
-        }
+        self.require_stream(&group, &req.log_stream_name)?;
         let mut q = EventQuery {
             streams: vec![req.log_stream_name.clone()],
             start_time: req.start_time,
@@ -269,7 +792,13 @@ impl ControlPlane {
     }
 
     fn filter_log_events(&self, req: FilterLogEventsRequest) -> Result<Value, AwsError> {
-        let group = group_of(req.log_group_name, req.log_group_identifier)?;
+        let group = self.group_of(req.log_group_name, req.log_group_identifier)?;
+        for n in req.log_stream_names.iter().flatten() {
+            check_stream_name("logStreamNames", n)?;
+        }
+        if let Some(p) = &req.log_stream_name_prefix {
+            check_stream_name("logStreamNamePrefix", p)?;
+        }
         self.require_group(&group)?;
         if req.log_stream_names.is_some() && req.log_stream_name_prefix.is_some() {
             return Err(AwsError::invalid_parameter(
