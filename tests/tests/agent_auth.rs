@@ -308,6 +308,8 @@ fn spawn_agent(s: &Server, join_token: Option<&str>, log: &str) -> std::process:
         .args(["--task-subnet", &s.task_subnet()])
         .args(["--task-bridge", &s.bridge()])
         .env_remove("BERTH_JOIN_TOKEN")
+        // Where `berth` finds the account's access key when the registry wants credentials.
+        .env("BERTH_DATA_DIR", &s.data_dir)
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(s.data_dir.join(log)).unwrap());
     if let Some(t) = join_token {
