@@ -887,7 +887,11 @@ fn unhealthy_task_is_replaced() {
                 .iter()
                 .any(|m| m.contains(&format!("(task {id}) failed container health checks")))
     });
-    assert_eq!(v["deployments"][0]["failedTasks"], 1, "{v:#} {msgs:?}");
+    // The replacement runs the same script, so it may fail its checks too by now.
+    assert!(
+        v["deployments"][0]["failedTasks"].as_i64().unwrap_or(0) >= 1,
+        "{v:#} {msgs:?}"
+    );
 }
 
 #[test]
