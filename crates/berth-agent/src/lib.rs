@@ -19,6 +19,7 @@ mod health;
 mod metadata;
 mod network;
 mod registry;
+mod registry_auth;
 mod resolve;
 mod runtime;
 mod sampler;
@@ -29,8 +30,10 @@ mod snapshot;
 mod spec;
 mod tailer;
 mod task;
+mod transport;
 
 pub use cgroups::Layout as CgroupLayout;
+pub use transport::PullConfig;
 
 /// How the agent runs.
 #[derive(Debug, Clone)]
@@ -48,6 +51,8 @@ pub struct AgentConfig {
     pub network: Option<NetworkConfig>,
     /// How often running tasks' CPU and memory are sampled for CloudWatch metrics.
     pub metrics_interval: Duration,
+    /// How registries other than berth's own are reached (extra CAs, plain-HTTP ones).
+    pub pull: PullConfig,
 }
 
 /// Task network settings of an agent.
@@ -162,6 +167,7 @@ pub fn preflight(config: &AgentConfig) -> Result<(), AgentError> {
             )))
         }
     }
+    config.pull.client().map_err(AgentError::Preflight)?;
     let layout = cgroups::Layout::read();
     cgroups::check_runtime_layout(&config.runtime, &layout).map_err(AgentError::Preflight)?;
     if let Some(n) = &config.network {
@@ -250,9 +256,17 @@ pub async fn run(mut config: AgentConfig) -> Result<(), AgentError> {
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)
         .build()?;
-    let control = control::Control::new(client.clone(), &config.server_url);
+    let control = control::Control::new(client, &config.server_url);
     let snapshots = Arc::new(snapshot::Snapshots::new(config.data_dir.join("snapshots"))?);
-    let puller = registry::Puller::new(client, &config.server_url, &config.data_dir, snapshots)?;
+    let pull_client = config.pull.client().map_err(AgentError::Preflight)?;
+    let insecure = config.pull.insecure().map_err(AgentError::Preflight)?;
+    let puller = registry::Puller::new(
+        pull_client,
+        &config.server_url,
+        &config.data_dir,
+        snapshots,
+        insecure,
+    )?;
     let tasks_dir = config.data_dir.join("tasks");
     std::fs::create_dir_all(&tasks_dir)?;
     // The embedded per-task shim, run as `<data-dir>/bin/berth-shim-<hash> shim <task-dir> ..`.

@@ -476,6 +476,7 @@ async fn scenario(runtime: &str, prefix: &str) {
         instance_id: "i-test".into(),
         network: None,
         metrics_interval: std::time::Duration::from_secs(10),
+        pull: Default::default(),
     };
     if let Err(e) = preflight(&cfg) {
         eprintln!("skipping {runtime}: {e}");

@@ -6,6 +6,7 @@
 
 mod body_drain;
 mod image_verbs;
+mod pull_args;
 mod server;
 mod usage_verb;
 
@@ -131,6 +132,8 @@ pub struct ServerArgs {
     pub metrics_interval: f64,
     #[command(flatten)]
     pub net: NetArgs,
+    #[command(flatten)]
+    pub pull: pull_args::PullArgs,
 }
 
 impl ServerArgs {
@@ -160,6 +163,8 @@ pub struct AgentArgs {
     pub metrics_interval: f64,
     #[command(flatten)]
     pub net: NetArgs,
+    #[command(flatten)]
+    pub pull: pull_args::PullArgs,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -198,6 +203,7 @@ fn main() -> anyhow::Result<()> {
                     metrics_interval: std::time::Duration::from_secs_f64(
                         args.metrics_interval.max(0.1),
                     ),
+                    pull: args.pull.config(),
                 };
                 berth_agent::preflight(&config)?;
                 berth_agent::run(config).await?;

@@ -122,6 +122,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         instance_id: "local".to_string(),
         network: Some(args.net.config()),
         metrics_interval: args.metrics_interval(),
+        pull: args.pull.config(),
     };
     if !args.no_agent {
         // Tasks of a previous run keep running under their shims; the agent re-adopts them.
