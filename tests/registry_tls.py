@@ -38,9 +38,13 @@ ap.add_argument("--key")
 ap.add_argument("--user")
 ap.add_argument("--password")
 ap.add_argument("--log", required=True)
+# The scope the challenge names and /token expects (default repository:<repo>:pull; public
+# ECR names `aws`).
+ap.add_argument("--challenge-scope")
 args = ap.parse_args()
 
 TOKENS = set()
+SCOPE = args.challenge_scope or f"repository:{args.repo}:pull"
 LOCK = threading.Lock()
 LOG = open(args.log, "a", buffering=1)
 
@@ -126,7 +130,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if kind != "bearer-ok":
             challenge = (
                 f'Bearer realm="{self.scheme_host()}/token",service="test-registry",'
-                f'scope="repository:{args.repo}:pull"'
+                f'scope="{SCOPE}"'
             )
             return self.send_json(
                 401,
@@ -171,7 +175,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if self.headers.get("Authorization", "") != want:
                 return self.send_json(401, {"details": "incorrect username or password"})
         q = urllib.parse.parse_qs(url.query)
-        if q.get("scope") != [f"repository:{args.repo}:pull"] or q.get("service") != ["test-registry"]:
+        if q.get("scope") != [SCOPE] or q.get("service") != ["test-registry"]:
             return self.send_json(400, {"details": "unexpected scope or service"})
         tok = secrets.token_hex(16)
         with LOCK:

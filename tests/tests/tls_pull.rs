@@ -116,6 +116,15 @@ struct Registry {
 impl Registry {
     /// TLS with `certs`, or plain HTTP; `user` makes /token require Basic credentials.
     fn start(bind: &str, certs: Option<&Certs>, user: Option<(&str, &str)>) -> Registry {
+        Self::start_args(bind, certs, user, &[])
+    }
+
+    fn start_args(
+        bind: &str,
+        certs: Option<&Certs>,
+        user: Option<(&str, &str)>,
+        extra: &[&str],
+    ) -> Registry {
         let dir = temp_dir("reg");
         let log = dir.join("requests.log");
         let mut cmd = Command::new("python3");
@@ -133,6 +142,7 @@ impl Registry {
         if let Some((u, p)) = user {
             cmd.args(["--user", u, "--password", p]);
         }
+        cmd.args(extra);
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -237,6 +247,36 @@ fn tls_registry_with_bearer_tokens_runs_with_registry_ca() {
                 .contains("arn:aws:secretsmanager:us-east-1:000000000000:secret:reg-AbCdEf"),
         "{t}"
     );
+
+    // A registry whose challenge names its own scope (as public ECR's `aws`): the token is
+    // fetched once and carried by every later request of the pull (one 401 in all).
+    let ecr_like = Registry::start_args(
+        "127.0.0.1",
+        Some(&certs),
+        None,
+        &["--challenge-scope", "aws"],
+    );
+    let image2 = format!("127.0.0.1:{}/busybox:1", ecr_like.port);
+    // A fresh server, so that the pull asks for the config and layer blobs too.
+    let s2 = Server::start_with(&["--registry-ca", &certs.ca()]);
+    let t = run_to_stop(&s2, "tls-scope", &image2, json!({}));
+    assert_eq!(t["containers"][0]["exitCode"], 0, "{t}\n{}", s2.log());
+    let log = ecr_like.requests();
+    assert!(
+        log.contains("GET /token?service=test-registry&scope=aws "),
+        "{log}"
+    );
+    assert_eq!(log.matches("GET /token?").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("/v2/busybox/manifests/1 none").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.matches("/v2/busybox/blobs/").count() >= 2, "{log}");
+    for l in log.lines().filter(|l| l.contains("/blobs/")) {
+        assert!(l.ends_with("bearer-ok"), "{l}\n{log}");
+    }
+    drop(s2);
 
     // A token endpoint that refuses anonymous requests: the pull fails saying so.
     let locked = Registry::start("127.0.0.1", Some(&certs), Some(("u", "p")));
@@ -391,4 +431,31 @@ fn berth_bin() -> PathBuf {
     std::env::var_os("BERTH_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target/debug/berth"))
+}
+
+#[test]
+fn loopback_plain_http_registry_still_works_after_one_https_try() {
+    let reg = Registry::start("127.0.0.1", None, None);
+    let s = Server::start();
+    let image = format!("localhost:{}/busybox:1", reg.port);
+    for family in ["loop-1", "loop-2"] {
+        let t = run_to_stop(&s, family, &image, json!({}));
+        assert_eq!(
+            t["stopCode"],
+            "EssentialContainerExited",
+            "{t}\n{}",
+            s.log()
+        );
+        assert_eq!(t["containers"][0]["exitCode"], 0, "{t}");
+    }
+    let log = reg.requests();
+    // HTTPS was tried once (the answer is remembered), then everything went over HTTP with
+    // a token from the plain-HTTP loopback realm.
+    assert_eq!(log.matches("PLAIN-GOT-TLS").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("GET /v2/busybox/manifests/1 bearer-ok").count(),
+        2,
+        "{log}"
+    );
+    assert_eq!(log.matches("GET /token?").count(), 1, "{log}");
 }

@@ -209,7 +209,11 @@ impl TokenCache {
                 realm,
                 service,
                 scope,
-            }) => (realm, service, scope.unwrap_or(default_scope)),
+            }) => (
+                realm,
+                service,
+                scope.unwrap_or_else(|| default_scope.clone()),
+            ),
             Some(Challenge::Basic) => {
                 let Some(c) = credentials else {
                     return Err("failed to authorize: the registry asks for Basic credentials and the task has no repositoryCredentials".into());
@@ -226,6 +230,7 @@ impl TokenCache {
             }
         };
         if let Some(h) = self.get(registry, &scope) {
+            self.put(registry, &default_scope, &h, Duration::from_secs(60));
             return Ok(h);
         }
         let what = if credentials.is_some() {
@@ -294,12 +299,13 @@ impl TokenCache {
         }
         // Kept until shortly before it expires; the spec's minimum lifetime is 60 s.
         let secs = t.expires_in.unwrap_or(60).clamp(60, 86_400);
-        self.put(
-            registry,
-            &scope,
-            &header,
-            Duration::from_secs(secs - secs / 10),
-        );
+        let ttl = Duration::from_secs(secs - secs / 10);
+        self.put(registry, &scope, &header, ttl);
+        // Registries whose challenge names another scope (public ECR says `aws`): the next
+        // request of this pull, looked up by its repository scope, carries the token at once.
+        if scope != default_scope {
+            self.put(registry, &default_scope, &header, ttl);
+        }
         Ok(header)
     }
 }
