@@ -244,7 +244,7 @@ fn tls_registry_with_bearer_tokens_runs_with_registry_ca() {
             .starts_with("ResourceInitializationError: unable to pull secrets or registry auth: ")
             && reason(&t).contains("Secrets Manager is not available in berth yet")
             && reason(&t)
-                .contains("arn:aws:secretsmanager:us-east-1:000000000000:secret:reg-AbCdEf"),
+                .contains("asm fetching secret from the service for arn:aws:secretsmanager:us-east-1:000000000000:secret:reg-AbCdEf: "),
         "{t}"
     );
 

@@ -210,7 +210,8 @@ impl Puller {
     /// missing. The error message is ECS's `CannotPullContainerError: ...`.
     /// `credentials_parameter` is the container's `repositoryCredentials.credentialsParameter`
     /// (a Secrets Manager ARN): berth has no Secrets Manager yet, so naming one fails with
-    /// ECS's `ResourceInitializationError: unable to pull secrets or registry auth: ...`.
+    /// ECS's `ResourceInitializationError: unable to pull secrets or registry auth: ...` in the
+    /// ECS agent's words (`asm fetching secret from the service for <arn>: <cause>`).
     pub async fn pull(
         &self,
         image: &str,
@@ -221,7 +222,7 @@ impl Puller {
             Some(arn) => {
                 return Err(PullError {
                     message: format!(
-                        "ResourceInitializationError: unable to pull secrets or registry auth: execution resource retrieval failed: unable to retrieve secret from asm: failed to fetch secret {arn} from secrets manager: Secrets Manager is not available in berth yet, so repositoryCredentials cannot be used"
+                        "ResourceInitializationError: unable to pull secrets or registry auth: execution resource retrieval failed: asm fetching secret from the service for {arn}: Secrets Manager is not available in berth yet, so repositoryCredentials cannot be used"
                     ),
                 })
             }
