@@ -20,6 +20,7 @@ mod health;
 mod metadata;
 mod network;
 mod registry;
+mod registry_auth;
 mod resolve;
 mod runtime;
 mod sampler;
@@ -31,11 +32,13 @@ mod spec;
 mod statefile;
 mod tailer;
 mod task;
+mod transport;
 pub mod unpack;
 #[cfg(test)]
 mod unpack_attacks;
 
 pub use cgroups::Layout as CgroupLayout;
+pub use transport::PullConfig;
 
 /// How the agent runs.
 #[derive(Debug, Clone)]
@@ -63,6 +66,8 @@ pub struct AgentConfig {
     /// password for the server's own registry; `None` asks unsigned (servers started with
     /// `--insecure-any-credentials` or `--no-registry-auth`).
     pub credentials: Option<berth_iam::AccessKey>,
+    /// How registries other than berth's own are reached (extra CAs, plain-HTTP ones).
+    pub pull: PullConfig,
 }
 
 /// Task network settings of an agent.
@@ -183,6 +188,7 @@ pub fn preflight(config: &AgentConfig) -> Result<(), AgentError> {
             )))
         }
     }
+    config.pull.client().map_err(AgentError::Preflight)?;
     let layout = cgroups::Layout::read();
     cgroups::check_runtime_layout(&config.runtime, &layout).map_err(AgentError::Preflight)?;
     if let Some(n) = &config.network {
@@ -271,17 +277,19 @@ pub async fn run(mut config: AgentConfig) -> Result<(), AgentError> {
         .tcp_nodelay(true)
         .build()?;
     let credential = control::credential(&client, &config).await?;
-    let control =
-        control::Control::new(client.clone(), &config.server_url, credential).redacting(vec![
-            config.data_dir.clone(),
-            std::fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone()),
-        ]);
+    let control = control::Control::new(client, &config.server_url, credential).redacting(vec![
+        config.data_dir.clone(),
+        std::fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone()),
+    ]);
     let snapshots = Arc::new(snapshot::Snapshots::new(config.data_dir.join("snapshots"))?);
+    let pull_client = config.pull.client().map_err(AgentError::Preflight)?;
+    let insecure = config.pull.insecure().map_err(AgentError::Preflight)?;
     let puller = registry::Puller::new(
-        client,
+        pull_client,
         &config.server_url,
         &config.data_dir,
         snapshots,
+        insecure,
         config.credentials.clone(),
     )?;
     let tasks_dir = config.data_dir.join("tasks");

@@ -9,7 +9,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::resolve::{resolve, Resolved};
+use crate::registry_auth::{self, Credentials, TokenCache};
+use crate::resolve::{resolve, InsecureRegistries, Resolved, Transport};
 use crate::snapshot::{chain_ids, digest_hex, Compression, Snapshots};
 use crate::AgentError;
 
@@ -105,7 +106,17 @@ pub struct Puller {
     own_auth: tokio::sync::Mutex<Option<String>>,
     /// Signs `GetAuthorizationToken` (SigV4) when set.
     credentials: Option<berth_iam::AccessKey>,
+    /// Registries that may be reached over plain HTTP besides loopback ones.
+    insecure: InsecureRegistries,
+    /// Per loopback / `--insecure-registry` registry: whether it turned out to speak plain
+    /// HTTP, and when that was found (asked again after [`SCHEME_TTL`]).
+    plain: std::sync::Mutex<std::collections::HashMap<String, (bool, std::time::Instant)>>,
+    /// Tokens of other registries.
+    tokens: TokenCache,
 }
+
+/// How long a registry's HTTPS-or-HTTP answer is kept.
+const SCHEME_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 
 fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
@@ -137,6 +148,7 @@ impl Puller {
         server_url: &str,
         data_dir: &Path,
         snapshots: Arc<Snapshots>,
+        insecure: InsecureRegistries,
         credentials: Option<berth_iam::AccessKey>,
     ) -> Result<Puller, AgentError> {
         let blobs = data_dir.join("blobs").join("sha256");
@@ -147,6 +159,9 @@ impl Puller {
             blobs,
             snapshots,
             own_auth: tokio::sync::Mutex::new(None),
+            insecure,
+            plain: Default::default(),
+            tokens: TokenCache::default(),
             credentials,
         })
     }
@@ -227,10 +242,29 @@ impl Puller {
 
     /// Pulls `image` (as written): manifests, config, and the layers whose snapshots are
     /// missing. The error message is ECS's `CannotPullContainerError: ...`.
-    pub async fn pull(&self, image: &str) -> Result<Image, PullError> {
-        let r = resolve(image, &self.server_url).map_err(|e| PullError {
+    /// `credentials_parameter` is the container's `repositoryCredentials.credentialsParameter`
+    /// (a Secrets Manager ARN): berth has no Secrets Manager yet, so naming one fails with
+    /// ECS's `ResourceInitializationError: unable to pull secrets or registry auth: ...` in the
+    /// ECS agent's words (`asm fetching secret from the service for <arn>: <cause>`).
+    pub async fn pull(
+        &self,
+        image: &str,
+        credentials_parameter: Option<&str>,
+    ) -> Result<Image, PullError> {
+        let credentials: Option<Credentials> = match credentials_parameter {
+            None => None,
+            Some(arn) => {
+                return Err(PullError {
+                    message: format!(
+                        "ResourceInitializationError: unable to pull secrets or registry auth: execution resource retrieval failed: asm fetching secret from the service for {arn}: Secrets Manager is not available in berth yet, so repositoryCredentials cannot be used"
+                    ),
+                })
+            }
+        };
+        let mut r = resolve(image, &self.server_url, &self.insecure).map_err(|e| PullError {
             message: format!("CannotPullContainerError: {e}"),
         })?;
+        r.credentials = credentials;
         let fail = |what: String| {
             PullError {
             message: format!(
@@ -238,6 +272,9 @@ impl Puller {
             ),
         }
         };
+        if let Err(e) = self.choose_scheme(&mut r).await {
+            return Err(fail(format!("{}: {e}", r.display)));
+        }
         match self.pull_resolved(&r).await {
             Ok(img) => Ok(img),
             Err(FetchError::NotFound) => Err(fail(format!("{}: not found", r.display))),
@@ -283,26 +320,79 @@ impl Puller {
         Ok((body.to_vec(), digest))
     }
 
+    /// For a registry that may speak plain HTTP (loopback, `--insecure-registry`): HTTPS
+    /// first (`GET /v2/`); when that fails for another reason than the certificate and plain
+    /// HTTP answers, the registry is pulled from over HTTP (remembered for [`SCHEME_TTL`]).
+    async fn choose_scheme(&self, r: &mut Resolved) -> Result<(), String> {
+        if r.transport != Transport::HttpsThenHttp {
+            return Ok(());
+        }
+        let http_base = format!("http://{}", r.authority);
+        let known = self.plain.lock().unwrap().get(&r.authority).copied();
+        if let Some((plain, at)) = known {
+            if at.elapsed() < SCHEME_TTL {
+                if plain {
+                    r.base_url = http_base;
+                }
+                return Ok(());
+            }
+        }
+        let e = match self.client.get(format!("{}/v2/", r.base_url)).send().await {
+            Ok(_) => {
+                self.remember_scheme(&r.authority, false);
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        let (kind, _) = crate::transport::classify(&e);
+        let described = crate::transport::describe(&e, r.transport, &r.authority);
+        if kind == crate::transport::Failure::Certificate {
+            return Err(described);
+        }
+        match self.client.get(format!("{http_base}/v2/")).send().await {
+            Ok(_) => {
+                self.remember_scheme(&r.authority, true);
+                r.base_url = http_base;
+                Ok(())
+            }
+            Err(_) => Err(described),
+        }
+    }
+
+    fn remember_scheme(&self, authority: &str, plain: bool) {
+        let mut m = self.plain.lock().unwrap();
+        if m.len() >= 1024 {
+            m.clear();
+        }
+        m.insert(authority.to_string(), (plain, std::time::Instant::now()));
+    }
+
     /// Sends a request, retrying once on a connection error or 5xx. Requests to berth's own
-    /// registry carry its credentials once it has asked for them (401).
+    /// registry carry its credentials once it has asked for them (401); requests to other
+    /// registries answer their challenge (token auth, see [`registry_auth`]).
     async fn send_retry<F>(&self, r: &Resolved, make: F) -> Result<reqwest::Response, FetchError>
     where
         F: Fn() -> reqwest::RequestBuilder,
     {
-        let own = r.base_url == self.server_url;
+        let own = r.transport == Transport::Own;
+        let scope = format!("repository:{}:pull", r.repository);
+        let mut auth = if own {
+            None
+        } else {
+            self.tokens.get(&r.authority, &scope)
+        };
         let mut last = String::new();
         let mut refreshed = false;
+        let mut challenged = false;
         let mut attempt = 0;
         while attempt < 2 {
             if attempt > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
-            let auth = if own {
-                self.own_auth.lock().await.clone()
-            } else {
-                None
-            };
-            let req = match auth {
+            if own {
+                auth = self.own_auth.lock().await.clone();
+            }
+            let req = match &auth {
                 Some(a) => make().header("Authorization", a),
                 None => make(),
             };
@@ -317,6 +407,44 @@ impl Puller {
                         self.refresh_own_auth().await.map_err(FetchError::Other)?;
                         continue;
                     }
+                    if st == reqwest::StatusCode::UNAUTHORIZED && !own && !challenged {
+                        challenged = true;
+                        let ch = registry_auth::challenge(resp.headers());
+                        let allowed = |u: &reqwest::Url| {
+                            u.scheme() == "https"
+                                || (u.scheme() == "http"
+                                    && crate::transport::plain_http_allowed(
+                                        &self.insecure,
+                                        u.as_str(),
+                                    ))
+                        };
+                        let h = self
+                            .tokens
+                            .authorize(
+                                &self.client,
+                                &r.authority,
+                                &r.repository,
+                                ch,
+                                r.credentials.as_ref(),
+                                allowed,
+                            )
+                            .await
+                            .map_err(FetchError::Other)?;
+                        auth = Some(h);
+                        continue;
+                    }
+                    if !own
+                        && (st == reqwest::StatusCode::UNAUTHORIZED
+                            || st == reqwest::StatusCode::FORBIDDEN)
+                    {
+                        let body = registry_auth::read_limited(resp, 64 << 10)
+                            .await
+                            .unwrap_or_default();
+                        return Err(FetchError::Other(format!(
+                            "pull access denied, repository does not exist or may require authorization: server message: {}",
+                            registry_auth::server_message(&body)
+                        )));
+                    }
                     if st == reqwest::StatusCode::NOT_FOUND {
                         return Err(FetchError::NotFound);
                     }
@@ -329,7 +457,13 @@ impl Puller {
                         return Err(FetchError::Other(last));
                     }
                 }
-                Err(e) => last = format!("{e}"),
+                Err(e) => {
+                    last = crate::transport::describe(&e, r.transport, &r.authority);
+                    // A TLS failure does not go away by asking again.
+                    if crate::transport::classify(&e).0 != crate::transport::Failure::Other {
+                        return Err(FetchError::Other(last));
+                    }
+                }
             }
             attempt += 1;
         }

@@ -183,8 +183,12 @@ pub async fn run_task(agent: Arc<Agent>, spec: TaskSpec, mut stop: watch::Receiv
     report.pull_started_at = Some(epoch_now());
     reports.send(&report);
     let pulls = async {
-        futures_util::future::join_all(spec.containers.iter().map(|c| agent.puller.pull(&c.image)))
-            .await
+        futures_util::future::join_all(spec.containers.iter().map(|c| {
+            agent
+                .puller
+                .pull(&c.image, c.repository_credentials.as_deref())
+        }))
+        .await
     };
     // The network is set up in a task of its own: a stop request must not cancel a CNI ADD
     // half-way (its DEL could then run first and the address would stay reserved), so the

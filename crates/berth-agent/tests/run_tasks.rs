@@ -479,6 +479,7 @@ async fn scenario(runtime: &str, prefix: &str) {
         credential: Some("stub-credential".into()),
         join_token: None,
         credentials: None,
+        pull: Default::default(),
     };
     if let Err(e) = preflight(&cfg) {
         eprintln!("skipping {runtime}: {e}");

@@ -219,6 +219,10 @@ pub struct ContainerSpec {
     /// ECS `privileged` (refused by the agent for FARGATE tasks).
     #[serde(default)]
     pub privileged: bool,
+    /// ECS `repositoryCredentials.credentialsParameter`: the ARN of the Secrets Manager
+    /// secret holding the registry's `username` and `password`.
+    #[serde(default)]
+    pub repository_credentials: Option<String>,
 }
 
 /// ECS `HealthCheck`: `command` is `["CMD", exe, args...]` or `["CMD-SHELL", "shell command"]`;

@@ -255,7 +255,10 @@ impl ControlPlane {
                 let (_, t, _) = self.target_by_arn(&req)?;
                 Ok(json!({"Tags": t.get("Tags").cloned().unwrap_or(json!({}))}))
             }
-            _ => Err(AwsError::unknown_operation("Application Auto Scaling", operation)),
+            _ => Err(AwsError::unknown_operation(
+                "Application Auto Scaling",
+                operation,
+            )),
         }
     }
 

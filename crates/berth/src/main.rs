@@ -9,6 +9,7 @@ mod body_drain;
 mod client_auth;
 mod credentials_verb;
 mod image_verbs;
+mod pull_args;
 mod scan_db_verb;
 mod server;
 mod unimplemented;
@@ -160,6 +161,8 @@ pub struct ServerArgs {
     pub metrics_interval: f64,
     #[command(flatten)]
     pub net: NetArgs,
+    #[command(flatten)]
+    pub pull: pull_args::PullArgs,
 }
 
 impl ServerArgs {
@@ -195,6 +198,8 @@ pub struct AgentArgs {
     pub metrics_interval: f64,
     #[command(flatten)]
     pub net: NetArgs,
+    #[command(flatten)]
+    pub pull: pull_args::PullArgs,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -249,6 +254,7 @@ fn main() -> anyhow::Result<()> {
                     credential: None,
                     join_token,
                     credentials: client_auth::credentials(),
+                    pull: args.pull.config(),
                 };
                 berth_agent::preflight(&config)?;
                 berth_agent::run(config).await?;

@@ -218,6 +218,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         credential: local_credential,
         join_token: None,
         credentials: auth.credentials.primary().cloned(),
+        pull: args.pull.config(),
     };
     if !args.no_agent {
         // Tasks of a previous run keep running under their shims; the agent re-adopts them.

@@ -182,6 +182,12 @@ fn container_spec(
             })
             .collect(),
         privileged: def.privileged.unwrap_or(false),
+        repository_credentials: def
+            .extra
+            .get("repositoryCredentials")
+            .and_then(|r| r.get("credentialsParameter"))
+            .and_then(Value::as_str)
+            .map(String::from),
     }
 }
 
