@@ -589,7 +589,11 @@ fn berth_credentials_prints_the_key_and_writes_a_profile() {
 
 #[test]
 fn insecure_any_credentials_is_opt_in_and_loud() {
-    let s = Server::start_with(&["--no-agent", "--insecure-any-credentials"]);
+    let s = Server::start_with(&[
+        "--no-agent",
+        "--insecure-any-credentials",
+        "--no-registry-auth",
+    ]);
     let r = http(
         s.port,
         "POST",
@@ -609,6 +613,9 @@ fn insecure_any_credentials_is_opt_in_and_loud() {
         s.log()
     );
     assert!(s.log().contains("WARN"), "{}", s.log());
+    // --no-registry-auth: /v2/ is open, and the log says so.
+    assert_eq!(http(s.port, "GET", "/v2/", &[], b"").unwrap().0, 200);
+    assert!(s.log().contains("--no-registry-auth"), "{}", s.log());
 }
 
 /// A raw request with its own `Host` header (the harness's `http` always sends the real one).

@@ -701,6 +701,8 @@ fn terraform_applies_a_service_with_wait_for_steady_state_and_destroys_it() {
     s.push_test_image("busybox", "1");
     let dir = temp_dir("tf");
     let ep = s.endpoint();
+    let key = s.access_key();
+    let (key_id, secret) = (&key.access_key_id, &key.secret_access_key);
     let rc = dir.join("terraformrc");
     std::fs::write(
         &rc,
@@ -724,8 +726,8 @@ fn terraform_applies_a_service_with_wait_for_steady_state_and_destroys_it() {
 }}
 provider "aws" {{
   region                      = "us-east-1"
-  access_key                  = "AKIAIOSFODNN7EXAMPLE"
-  secret_key                  = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+  access_key                  = "{key_id}"
+  secret_key                  = "{secret}"
   skip_credentials_validation = true
   skip_requesting_account_id  = true
   skip_metadata_api_check     = true

@@ -15,6 +15,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode};
@@ -154,6 +155,45 @@ pub async fn metrics_auth(
         "/metrics answers loopback only; write a token to <data-dir>/metrics-token to scrape it remotely\n",
     )
         .into_response()
+}
+
+/// Loads (or on first start creates) the account's access key and says in the log how to use
+/// it; `--insecure-any-credentials` swaps in the accept-anything store, loudly. Reads the
+/// `/metrics` token from `<data-dir>/metrics-token`.
+pub fn open(args: &crate::ServerArgs, data_dir: &std::path::Path) -> anyhow::Result<Auth> {
+    let (credentials, created) =
+        berth_iam::Credentials::open_or_create(data_dir, &args.account_id)?;
+    let key = credentials
+        .primary()
+        .cloned()
+        .context("credentials.json holds no access key")?;
+    tracing::info!(
+        access_key_id = %key.access_key_id,
+        "{} API credentials: `eval $(berth credentials --data-dir {})` exports them for the AWS CLI",
+        if created { "created the account's" } else { "loaded the account's" },
+        data_dir.display()
+    );
+    let credentials = if args.insecure_any_credentials {
+        tracing::warn!(
+            "--insecure-any-credentials: EVERY request is accepted, signed with any key or not \
+             signed at all; anyone who reaches this port controls this server"
+        );
+        berth_iam::Credentials::insecure_any(&args.account_id).with_primary(key)
+    } else {
+        credentials
+    };
+    let token_file = data_dir.join("metrics-token");
+    let metrics_token = match std::fs::read_to_string(&token_file) {
+        Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+        Ok(_) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", token_file.display())),
+    };
+    Ok(Auth {
+        credentials,
+        hosts: Hosts::new(args.listen.port(), &args.hostname),
+        metrics_token,
+    })
 }
 
 /// The protocol a request speaks, which decides how a refusal is shaped.

@@ -109,44 +109,6 @@ fn aws_routes(apis: Arc<Apis>, control: &Arc<ControlPlane>, auth: &Arc<Auth>) ->
         ))
 }
 
-/// Loads (or on first start creates) the account's access key and says in the log how to use
-/// it; `--insecure-any-credentials` swaps in the accept-anything store, loudly.
-fn open_credentials(args: &ServerArgs, data_dir: &std::path::Path) -> anyhow::Result<Auth> {
-    let (credentials, created) =
-        berth_iam::Credentials::open_or_create(data_dir, &args.account_id)?;
-    let key = credentials
-        .primary()
-        .cloned()
-        .context("credentials.json holds no access key")?;
-    tracing::info!(
-        access_key_id = %key.access_key_id,
-        "{} API credentials: `eval $(berth credentials --data-dir {})` exports them for the AWS CLI",
-        if created { "created the account's" } else { "loaded the account's" },
-        data_dir.display()
-    );
-    let credentials = if args.insecure_any_credentials {
-        tracing::warn!(
-            "--insecure-any-credentials: EVERY request is accepted, signed with any key or not \
-             signed at all; anyone who reaches this port controls this server"
-        );
-        berth_iam::Credentials::insecure_any(&args.account_id).with_primary(key)
-    } else {
-        credentials
-    };
-    let token_file = data_dir.join("metrics-token");
-    let metrics_token = match std::fs::read_to_string(&token_file) {
-        Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
-        Ok(_) => None,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("reading {}", token_file.display())),
-    };
-    Ok(Auth {
-        credentials,
-        hosts: auth_layer::Hosts::new(args.listen.port(), &args.hostname),
-        metrics_token,
-    })
-}
-
 /// Runs the server until the process is stopped.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
@@ -186,7 +148,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             "--no-registry-auth: the registry (/v2/) serves and accepts images WITHOUT credentials"
         );
     }
-    let auth = Arc::new(open_credentials(&args, &data_dir)?);
+    let auth = Arc::new(auth_layer::open(&args, &data_dir)?);
     let pricing = match &args.pricing {
         Some(p) => berth_control::metering::Pricing::from_json(
             &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,

@@ -197,3 +197,51 @@ fn canonical_parts() {
         "a=1&a=~%20x&b=2"
     );
 }
+
+/// The cost of one verification (`cargo test -p berth-iam --release verify_cost -- --ignored
+/// --nocapture`): a typical 300-byte API body and a 1 MiB one.
+#[test]
+#[ignore]
+fn verify_cost() {
+    let key = example_key();
+    let now = SystemTime::now();
+    for size in [300usize, 1 << 20] {
+        let body = vec![b'x'; size];
+        let add = sign(
+            &key,
+            "us-east-1",
+            "ecs",
+            "POST",
+            "/",
+            None,
+            &[
+                ("host", "127.0.0.1:5150"),
+                ("x-amz-target", "X.Y"),
+                ("content-type", "application/x-amz-json-1.1"),
+            ],
+            &body,
+            now,
+        );
+        let mut pairs: Vec<(&str, &str)> = vec![
+            ("host", "127.0.0.1:5150"),
+            ("x-amz-target", "X.Y"),
+            ("content-type", "application/x-amz-json-1.1"),
+        ];
+        pairs.extend(add.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let h = headers(&pairs);
+        let req = Request {
+            method: "POST",
+            path: "/",
+            query: None,
+            headers: &h,
+        };
+        let c = strict();
+        let n = if size > 1000 { 50 } else { 20_000 };
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            c.verify(&req, &body, now).unwrap();
+        }
+        let per = t.elapsed() / n;
+        println!("verify with a {size}-byte body: {per:?} per request");
+    }
+}
