@@ -436,7 +436,7 @@ impl Server {
         berth_iam::sign(
             &self.access_key(),
             "us-east-1",
-            "ecs",
+            signing_service(path, headers),
             method,
             path,
             query,
@@ -856,6 +856,34 @@ pub fn fargate_taskdef(family: &str, repo: &str, container: Value) -> Value {
         "memory": "512",
         "containerDefinitions": [c]
     })
+}
+
+/// The SigV4 signing name a real client uses for a request to berth: `monitoring` for CloudWatch
+/// (query-protocol form bodies, rpcv2Cbor paths, its awsJson target), `ecr`, `logs`,
+/// `application-autoscaling` by `X-Amz-Target` prefix, else `ecs`.
+pub fn signing_service(path: &str, headers: &[(&str, &str)]) -> &'static str {
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+            .unwrap_or("")
+    };
+    let target = get("x-amz-target");
+    if path.starts_with("/service/GraniteServiceVersion20100801/")
+        || get("content-type").starts_with("application/x-www-form-urlencoded")
+        || target.starts_with("GraniteServiceVersion20100801.")
+    {
+        "monitoring"
+    } else if target.starts_with("AmazonEC2ContainerRegistry_") {
+        "ecr"
+    } else if target.starts_with("Logs_") {
+        "logs"
+    } else if target.starts_with("AnyScaleFrontendService.") {
+        "application-autoscaling"
+    } else {
+        "ecs"
+    }
 }
 
 /// The task id (last ARN part).

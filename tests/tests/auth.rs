@@ -74,7 +74,7 @@ fn signed_at(
     let add = berth_iam::sign(
         &s.access_key(),
         "us-east-1",
-        "ecs",
+        berth_tests::signing_service(path, headers),
         "POST",
         path,
         None,
