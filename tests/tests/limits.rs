@@ -38,11 +38,19 @@ fn tasks_pids_are_limited_in_all_and_per_task() {
         std::fs::write(parent.join("pids.max"), "max").unwrap();
     }
     let s = Server::start();
-    let got = std::fs::read_to_string(parent.join("pids.max")).unwrap();
-    let got: u64 = got
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("berth pids.max is {got:?}"));
+    // The agent sets it as it starts, before it takes any task; the server may answer first.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let got: u64 = loop {
+        let got = std::fs::read_to_string(parent.join("pids.max")).unwrap_or_default();
+        if let Ok(n) = got.trim().parse() {
+            break n;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "berth pids.max is {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let host = host_pid_limit();
     assert!(got < host, "berth pids.max {got} vs host {host}");
     assert!(got >= host / 2, "berth pids.max {got} vs host {host}");
