@@ -178,27 +178,7 @@ impl Puller {
             .header("Content-Type", CT)
             .body("{}");
         if let Some(key) = &self.credentials {
-            let host = self
-                .server_url
-                .split_once("://")
-                .map_or(self.server_url.as_str(), |(_, h)| h)
-                .trim_end_matches('/');
-            let signed = berth_iam::sign(
-                key,
-                "us-east-1",
-                "ecr",
-                "POST",
-                "/",
-                None,
-                &[
-                    ("host", host),
-                    ("x-amz-target", TARGET),
-                    ("content-type", CT),
-                ],
-                b"{}",
-                std::time::SystemTime::now(),
-            );
-            for (k, v) in signed {
+            for (k, v) in berth_iam::sign_json_call(key, &self.server_url, "ecr", TARGET, b"{}") {
                 req = req.header(k, v);
             }
         }

@@ -89,17 +89,6 @@ pub(crate) fn list<'a>(v: &'a Value, k: &str) -> &'a [Value] {
         .unwrap_or(&[])
 }
 
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// Epoch seconds of an ISO 8601 UTC time (`2024-01-02T03:04:05[.123]Z`, zone optional).
 pub fn parse_iso8601(s: &str) -> Option<f64> {
     let s = s.trim().trim_end_matches('Z').trim_end_matches("+00:00");
@@ -110,7 +99,7 @@ pub fn parse_iso8601(s: &str) -> Option<f64> {
     let h: i64 = t.next()?.parse().ok()?;
     let mi: i64 = t.next()?.parse().ok()?;
     let sec: f64 = t.next().unwrap_or("0").parse().ok()?;
-    Some((days_from_civil(y, mo, da) * 86_400 + h * 3600 + mi * 60) as f64 + sec)
+    Some((berth_core::time::days_from_civil(y, mo, da) * 86_400 + h * 3600 + mi * 60) as f64 + sec)
 }
 
 /// ISO 8601 UTC text of epoch seconds, as the query protocol writes timestamps.

@@ -326,30 +326,10 @@ pub fn report(
     }
 }
 
-/// `YYYY-MM-DD` of the UTC day number `days` since 1970-01-01 (Howard Hinnant's civil_from_days).
+/// `YYYY-MM-DD` of the UTC day number `days` since 1970-01-01.
 pub fn civil_date(days: i64) -> String {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
+    let (y, m, d) = berth_core::time::civil_from_days(days);
     format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Hinnant's days_from_civil).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// Parses a time given as epoch seconds (`1712345678`, `1712345678.5`), an RFC 3339 timestamp
@@ -376,7 +356,7 @@ pub fn parse_time(s: &str) -> Result<f64, MeteringError> {
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
         return Err(bad());
     }
-    let mut secs = (days_from_civil(y, mo, d) as f64) * DAY;
+    let mut secs = (berth_core::time::days_from_civil(y, mo, d) as f64) * DAY;
     if b.len() == 10 {
         return Ok(secs);
     }

@@ -5,6 +5,7 @@ pub mod arn;
 pub mod fargate;
 pub mod image_ref;
 pub mod status;
+pub mod time;
 
 /// Seconds since the Unix epoch with millisecond precision, as ECS timestamps are serialised.
 pub fn epoch_now() -> f64 {

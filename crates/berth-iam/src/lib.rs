@@ -16,4 +16,4 @@ mod time;
 
 pub use credentials::{AccessKey, Caller, Credentials};
 pub use error::{AuthError, Protocol};
-pub use sigv4::{sign, Request};
+pub use sigv4::{sign, sign_json_call, Request};

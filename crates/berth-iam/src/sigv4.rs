@@ -434,6 +434,35 @@ impl Credentials {
     }
 }
 
+/// Signs an awsJson 1.1 call (`POST /`, `X-Amz-Target: target`, `Content-Type:
+/// application/x-amz-json-1.1`) of `body` to the server at `endpoint` (`http[s]://host[:port][/...]`),
+/// as `service` in `us-east-1`, now: the headers to add ([`sign`]'s).
+pub fn sign_json_call(
+    key: &AccessKey,
+    endpoint: &str,
+    service: &str,
+    target: &str,
+    body: &[u8],
+) -> Vec<(String, String)> {
+    let host = endpoint.split_once("://").map_or(endpoint, |(_, h)| h);
+    let host = host.split('/').next().unwrap_or(host);
+    sign(
+        key,
+        "us-east-1",
+        service,
+        "POST",
+        "/",
+        None,
+        &[
+            ("host", host),
+            ("x-amz-target", target),
+            ("content-type", "application/x-amz-json-1.1"),
+        ],
+        body,
+        std::time::SystemTime::now(),
+    )
+}
+
 /// Signs a request in the header form: returns the headers to add (`x-amz-date`,
 /// `x-amz-content-sha256` and `authorization`). `headers` are the other headers to sign,
 /// with lowercase names; they must include `host`. `path` and `query` are as sent on the wire.

@@ -122,26 +122,8 @@ impl Client {
             .header("Content-Type", CT)
             .body("{}");
         if let Some(key) = &self.credentials {
-            let host = self
-                .token_endpoint
-                .split_once("://")
-                .map_or(self.token_endpoint.as_str(), |(_, h)| h);
-            let host = host.split('/').next().unwrap_or(host);
-            for (k, v) in berth_iam::sign(
-                key,
-                "us-east-1",
-                "ecr",
-                "POST",
-                "/",
-                None,
-                &[
-                    ("host", host),
-                    ("x-amz-target", TARGET),
-                    ("content-type", CT),
-                ],
-                b"{}",
-                std::time::SystemTime::now(),
-            ) {
+            for (k, v) in berth_iam::sign_json_call(key, &self.token_endpoint, "ecr", TARGET, b"{}")
+            {
                 req = req.header(k, v);
             }
         }
