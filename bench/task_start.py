@@ -372,12 +372,14 @@ def cold_cgroup_attach_ms(samples=3, idle_s=0.3):
 
 
 def remove_bridge(bridge):
-    """Deletes a berth task bridge and the iptables rules berth tagged with it."""
+    """Deletes a berth task bridge and the iptables and ip6tables rules berth tagged with it."""
     subprocess.run(["ip", "link", "del", bridge], capture_output=True)
-    out = subprocess.run(["iptables", "-w", "5", "-S"], capture_output=True, text=True).stdout
-    for rule in out.splitlines():
-        if f"berth:{bridge}" in rule and rule.startswith("-A "):
-            subprocess.run(["iptables", "-w", "5", "-D"] + shlex.split(rule[3:]), capture_output=True)
+    for tool in ("iptables", "ip6tables"):
+        out = subprocess.run([tool, "-w", "5", "-S"], capture_output=True, text=True).stdout
+        for rule in out.splitlines():
+            words = [w.strip('"') for w in rule.split()]
+            if rule.startswith("-A ") and f"berth:{bridge}" in words:
+                subprocess.run([tool, "-w", "5", "-D"] + shlex.split(rule[3:]), capture_output=True)
 
 
 def bench_berth(binary, image_dir, tag, n, workdir, poll_s, timeout_s):
