@@ -67,3 +67,19 @@ fn unimplemented_calls_name_the_service_and_operation() {
         }
     }
 }
+
+/// CloudWatch's own query protocol names an action it lacks with the protocol's `InvalidAction`.
+#[test]
+fn cloudwatch_query_actions_berth_lacks_are_invalid_actions() {
+    let s = Server::start();
+    let body = b"Action=DescribeAnomalyDetectors&Version=2010-08-01";
+    let ct = [(
+        "Content-Type",
+        "application/x-www-form-urlencoded; charset=utf-8",
+    )];
+    let (status, _, reply) = s.http("POST", "/", &ct, body).unwrap();
+    let text = String::from_utf8_lossy(&reply);
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("<Code>InvalidAction</Code>"), "{text}");
+    assert!(text.contains("DescribeAnomalyDetectors"), "{text}");
+}

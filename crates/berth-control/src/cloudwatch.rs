@@ -59,6 +59,8 @@ pub fn query_code(e: &AwsError) -> (String, &'static str) {
         "MissingRequiredParameterException" => "MissingParameter",
         "InvalidParameterCombinationException" => "InvalidParameterCombination",
         "InternalServiceFault" | "ServerException" => "InternalServiceError",
+        // The query protocol's name for an operation the service does not have.
+        "UnknownOperationException" => "InvalidAction",
         other => other,
     };
     let fault = if e.status >= 500 {
