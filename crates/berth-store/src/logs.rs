@@ -133,6 +133,18 @@ fn group_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LogGroup> {
     })
 }
 
+/// Whether log group `name` exists (on a connection or inside a transaction).
+fn group_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM log_groups WHERE name=?1",
+            params![name],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -334,15 +346,7 @@ impl SqliteStore {
     /// The tags of a group, ordered by key; `None` when the group does not exist.
     pub fn log_group_tags(&self, name: &str) -> Result<Option<Vec<(String, String)>>> {
         let conn = self.lock();
-        if conn
-            .query_row(
-                "SELECT 1 FROM log_groups WHERE name=?1",
-                params![name],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_none()
-        {
+        if !group_exists(&conn, name)? {
             return Ok(None);
         }
         let mut stmt =
@@ -360,15 +364,7 @@ impl SqliteStore {
     ) -> Result<TagOutcome> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        if tx
-            .query_row(
-                "SELECT 1 FROM log_groups WHERE name=?1",
-                params![name],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_none()
-        {
+        if !group_exists(&tx, name)? {
             return Ok(TagOutcome::NoSuchGroup);
         }
         for (k, v) in tags {
@@ -393,15 +389,7 @@ impl SqliteStore {
     pub fn untag_log_group(&self, name: &str, keys: &[String]) -> Result<bool> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        if tx
-            .query_row(
-                "SELECT 1 FROM log_groups WHERE name=?1",
-                params![name],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_none()
-        {
+        if !group_exists(&tx, name)? {
             return Ok(false);
         }
         for k in keys {
@@ -437,15 +425,7 @@ impl SqliteStore {
 
     /// True when the group exists.
     pub fn log_group_exists(&self, name: &str) -> Result<bool> {
-        let conn = self.lock();
-        Ok(conn
-            .query_row(
-                "SELECT 1 FROM log_groups WHERE name=?1",
-                params![name],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some())
+        Ok(group_exists(&self.lock(), name)?)
     }
 
     /// Lists the streams of `group` whose name starts with `prefix`, ordered by name.
