@@ -186,6 +186,19 @@ impl Server {
     }
 
     fn spawn(&mut self) {
+        // The free port may be taken by another test's server between probing and binding:
+        // then this server exits ("binding ...") and a new port is tried.
+        for _ in 0..3 {
+            if self.spawn_once() {
+                return;
+            }
+            self.port = free_port();
+        }
+        panic!("berth server could not bind a port:\n{}", self.log());
+    }
+
+    /// Starts the server and waits until it answers; false when it could not bind its port.
+    fn spawn_once(&mut self) -> bool {
         let runtime = std::env::var("BERTH_RUNTIME").unwrap_or_else(|_| "crun".into());
         let log = std::fs::File::create(self.data_dir.join("server.log")).unwrap();
         let child = Command::new(berth_bin())
@@ -206,12 +219,19 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                if self.log().contains("binding 127.0.0.1:") {
+                    return false;
+                }
                 panic!("berth server exited with {st}:\n{}", self.log());
             }
-            if http(self.port, "GET", "/v2/", &[], b"").is_ok_and(|(s, _, _)| s == 200 || s == 401)
+            // Only this server's own answer counts: it logs that it is ready once it holds
+            // the port (another test's server may answer on a port both were given).
+            if self.log().contains("berth server ready")
+                && http(self.port, "GET", "/v2/", &[], b"")
+                    .is_ok_and(|(s, _, _)| s == 200 || s == 401)
             {
                 authfile_set(&self.host(), Some(&self.registry_password()));
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
