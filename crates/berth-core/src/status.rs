@@ -55,25 +55,15 @@ macro_rules! status_enum {
                 }
             }
         }
-
-        impl PartialEq<str> for $name {
-            fn eq(&self, other: &str) -> bool {
-                self.as_str() == other
-            }
-        }
-
-        impl PartialEq<&str> for $name {
-            fn eq(&self, other: &&str) -> bool {
-                self.as_str() == *other
-            }
-        }
     };
 }
 
 status_enum! {
     /// A task's `lastStatus` (botocore `Task.lastStatus`, a `String` whose values the ECS "Task
     /// lifecycle" lists), declared in life-cycle order.
+    #[derive(Default)]
     TaskStatus {
+        #[default]
         Provisioning = "PROVISIONING",
         Pending = "PENDING",
         Activating = "ACTIVATING",
@@ -114,7 +104,9 @@ impl TaskStatus {
 
 status_enum! {
     /// A task's `desiredStatus` (botocore `DesiredStatus`; also the `ListTasks` filter).
+    #[derive(Default)]
     DesiredStatus {
+        #[default]
         Running = "RUNNING",
         Pending = "PENDING",
         Stopped = "STOPPED",
@@ -124,7 +116,9 @@ status_enum! {
 status_enum! {
     /// A container's `lastStatus` (botocore `Container.lastStatus`, a `String`), in order
     /// PENDING -> RUNNING -> STOPPED.
+    #[derive(Default)]
     ContainerStatus {
+        #[default]
         Pending = "PENDING",
         Running = "RUNNING",
         Stopped = "STOPPED",
@@ -154,16 +148,20 @@ impl ContainerStatus {
 
 status_enum! {
     /// A task's or container's `healthStatus` (botocore `HealthStatus`).
+    #[derive(Default)]
     HealthStatus {
         Healthy = "HEALTHY",
         Unhealthy = "UNHEALTHY",
+        #[default]
         Unknown = "UNKNOWN",
     }
 }
 
 status_enum! {
     /// A service's `status` (botocore `Service.status`, a `String`: ACTIVE, DRAINING, INACTIVE).
+    #[derive(Default)]
     ServiceStatus {
+        #[default]
         Active = "ACTIVE",
         Draining = "DRAINING",
         Inactive = "INACTIVE",
@@ -173,7 +171,9 @@ status_enum! {
 status_enum! {
     /// A service deployment's `status` inside `Service.deployments` (botocore
     /// `Deployment.status`, a `String`: PRIMARY, ACTIVE, INACTIVE).
+    #[derive(Default)]
     DeploymentStatus {
+        #[default]
         Primary = "PRIMARY",
         Active = "ACTIVE",
         Inactive = "INACTIVE",
@@ -182,9 +182,11 @@ status_enum! {
 
 status_enum! {
     /// A deployment's `rolloutState` (botocore `DeploymentRolloutState`).
+    #[derive(Default)]
     RolloutState {
         Completed = "COMPLETED",
         Failed = "FAILED",
+        #[default]
         InProgress = "IN_PROGRESS",
     }
 }
@@ -203,7 +205,9 @@ impl RolloutState {
 
 status_enum! {
     /// A `ServiceDeployment`'s `status` (botocore `ServiceDeploymentStatus`).
+    #[derive(Default)]
     ServiceDeploymentStatus {
+        #[default]
         Pending = "PENDING",
         Successful = "SUCCESSFUL",
         Stopped = "STOPPED",
@@ -274,10 +278,12 @@ impl ServiceDeploymentStatus {
 status_enum! {
     /// The deployment circuit breaker's `status` on a `ServiceDeployment` (botocore
     /// `ServiceDeploymentRollbackMonitorsStatus`).
+    #[derive(Default)]
     CircuitBreakerStatus {
         Triggered = "TRIGGERED",
         Monitoring = "MONITORING",
         MonitoringComplete = "MONITORING_COMPLETE",
+        #[default]
         Disabled = "DISABLED",
     }
 }
@@ -297,7 +303,9 @@ status_enum! {
 status_enum! {
     /// A cluster's `status` (botocore `Cluster.status`, a `String`; berth uses ACTIVE and
     /// INACTIVE, the values for clusters without capacity providers).
+    #[derive(Default)]
     ClusterStatus {
+        #[default]
         Active = "ACTIVE",
         Inactive = "INACTIVE",
     }
@@ -306,7 +314,9 @@ status_enum! {
 status_enum! {
     /// A task definition's `status` (botocore `TaskDefinitionStatus`; also the
     /// `ListTaskDefinitions` filter).
+    #[derive(Default)]
     TaskDefinitionStatus {
+        #[default]
         Active = "ACTIVE",
         Inactive = "INACTIVE",
         DeleteInProgress = "DELETE_IN_PROGRESS",
