@@ -115,8 +115,11 @@ pub enum Event {
     StartFailed(usize, String),
     /// Container `idx` ended with `code` (`oom`: the kernel killed it for its memory use).
     Exited { idx: usize, code: i32, oom: bool },
-    /// The shim is gone: its containers are lost.
+    /// The shim went away while the task was supervised: its containers are lost.
     ShimLost,
+    /// A restarted agent found the task's shim gone (berth was down while it ended): the task
+    /// ends, its containers that had not exited are lost.
+    ShimGone,
     /// A health probe changed container `idx`'s status.
     Health(usize, HealthStatus),
     /// Container `idx`'s stop timeout passed.
@@ -537,6 +540,27 @@ impl TaskState {
                     self.stop =
                         Some((StopCode::EssentialContainerExited, Some(LOST_REASON.into())));
                 }
+                self.stopping = true;
+            }
+            Event::ShimGone => {
+                let essential_exited = self
+                    .spec
+                    .containers
+                    .iter()
+                    .zip(&self.phases)
+                    .any(|(c, p)| c.essential && matches!(p, Phase::Exited(_)));
+                for (idx, p) in self.phases.iter_mut().enumerate() {
+                    if !matches!(p, Phase::Exited(_)) {
+                        *p = Phase::NotStarted;
+                        self.report.containers[idx].reason = Some(LOST_REASON.into());
+                    }
+                }
+                let reason = if essential_exited {
+                    ESSENTIAL_EXITED
+                } else {
+                    LOST_REASON
+                };
+                self.stop = Some((StopCode::EssentialContainerExited, Some(reason.into())));
                 self.stopping = true;
             }
             Event::Health(idx, status) => {

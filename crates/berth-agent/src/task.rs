@@ -21,9 +21,7 @@ use crate::deps::Phase;
 use crate::network::{self, TaskNet};
 use crate::shim::{self, ExitRecord};
 use crate::shim_client::{ShimConn, ShimEvent};
-use crate::supervisor::{
-    self, pending_report, stopped_report, Effect, Event, Signal, Stage, TaskState, ESSENTIAL_EXITED,
-};
+use crate::supervisor::{self, pending_report, Effect, Event, Signal, Stage, TaskState};
 use crate::tailer::Tailer;
 use crate::{cgroups, health, statefile, Agent, AgentError};
 
@@ -883,28 +881,19 @@ pub async fn recover(
         let reports = Reports::new(agent, &spec.task_id);
         let Some((conn, events)) = conn else {
             tracing::info!(task = %spec.task_id, "cleaning up a task whose shim is gone");
-            cleanup(agent, &spec, &dir, None).await;
-            let mut r = stopped_report(&spec, &report);
-            let essential_exited = spec
-                .containers
-                .iter()
-                .zip(&phases)
-                .any(|(c, p)| c.essential && matches!(p, Phase::Exited(_)));
-            r.stop_code = Some("EssentialContainerExited".into());
-            r.stopped_reason = Some(if essential_exited {
-                ESSENTIAL_EXITED.into()
-            } else {
-                LOST_REASON.into()
-            });
-            for (c, p) in r.containers.iter_mut().zip(&phases) {
-                if !matches!(p, Phase::Exited(_)) {
-                    c.reason = Some(LOST_REASON.into());
-                }
+            let spec = Arc::new(spec);
+            let st = TaskState::adopted(spec.clone(), report, phases, health);
+            let (_, fx) = supervisor::on(st, Event::ShimGone);
+            // Cleaned up now; the final report may take its time.
+            let (now, later): (Vec<_>, Vec<_>) =
+                fx.into_iter().partition(|e| *e == Effect::CleanUp);
+            if !now.is_empty() {
+                cleanup(agent, &spec, &dir, None).await;
             }
             out.finished.push(spec.task_id.clone());
+            let agent = agent.clone();
             tokio::spawn(async move {
-                reports.finish(r).await;
-                remove_task_dir(&dir);
+                end_unsupervised(&agent, &spec, &dir, None, reports, later).await;
             });
             continue;
         };

@@ -376,7 +376,8 @@ fn random_event(rng: &mut Rng, n: usize) -> Event {
         0 => Event::StopRequested,
         1 => Event::Preparing,
         2 => Event::Prepared,
-        3 => Event::ShimLost,
+        3 if rng.below(2) == 0 => Event::ShimLost,
+        3 => Event::ShimGone,
         4 => Event::Evicted("evicted".into()),
         5 => Event::StartTaken(idx),
         6 | 7 => Event::StartFailed(idx, "boom".into()),
@@ -502,4 +503,41 @@ fn random_event_sequences_keep_the_invariants() {
             _ => {}
         }
     }
+}
+
+#[test]
+fn a_shim_found_gone_after_a_restart_ends_the_task_with_what_the_disk_recorded() {
+    let s = spec(&[
+        ("app", true, &[]),
+        ("side", false, &[]),
+        ("late", false, &[]),
+    ]);
+    let mut report = pending_report(&s);
+    report.last_status = "RUNNING".into();
+    report.containers[0].exit_code = Some(4);
+    let phases = vec![Phase::Exited(4), Phase::Running, Phase::Pending];
+    let st = TaskState::adopted(
+        s.clone(),
+        report.clone(),
+        phases,
+        vec![health::State::new(); 3],
+    );
+    let (st, fx) = feed(st, [Event::ShimGone]);
+    assert_eq!(fx.first(), Some(&Effect::CleanUp));
+    assert_eq!(st.stage, Stage::Done);
+    let r = final_report(&fx);
+    assert_eq!(r.stop_code.as_deref(), Some("EssentialContainerExited"));
+    assert_eq!(r.stopped_reason.as_deref(), Some(ESSENTIAL_EXITED));
+    assert_eq!(r.containers[0].exit_code, Some(4));
+    assert_eq!(r.containers[0].reason, None);
+    assert_eq!(r.containers[1].reason.as_deref(), Some(LOST_REASON));
+    assert_eq!(r.containers[2].reason.as_deref(), Some(LOST_REASON));
+    // Nothing essential exited: the task was lost.
+    let phases = vec![Phase::Running, Phase::Exited(0), Phase::Pending];
+    let st = TaskState::adopted(s, report, phases, vec![health::State::new(); 3]);
+    let (_, fx) = feed(st, [Event::ShimGone]);
+    assert_eq!(
+        final_report(&fx).stopped_reason.as_deref(),
+        Some(LOST_REASON)
+    );
 }
