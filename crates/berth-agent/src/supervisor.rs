@@ -60,7 +60,9 @@ pub enum Stage {
 /// A signal sent to a container's pid 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
+    /// SIGTERM: asks the process to end.
     Term,
+    /// SIGKILL: ends it.
     Kill,
 }
 
@@ -68,7 +70,9 @@ pub enum Signal {
 /// decisions need besides.
 #[derive(Debug, Clone)]
 pub struct TaskState {
+    /// The task as the control plane assigned it.
     pub spec: Arc<TaskSpec>,
+    /// Where the task is in its life on this node.
     pub stage: Stage,
     /// The last report: task and container statuses, exit codes, reasons, health. The shell
     /// fills in what it learns itself (timestamps, image digests, network, port bindings).
@@ -151,7 +155,7 @@ pub enum Effect {
     /// Undo what the task set up on the node (containers, mounts, cgroups, network, shim).
     CleanUp,
     /// Send this final report (STOPPED); exactly one per task.
-    FinalReport(TaskStateReport),
+    FinalReport(Box<TaskStateReport>),
     /// Remove the task's state directory.
     RemoveState,
 }
@@ -174,7 +178,7 @@ pub fn pending_report(spec: &TaskSpec) -> TaskStateReport {
 }
 
 /// `base` turned final: the task and every container STOPPED (`stoppedAt` is the shell's).
-pub fn stopped_report(spec: &TaskSpec, base: &TaskStateReport) -> TaskStateReport {
+fn stopped_report(spec: &TaskSpec, base: &TaskStateReport) -> TaskStateReport {
     let mut r = base.clone();
     r.last_status = STOPPED.into();
     if r.containers.len() != spec.containers.len() {
@@ -256,7 +260,7 @@ impl TaskState {
             fx.push(Effect::CleanUp);
         }
         self.report = report.clone();
-        fx.push(Effect::FinalReport(report));
+        fx.push(Effect::FinalReport(Box::new(report)));
         if cleanup {
             fx.push(Effect::RemoveState);
         }
@@ -416,7 +420,7 @@ impl TaskState {
         self.report = r.clone();
         self.stage = Stage::Done;
         fx.push(Effect::CleanUp);
-        fx.push(Effect::FinalReport(r));
+        fx.push(Effect::FinalReport(Box::new(r)));
         fx.push(Effect::RemoveState);
     }
 
@@ -560,7 +564,9 @@ impl TaskState {
                 } else {
                     LOST_REASON
                 };
-                self.stop = Some((StopCode::EssentialContainerExited, Some(reason.into())));
+                if !self.stopping {
+                    self.stop = Some((StopCode::EssentialContainerExited, Some(reason.into())));
+                }
                 self.stopping = true;
             }
             Event::Health(idx, status) => {

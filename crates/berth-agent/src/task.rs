@@ -313,7 +313,7 @@ async fn end_unsupervised(
             Effect::FinalReport(mut r) => {
                 r.stopped_at = Some(epoch_now());
                 if let Some(reports) = reports.take() {
-                    reports.finish(r).await;
+                    reports.finish(*r).await;
                 }
             }
             Effect::RemoveState => remove_task_dir(task_dir),
@@ -702,7 +702,7 @@ impl Supervisor {
                 Effect::FinalReport(mut r) => {
                     r.stopped_at = Some(epoch_now());
                     if let Some(reports) = self.reports.take() {
-                        reports.finish(r).await;
+                        reports.finish(*r).await;
                     }
                 }
                 Effect::RemoveState => remove_task_dir(&self.task_dir),

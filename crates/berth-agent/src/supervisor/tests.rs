@@ -3,7 +3,10 @@ use berth_api::agent::{ContainerDependencySpec, ContainerSpec, HealthCheckSpec};
 
 /// A task of containers `(name, essential, [(dependency, condition)])`; names starting with
 /// `h` have a health check.
-fn spec(containers: &[(&str, bool, &[(&str, &str)])]) -> Arc<TaskSpec> {
+/// `(name, essential, [(dependency, condition)])` per container.
+type Containers<'a> = [(&'a str, bool, &'a [(&'a str, &'a str)])];
+
+fn spec(containers: &Containers) -> Arc<TaskSpec> {
     Arc::new(TaskSpec {
         task_id: "t1".into(),
         containers: containers
@@ -44,7 +47,7 @@ fn final_report(fx: &[Effect]) -> &TaskStateReport {
     let finals: Vec<_> = fx
         .iter()
         .filter_map(|e| match e {
-            Effect::FinalReport(r) => Some(r),
+            Effect::FinalReport(r) => Some(&**r),
             _ => None,
         })
         .collect();
@@ -347,6 +350,17 @@ fn random_spec(rng: &mut Rng) -> Arc<TaskSpec> {
         .map(|i| format!("{}{i}", if rng.below(2) == 0 { "h" } else { "c" }))
         .collect();
     let conditions = ["START", "COMPLETE", "SUCCESS", "HEALTHY"];
+    let mut deps = vec![Vec::new(); n];
+    for (i, d) in deps.iter_mut().enumerate() {
+        for name in &names[..i] {
+            if rng.below(3) == 0 {
+                d.push(ContainerDependencySpec {
+                    container_name: name.clone(),
+                    condition: conditions[rng.below(4)].into(),
+                });
+            }
+        }
+    }
     Arc::new(TaskSpec {
         task_id: "t1".into(),
         containers: (0..n)
@@ -355,14 +369,7 @@ fn random_spec(rng: &mut Rng) -> Arc<TaskSpec> {
                 essential: i == 0 || rng.below(2) == 0,
                 stop_timeout: rng.below(3) as u32,
                 health_check: names[i].starts_with('h').then(HealthCheckSpec::default),
-                depends_on: (0..i)
-                    .filter_map(|j| {
-                        (rng.below(3) == 0).then(|| ContainerDependencySpec {
-                            container_name: names[j].clone(),
-                            condition: conditions[rng.below(4)].into(),
-                        })
-                    })
-                    .collect(),
+                depends_on: deps[i].clone(),
                 ..Default::default()
             })
             .collect(),
@@ -497,7 +504,8 @@ fn random_event_sequences_keep_the_invariants() {
                         st.stop,
                         Some((StopCode::UserInitiated | StopCode::TaskFailedToStart, _))
                     ),
-                    "seed {seed}"
+                    "seed {seed}: {:?}",
+                    st.stop
                 );
             }
             _ => {}
