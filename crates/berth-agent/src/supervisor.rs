@@ -150,11 +150,12 @@ pub enum Effect {
     CheckHealth(usize),
     /// Persist container `idx`'s health status (`health` in its directory).
     WriteHealth(usize),
-    /// Send the current report (stamping `startedAt` when the task just began to run).
-    Report,
+    /// Send this report (PENDING or RUNNING). The machine keeps no clock: the shell stamps
+    /// `startedAt` on the first RUNNING one and carries it into every later report.
+    Report(Box<TaskStateReport>),
     /// Undo what the task set up on the node (containers, mounts, cgroups, network, shim).
     CleanUp,
-    /// Send this final report (STOPPED); exactly one per task.
+    /// Send this final report (STOPPED; `stoppedAt` is the shell's); exactly one per task.
     FinalReport(Box<TaskStateReport>),
     /// Remove the task's state directory.
     RemoveState,
@@ -240,6 +241,10 @@ impl TaskState {
             .last_status
             .parse()
             .unwrap_or(TaskStatus::Pending)
+    }
+
+    fn snapshot(&self) -> Effect {
+        Effect::Report(Box::new(self.report.clone()))
     }
 
     fn runtime_id(&self, idx: usize) -> String {
@@ -368,13 +373,13 @@ impl TaskState {
                 }
             }
             // The task runs once nothing is being started and nothing startable waits.
-            if self.report.last_status == PENDING
+            if self.status() == TaskStatus::Pending
                 && !self.stopping
                 && !self.phases.contains(&Phase::Starting)
                 && self.any_phase(|p| matches!(p, Phase::Running | Phase::Exited(_)))
             {
                 self.mark_running();
-                fx.push(Effect::Report);
+                fx.push(self.snapshot());
             }
             if self
                 .phases
@@ -478,8 +483,8 @@ impl TaskState {
                 fx.push(Effect::CheckHealth(idx));
                 if self.stopping {
                     fx.push(Effect::Signal(idx, Signal::Kill));
-                } else if self.report.last_status == RUNNING {
-                    fx.push(Effect::Report);
+                } else if self.status() == TaskStatus::Running {
+                    fx.push(self.snapshot());
                 }
             }
             Event::StartTaken(idx) => {
@@ -507,14 +512,14 @@ impl TaskState {
                     self.report.containers[idx].runtime_id = Some(self.runtime_id(idx));
                     fx.push(Effect::Tail(idx));
                 }
-                if self.report.last_status == PENDING && !self.stopping {
+                if self.status() == TaskStatus::Pending && !self.stopping {
                     self.mark_running();
                     for (i, p) in self.phases.iter().enumerate() {
                         if matches!(p, Phase::Running | Phase::Starting) {
                             self.report.containers[i].last_status = C_RUNNING.into();
                         }
                     }
-                    fx.push(Effect::Report);
+                    fx.push(self.snapshot());
                 }
                 if self.record_exit(idx, code, oom) && !self.stopping {
                     self.stop_for(
@@ -523,7 +528,7 @@ impl TaskState {
                         fx,
                     );
                 } else if !self.stopping {
-                    fx.push(Effect::Report);
+                    fx.push(self.snapshot());
                 }
             }
             Event::ShimLost => {
@@ -575,8 +580,8 @@ impl TaskState {
                     self.report.containers[idx].health_status = Some(status.to_string());
                     tracing::info!(task = %self.spec.task_id, container = %self.spec.containers[idx].name, "health {status}");
                     fx.push(Effect::WriteHealth(idx));
-                    if self.report.last_status == RUNNING {
-                        fx.push(Effect::Report);
+                    if self.status() == TaskStatus::Running {
+                        fx.push(self.snapshot());
                     }
                 }
             }

@@ -485,6 +485,8 @@ struct Supervisor {
     htx: mpsc::UnboundedSender<(usize, &'static str)>,
     hrx: mpsc::UnboundedReceiver<(usize, &'static str)>,
     tailers: HashMap<usize, Tailer>,
+    /// When the task began to run (the machine keeps no clock).
+    started_at: Option<f64>,
     /// Health checkers, stop timers and port relays: aborted at the end.
     background: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -515,6 +517,7 @@ impl Supervisor {
             htx,
             hrx,
             tailers: HashMap::new(),
+            started_at: None,
             background: Vec::new(),
         }
     }
@@ -539,6 +542,7 @@ impl Supervisor {
         });
         // The sampler's stop request for a task over its ephemeral storage.
         let mut evicted = self.agent.evictions.subscribe(&self.spec.task_id);
+        self.started_at = st.report.started_at;
         self.publish_ports(&mut st).await;
 
         let mut fx;
@@ -679,13 +683,14 @@ impl Supervisor {
                     let path = shim::container_dir(&self.task_dir, idx).join("health");
                     let _ = statefile::write(&path, st.health[idx].status.as_bytes());
                 }
-                Effect::Report => {
-                    if st.status() == TaskStatus::Running && st.report.started_at.is_none() {
-                        st.report.started_at = Some(epoch_now());
+                Effect::Report(mut r) => {
+                    if TaskStatus::Running == r.last_status.as_str() && self.started_at.is_none() {
+                        self.started_at = Some(epoch_now());
                         tracing::debug!(task = %self.spec.task_id, "running after {:?}", self.t0.elapsed());
                     }
+                    r.started_at = r.started_at.or(self.started_at);
                     if let Some(reports) = &self.reports {
-                        reports.send(&st.report);
+                        reports.send(&r);
                     }
                 }
                 Effect::CleanUp => {
@@ -700,6 +705,7 @@ impl Supervisor {
                     cleanup(&self.agent, &self.spec, &self.task_dir, Some(&self.conn)).await;
                 }
                 Effect::FinalReport(mut r) => {
+                    r.started_at = r.started_at.or(self.started_at);
                     r.stopped_at = Some(epoch_now());
                     if let Some(reports) = self.reports.take() {
                         reports.finish(*r).await;

@@ -32,13 +32,22 @@ fn spec(containers: &Containers) -> Arc<TaskSpec> {
     })
 }
 
-/// Feeds `events` in order; the state after them and every effect.
+/// A report effect, whatever it carries.
+fn report() -> Effect {
+    Effect::Report(Box::default())
+}
+
+/// Feeds `events` in order; the state after them and every effect (reports without their
+/// content, see [`report`]).
 fn feed(mut st: TaskState, events: impl IntoIterator<Item = Event>) -> (TaskState, Vec<Effect>) {
     let mut all = Vec::new();
     for ev in events {
         let fx;
         (st, fx) = on(st, ev);
-        all.extend(fx);
+        all.extend(fx.into_iter().map(|e| match e {
+            Effect::Report(_) => report(),
+            e => e,
+        }));
     }
     (st, all)
 }
@@ -73,10 +82,7 @@ fn a_task_runs_and_stops_when_its_essential_container_exits() {
     // Still starting container 1: not running yet.
     assert_eq!(fx, vec![Effect::Tail(0), Effect::CheckHealth(0)]);
     let (st, fx) = feed(st, [Event::Started(1)]);
-    assert_eq!(
-        fx,
-        vec![Effect::Tail(1), Effect::CheckHealth(1), Effect::Report]
-    );
+    assert_eq!(fx, vec![Effect::Tail(1), Effect::CheckHealth(1), report()]);
     assert_eq!(st.status(), TaskStatus::Running);
     assert_eq!(
         st.report.containers[1].runtime_id.as_deref(),
@@ -229,10 +235,7 @@ fn a_dependency_on_health_waits_for_it_and_gives_up_when_unhealthy() {
         Some("UNKNOWN")
     );
     let (st, fx) = feed(st, [Event::Health(0, HealthStatus::Healthy)]);
-    assert_eq!(
-        fx,
-        vec![Effect::WriteHealth(0), Effect::Report, Effect::Start(1)]
-    );
+    assert_eq!(fx, vec![Effect::WriteHealth(0), report(), Effect::Start(1)]);
     assert_eq!(st.health[0].status, "HEALTHY");
 
     let (st, _) = feed(
@@ -270,6 +273,25 @@ fn an_exit_that_overtakes_the_start_reply_means_the_task_ran() {
     let (st, fx) = feed(st, [Event::Started(0)]);
     assert!(fx.is_empty());
     assert_eq!(st.phases[0], Phase::Exited(0));
+}
+
+#[test]
+fn an_essential_container_that_exits_at_once_is_reported_running_then_stopped() {
+    let st = TaskState::new(spec(&[("app", true, &[])]));
+    let (_, fx) = on(
+        feed(st, [Event::Preparing, Event::Prepared]).0,
+        exited(0, 0),
+    );
+    // The running report is a snapshot taken before the end (the shell stamps its startedAt).
+    let Effect::Report(r) = &fx[1] else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(r.last_status, "RUNNING");
+    assert_eq!(r.containers[0].last_status, "RUNNING");
+    let r = final_report(&fx);
+    assert_eq!(r.last_status, "STOPPED");
+    assert_eq!(r.containers[0].exit_code, Some(0));
+    assert_eq!(r.stop_code.as_deref(), Some("EssentialContainerExited"));
 }
 
 #[test]
@@ -422,6 +444,7 @@ fn random_event_sequences_keep_the_invariants() {
         let mut st = TaskState::new(s.clone());
         let mut finals = Vec::new();
         let mut started = vec![false; n];
+        let mut reported = TaskStatus::Pending;
         let mut first_cause: Option<Event> = None;
         let steps = rng.below(40);
         let mut step = 0;
@@ -468,6 +491,12 @@ fn random_event_sequences_keep_the_invariants() {
                     }
                     Effect::Signal(i, _) => assert_eq!(st.phases[*i], Phase::Running, "{}", ctx()),
                     Effect::FinalReport(r) => finals.push(r.clone()),
+                    Effect::Report(r) => {
+                        let status: TaskStatus = r.last_status.parse().unwrap();
+                        assert!(status != TaskStatus::Stopped, "{}", ctx());
+                        assert!(reported.can_transition_to(status), "{}", ctx());
+                        reported = status;
+                    }
                     _ => {}
                 }
             }
