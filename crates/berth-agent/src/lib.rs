@@ -32,6 +32,7 @@ mod shim_client;
 mod snapshot;
 mod spec;
 mod statefile;
+mod supervisor;
 mod tailer;
 mod task;
 mod transport;

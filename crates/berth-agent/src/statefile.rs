@@ -1,7 +1,8 @@
-//! The agent's state files (`task.json`, `report.json`, `net.json`, `health`, `credential`)
-//! are replaced whole: written to a temporary file in the same directory, synced, then renamed
-//! over the old one, so a crash (or `kill -9`) at any moment leaves either the old or the new
-//! content, never a torn or empty file.
+//! The agent's state files (`task.json`, `report.json`, `net.json`, `health`, `log.pos`,
+//! `credential`) are replaced whole: written to a temporary file in the same directory, synced,
+//! then renamed over the old one, so a crash (or `kill -9`) at any moment leaves either the old
+//! or the new content, never a torn or empty file. (A task's bundle and `/etc` files are not
+//! state: a task the agent lost while preparing them is undone and started anew.)
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;

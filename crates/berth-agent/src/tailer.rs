@@ -117,7 +117,11 @@ impl Tailer {
                     }
                     logs.flush().await;
                     pos += used as u64;
-                    let _ = tokio::fs::write(&pos_file, pos.to_string()).await;
+                    let pos_file = pos_file.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        crate::statefile::write(&pos_file, pos.to_string().as_bytes())
+                    })
+                    .await;
                     if pos - released >= RELEASE_EVERY {
                         released = pos;
                         let path = cdir.join("log");

@@ -10,25 +10,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_api::agent::{ContainerStateReport, TaskSpec, TaskStateReport};
+use berth_api::agent::{TaskSpec, TaskStateReport};
 use berth_core::epoch_now;
-use berth_core::status::{ContainerStatus, HealthStatus, StopCode, TaskStatus};
+use berth_core::status::{ContainerStatus, HealthStatus, TaskStatus};
 use tokio::sync::{mpsc, watch};
 
 use crate::bundle::{self, remove_task_dir, unmount_all};
 use crate::control::Reporter;
-use crate::deps::{decide, Decision, Phase};
+use crate::deps::Phase;
 use crate::network::{self, TaskNet};
 use crate::shim::{self, ExitRecord};
 use crate::shim_client::{ShimConn, ShimEvent};
+use crate::supervisor::{self, pending_report, Effect, Event, Signal, Stage, TaskState};
 use crate::tailer::Tailer;
 use crate::{cgroups, health, statefile, Agent, AgentError};
 
-pub const LOST_REASON: &str =
-    "Task stopped because its containers were lost while berth was down (their shim is gone)";
-const ESSENTIAL_EXITED: &str = "Essential container in task exited";
-pub const OOM_REASON: &str = "OutOfMemoryError: Container killed due to memory usage";
-const DEFAULT_STOP_TIMEOUT: u32 = 30;
+pub use crate::supervisor::{LOST_REASON, OOM_REASON};
 
 pub fn safe_name(s: &str) -> String {
     s.chars()
@@ -66,42 +63,6 @@ fn region_of(spec: &TaskSpec) -> String {
         spec.task_arn.split(':').nth(3).unwrap_or("").to_string()
     } else {
         az.to_string()
-    }
-}
-
-fn stopped_report(spec: &TaskSpec, base: &TaskStateReport) -> TaskStateReport {
-    let mut r = base.clone();
-    r.last_status = TaskStatus::Stopped;
-    r.stopped_at = Some(epoch_now());
-    if r.containers.len() != spec.containers.len() {
-        r.containers = spec
-            .containers
-            .iter()
-            .map(|c| ContainerStateReport {
-                name: c.name.clone(),
-                ..Default::default()
-            })
-            .collect();
-    }
-    for c in &mut r.containers {
-        c.last_status = ContainerStatus::Stopped;
-    }
-    r
-}
-
-fn pending_report(spec: &TaskSpec) -> TaskStateReport {
-    TaskStateReport {
-        last_status: TaskStatus::Pending,
-        containers: spec
-            .containers
-            .iter()
-            .map(|c| ContainerStateReport {
-                name: c.name.clone(),
-                last_status: ContainerStatus::Pending,
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
     }
 }
 
@@ -145,44 +106,38 @@ async fn stop_requested(rx: &mut watch::Receiver<bool>) {
 pub async fn run_task(agent: Arc<Agent>, spec: TaskSpec, mut stop: watch::Receiver<bool>) {
     let reports = Reports::new(&agent, &spec.task_id);
     let t0 = Instant::now();
-    let mut report = pending_report(&spec);
-    let fail = |report: &TaskStateReport, reason: String, per_container: Vec<Option<String>>| {
-        let mut r = stopped_report(&spec, report);
-        r.stop_code = Some(StopCode::TaskFailedToStart);
-        r.stopped_reason = Some(reason);
-        for (c, why) in r.containers.iter_mut().zip(per_container) {
-            if why.is_some() {
-                c.reason = why;
-            }
-        }
-        r
-    };
+    let spec = Arc::new(spec);
+    let task_dir = agent.tasks_dir.join(&spec.task_id);
+    let st = TaskState::new(spec.clone());
     if *stop.borrow() {
-        reports.finish(stopped_report(&spec, &report)).await;
+        let (_, fx) = supervisor::on(st, Event::StopRequested);
+        end_unsupervised(&agent, &spec, &task_dir, None, reports, fx).await;
         return;
     }
     if !valid_task_id(&spec.task_id) || spec.containers.is_empty() {
-        let r = fail(&report, format!("invalid task {:?}", spec.task_id), vec![]);
-        reports.finish(r).await;
+        let why = format!("invalid task {:?}", spec.task_id);
+        let (_, fx) = supervisor::on(st, Event::Rejected(why));
+        end_unsupervised(&agent, &spec, &task_dir, None, reports, fx).await;
         return;
     }
-    let task_dir = agent.tasks_dir.join(&spec.task_id);
     let prepared = (|| -> std::io::Result<()> {
         std::fs::create_dir_all(&task_dir)?;
-        statefile::write_json(&task_dir.join("task.json"), &spec)
+        statefile::write_json(&task_dir.join("task.json"), &*spec)
     })();
     if let Err(e) = prepared {
-        let r = fail(&report, format!("cannot create task state: {e}"), vec![]);
-        reports.finish(r).await;
+        let why = format!("cannot create task state: {e}");
+        let (_, fx) = supervisor::on(st, Event::Rejected(why));
+        end_unsupervised(&agent, &spec, &task_dir, None, reports, fx).await;
         return;
     }
     agent.metadata.insert(&spec, None);
+    let (mut st, _) = supervisor::on(st, Event::Preparing);
 
     // The runtime's cgroup attach is a few ms away: have the kernel's attach path warm by then.
     agent.primer.touch();
     // Pull, the network, the shim and the task cgroup, all at once.
-    report.pull_started_at = Some(epoch_now());
-    reports.send(&report);
+    st.report.pull_started_at = Some(epoch_now());
+    reports.send(&st.report);
     let pulls = async {
         futures_util::future::join_all(spec.containers.iter().map(|c| {
             agent
@@ -244,13 +199,12 @@ pub async fn run_task(agent: Arc<Agent>, spec: TaskSpec, mut stop: watch::Receiv
             // Whatever got set up is undone by cleanup (network, cgroups, shim), once the
             // network setup has finished.
             let _ = net_setup.await;
-            cleanup(&agent, &spec, &task_dir, None).await;
-            reports.finish(stopped_report(&spec, &report)).await;
-            remove_task_dir(&task_dir);
+            let (_, fx) = supervisor::on(st, Event::StopRequested);
+            end_unsupervised(&agent, &spec, &task_dir, None, reports, fx).await;
             return;
         }
     };
-    report.pull_stopped_at = Some(epoch_now());
+    st.report.pull_stopped_at = Some(epoch_now());
     tracing::debug!(task = %spec.task_id, "pull, network, shim, cgroup ready after {:?}", t0.elapsed());
     let mut images = Vec::with_capacity(pulled.len());
     let mut errors: Vec<Option<String>> = Vec::new();
@@ -276,17 +230,20 @@ pub async fn run_task(agent: Arc<Agent>, spec: TaskSpec, mut stop: watch::Receiv
     let shim = shim.ok();
     let net: Option<TaskNet> = net.ok().flatten();
     if let Some(reason) = first_err.or(setup_err) {
-        tracing::info!(task = %spec.task_id, "start failed: {reason}");
-        cleanup(&agent, &spec, &task_dir, shim.as_ref().map(|s| &s.0)).await;
-        reports.finish(fail(&report, reason, errors)).await;
-        remove_task_dir(&task_dir);
+        let ev = Event::PrepareFailed {
+            reason,
+            per_container: errors,
+        };
+        let (_, fx) = supervisor::on(st, ev);
+        let conn = shim.as_ref().map(|s| &s.0);
+        end_unsupervised(&agent, &spec, &task_dir, conn, reports, fx).await;
         return;
     }
     let (conn, events) = shim.expect("checked");
     if let Some(n) = &net {
         let _ = statefile::write_json(&task_dir.join("net.json"), n);
         agent.metadata.set_net(&spec.task_id, n);
-        report.network = Some(network_report(n, &region_of(&spec)));
+        st.report.network = Some(network_report(n, &region_of(&spec)));
         agent.ensure_metadata_server(n.gateway).await;
     }
 
@@ -323,31 +280,46 @@ pub async fn run_task(agent: Arc<Agent>, spec: TaskSpec, mut stop: watch::Receiv
         }
     }
     if let Some(reason) = bundle_errors.iter().flatten().next().cloned() {
-        tracing::info!(task = %spec.task_id, "start failed: {reason}");
-        cleanup(&agent, &spec, &task_dir, Some(&conn)).await;
-        reports.finish(fail(&report, reason, bundle_errors)).await;
-        remove_task_dir(&task_dir);
+        let ev = Event::PrepareFailed {
+            reason,
+            per_container: bundle_errors,
+        };
+        let (_, fx) = supervisor::on(st, ev);
+        end_unsupervised(&agent, &spec, &task_dir, Some(&conn), reports, fx).await;
         return;
     }
-    for (cr, img) in report.containers.iter_mut().zip(images.iter()) {
+    for (cr, img) in st.report.containers.iter_mut().zip(images.iter()) {
         cr.image_digest = Some(img.digest.clone());
     }
     tracing::debug!(task = %spec.task_id, "bundles ready after {:?}", t0.elapsed());
-    let phases = vec![Phase::Pending; spec.containers.len()];
-    let health = vec![health::State::new(); spec.containers.len()];
-    let sup = Supervisor {
-        agent,
-        spec,
-        task_dir,
-        conn,
-        net,
-        report,
-        reports,
-        phases,
-        health,
-        t0,
-    };
-    sup.run(events, stop).await;
+    let sup = Supervisor::new(agent, spec, task_dir, conn, net, reports, t0);
+    sup.run(st, Event::Prepared, events, stop).await;
+}
+
+/// Performs the effects of a task that ends before it is supervised (stopped or failed while
+/// it was taken or set up): clean up, the final report, the state directory removed.
+async fn end_unsupervised(
+    agent: &Arc<Agent>,
+    spec: &TaskSpec,
+    task_dir: &Path,
+    conn: Option<&Arc<ShimConn>>,
+    reports: Reports,
+    effects: Vec<Effect>,
+) {
+    let mut reports = Some(reports);
+    for e in effects {
+        match e {
+            Effect::CleanUp => cleanup(agent, spec, task_dir, conn).await,
+            Effect::FinalReport(mut r) => {
+                r.stopped_at = Some(epoch_now());
+                if let Some(reports) = reports.take() {
+                    reports.finish(*r).await;
+                }
+            }
+            Effect::RemoveState => remove_task_dir(task_dir),
+            other => tracing::warn!(task = %spec.task_id, "{other:?} before supervision"),
+        }
+    }
 }
 
 async fn shim_start(
@@ -491,392 +463,257 @@ enum Sup {
     Kill(usize),
 }
 
+/// The shell around the supervisor state machine ([`supervisor::on`]) for one task: it
+/// performs the machine's effects (the shim, timers, tailers, health checkers, reports) and
+/// feeds it what happens.
 struct Supervisor {
     agent: Arc<Agent>,
-    spec: TaskSpec,
+    spec: Arc<TaskSpec>,
     task_dir: PathBuf,
     conn: Arc<ShimConn>,
     net: Option<TaskNet>,
-    report: TaskStateReport,
-    reports: Reports,
-    phases: Vec<Phase>,
-    health: Vec<health::State>,
+    /// Taken by the final report.
+    reports: Option<Reports>,
     /// When the agent took the task (for the start-phase timings logged at debug level).
     t0: Instant,
+    /// Start answers and stop timeouts.
+    tx: mpsc::UnboundedSender<Sup>,
+    rx: mpsc::UnboundedReceiver<Sup>,
+    /// The shim's events, and exits found on disk by start resolvers (`spawn_resolver`).
+    etx: mpsc::UnboundedSender<ShimEvent>,
+    /// Health checkers' status changes.
+    htx: mpsc::UnboundedSender<(usize, HealthStatus)>,
+    hrx: mpsc::UnboundedReceiver<(usize, HealthStatus)>,
+    tailers: HashMap<usize, Tailer>,
+    /// When the task began to run (the machine keeps no clock).
+    started_at: Option<f64>,
+    /// Health checkers, stop timers and port relays: aborted at the end.
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Supervisor {
-    fn send(&self) {
-        self.reports.send(&self.report);
+    fn new(
+        agent: Arc<Agent>,
+        spec: Arc<TaskSpec>,
+        task_dir: PathBuf,
+        conn: Arc<ShimConn>,
+        net: Option<TaskNet>,
+        reports: Reports,
+        t0: Instant,
+    ) -> Supervisor {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (htx, hrx) = mpsc::unbounded_channel();
+        Supervisor {
+            agent,
+            spec,
+            task_dir,
+            conn,
+            net,
+            reports: Some(reports),
+            t0,
+            tx,
+            rx,
+            etx: mpsc::unbounded_channel().0,
+            htx,
+            hrx,
+            tailers: HashMap::new(),
+            started_at: None,
+            background: Vec::new(),
+        }
     }
 
-    fn health_statuses(&self) -> Vec<HealthStatus> {
-        self.health.iter().map(|h| h.status).collect()
-    }
-
+    /// Supervises the task from `st` (fed `first`: `Prepared` or `Adopted`) to its end.
     async fn run(
         mut self,
+        mut st: TaskState,
+        first: Event,
         mut shim_events: mpsc::UnboundedReceiver<ShimEvent>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let n = self.spec.containers.len();
-        let (tx, mut rx) = mpsc::unbounded_channel::<Sup>();
-        // The shim's events, and exits found on disk by start resolvers (`spawn_resolver`).
         let (etx, mut events) = mpsc::unbounded_channel::<ShimEvent>();
-        {
-            let etx = etx.clone();
-            tokio::spawn(async move {
-                while let Some(ev) = shim_events.recv().await {
-                    if etx.send(ev).is_err() {
-                        return;
-                    }
+        self.etx = etx.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = shim_events.recv().await {
+                if etx.send(ev).is_err() {
+                    return;
                 }
-                let _ = etx.send(ShimEvent::Closed);
-            });
-        }
-        let (htx, mut hrx) = mpsc::unbounded_channel::<(usize, HealthStatus)>();
-        let mut tailers: HashMap<usize, Tailer> = HashMap::new();
-        let mut checkers: Vec<tokio::task::JoinHandle<()>> = Vec::new();
-        let mut timers: Vec<tokio::task::JoinHandle<()>> = Vec::new();
-        let mut relays: Vec<tokio::task::JoinHandle<()>> = Vec::new();
-        let mut stopping = false;
-        let mut stop_code: Option<StopCode> = None;
-        let mut stopped_reason: Option<String> = None;
-        let mut start_error: Option<String> = None;
+            }
+            let _ = etx.send(ShimEvent::Closed);
+        });
         // The sampler's stop request for a task over its ephemeral storage.
         let mut evicted = self.agent.evictions.subscribe(&self.spec.task_id);
+        self.started_at = st.report.started_at;
+        self.publish_ports(&mut st).await;
 
-        // Ports are published before anything starts (connections wait for the app);
-        // `networkBindings` lists only what was bound.
-        if let Some(net) = &self.net {
-            for (idx, c) in self.spec.containers.iter().enumerate() {
-                let mut bound = Vec::new();
-                for p in &c.port_mappings {
-                    let published = if p.protocol == "udp" {
-                        network::publish_udp(p.host_port, net.ip, p.container_port).await
-                    } else {
-                        network::publish(p.host_port, net.ip, p.container_port).await
-                    };
-                    match published {
-                        Ok(h) => {
-                            relays.push(h);
-                            bound.push(p.clone());
-                        }
-                        // Best effort: the task keeps its own address, where the port is
-                        // reachable from the host whatever else holds the host port.
-                        Err(e) => tracing::warn!(
-                            task = %self.spec.task_id,
-                            "port {}/{} not published on the host ({e}); the task answers on {}:{}",
-                            p.host_port, p.protocol, net.ip, p.container_port
-                        ),
-                    }
-                }
-                self.report.containers[idx].network_bindings = bound;
-            }
-        }
-        if start_error.is_some() {
-            stopping = true;
-            for p in self.phases.iter_mut() {
-                if *p == Phase::Pending {
-                    *p = Phase::NotStarted;
-                }
-            }
-        }
-        // Adopted containers: tail, health-check; find out what became of starts that were
-        // under way when the agent went away.
-        for idx in 0..n {
-            if self.phases[idx] == Phase::Starting {
-                spawn_resolver(&self.task_dir, idx, &tx, &etx);
-            }
-            if matches!(self.phases[idx], Phase::Running | Phase::Exited(_)) {
-                if let Some(t) = self.tailer(idx) {
-                    tailers.insert(idx, t);
-                }
-            }
-            if self.phases[idx] == Phase::Running {
-                if let Some(h) = self.checker(idx, &htx) {
-                    checkers.push(h);
-                }
-            }
-        }
-
-        loop {
-            // Start what may start; give up on what never can.
-            if !stopping {
-                let hs = self.health_statuses();
-                for idx in 0..n {
-                    if self.phases[idx] != Phase::Pending {
-                        continue;
-                    }
-                    match decide(idx, &self.spec.containers, &self.phases, &hs) {
-                        Decision::Wait => {}
-                        Decision::Start => {
-                            self.phases[idx] = Phase::Starting;
-                            tracing::debug!(task = %self.spec.task_id, "starting container {idx} after {:?}", self.t0.elapsed());
-                            let c = &self.spec.containers[idx];
-                            let id = container_id(&self.spec.task_id, &c.name);
-                            let bundle = shim::container_dir(&self.task_dir, idx);
-                            let oom = cgroups::oom_files(
-                                &self.agent.layout,
-                                &format!(
-                                    "{}/{}",
-                                    cgroup_task_rel(&self.spec.task_id),
-                                    safe_name(&c.name)
-                                ),
-                            );
-                            let (conn, tx) = (self.conn.clone(), tx.clone());
-                            tokio::spawn(async move {
-                                let r = conn.start(idx, &id, bundle, oom).await;
-                                let _ = tx.send(Sup::Started(idx, r));
-                            });
-                        }
-                        Decision::Never(why) => {
-                            tracing::info!(task = %self.spec.task_id, container = %self.spec.containers[idx].name, "not started: {why}");
-                            self.phases[idx] = Phase::NotStarted;
-                            self.report.containers[idx].reason =
-                                Some(format!("DependencyError: {why}"));
-                            if self.spec.containers[idx].essential && !stopping {
-                                stopping = true;
-                                stop_code = Some(StopCode::TaskFailedToStart);
-                                stopped_reason = Some(format!(
-                                    "Essential container {} could not start: {why}",
-                                    self.spec.containers[idx].name
-                                ));
-                                timers = self.begin_stop(&tx).await;
-                            }
-                        }
-                    }
-                }
-            }
-            // The task runs once nothing is being started and nothing startable waits.
-            if self.report.last_status == TaskStatus::Pending
-                && !stopping
-                && !self.phases.contains(&Phase::Starting)
-                && self
-                    .phases
-                    .iter()
-                    .any(|p| matches!(p, Phase::Running | Phase::Exited(_)))
-            {
-                self.report.last_status = TaskStatus::Running;
-                self.report.started_at = Some(epoch_now());
-                self.send();
-                tracing::info!(task = %self.spec.task_id, "running");
-                tracing::debug!(task = %self.spec.task_id, "running after {:?}", self.t0.elapsed());
-            }
-            let done = self
-                .phases
-                .iter()
-                .all(|p| matches!(p, Phase::Exited(_) | Phase::NotStarted));
-            if done {
-                break;
-            }
-            if stopping
-                && !self
-                    .phases
-                    .iter()
-                    .any(|p| matches!(p, Phase::Running | Phase::Starting))
-            {
-                // Nothing runs; pending containers never will.
-                for p in self.phases.iter_mut() {
-                    if *p == Phase::Pending {
-                        *p = Phase::NotStarted;
-                    }
-                }
-                continue;
-            }
-            tokio::select! {
+        let mut fx;
+        (st, fx) = supervisor::on(st, first);
+        self.perform(&mut st, fx).await;
+        while st.stage != Stage::Done {
+            let mut poke = None;
+            let ev = tokio::select! {
                 ev = events.recv() => match ev {
                     Some(ShimEvent::Log(idx)) => {
-                        if let Some(t) = tailers.get(&idx) {
+                        if let Some(t) = self.tailers.get(&idx) {
                             t.poke();
                         }
+                        continue;
                     }
                     Some(ShimEvent::Exit(rec)) => {
-                        // The exit can overtake the start reply (a container that exits at
-                        // once): it ran, so the task ran.
-                        if self.phases.get(rec.idx) == Some(&Phase::Starting) {
-                            let c = &self.spec.containers[rec.idx];
-                            self.report.containers[rec.idx].runtime_id = Some(container_id(&self.spec.task_id, &c.name));
-                            if let Some(t) = self.tailer(rec.idx) {
-                                tailers.insert(rec.idx, t);
-                            }
-                        }
-                        if self.report.last_status == TaskStatus::Pending && !stopping {
-                            self.report.last_status = TaskStatus::Running;
-                            self.report.started_at = Some(epoch_now());
-                            for (i, p) in self.phases.iter().enumerate() {
-                                if matches!(p, Phase::Running | Phase::Starting) {
-                                    self.report.containers[i].last_status = ContainerStatus::Running;
-                                }
-                            }
-                            self.send();
-                        }
-                        if self.on_exit(rec) && !stopping {
-                            stopping = true;
-                            stop_code = Some(StopCode::EssentialContainerExited);
-                            stopped_reason = Some(ESSENTIAL_EXITED.into());
-                            timers = self.begin_stop(&tx).await;
-                        } else if !stopping {
-                            self.send();
-                        }
-                        if let Some(t) = tailers.get(&rec.idx) {
-                            t.poke();
-                        }
+                        poke = Some(rec.idx);
+                        Event::Exited { idx: rec.idx, code: rec.code, oom: rec.oom }
                     }
                     Some(ShimEvent::Closed) | None => {
-                        tracing::warn!(task = %self.spec.task_id, "the shim went away; its containers are lost");
-                        for (idx, p) in self.phases.iter_mut().enumerate() {
-                            match *p {
-                                Phase::Running | Phase::Starting => {
-                                    *p = Phase::Exited(137);
-                                    self.report.containers[idx].last_status = ContainerStatus::Stopped;
-                                    self.report.containers[idx].reason = Some(LOST_REASON.into());
-                                }
-                                Phase::Pending => *p = Phase::NotStarted,
-                                _ => {}
-                            }
-                        }
-                        if !stopping {
-                            stop_code = Some(StopCode::EssentialContainerExited);
-                            stopped_reason = Some(LOST_REASON.into());
-                        }
-                        stopping = true;
                         // Keep the loop from waiting on a closed channel.
                         events = mpsc::unbounded_channel().1;
+                        Event::ShimLost
                     }
                 },
-                Some(s) = rx.recv() => match s {
-                    Sup::Started(idx, Ok(_pid)) => {
-                        if self.phases[idx] != Phase::Starting {
-                            continue;
-                        }
-                        tracing::debug!(task = %self.spec.task_id, "container {idx} started after {:?}", self.t0.elapsed());
-                        self.phases[idx] = Phase::Running;
-                        let c = &self.spec.containers[idx];
-                        let cr = &mut self.report.containers[idx];
-                        cr.last_status = ContainerStatus::Running;
-                        cr.runtime_id = Some(container_id(&self.spec.task_id, &c.name));
-                        if c.health_check.is_some() {
-                            cr.health_status = Some(HealthStatus::Unknown);
-                        }
-                        if let Some(t) = self.tailer(idx) {
-                            tailers.insert(idx, t);
-                        }
-                        if let Some(h) = self.checker(idx, &htx) {
-                            checkers.push(h);
-                        }
-                        if stopping {
-                            let _ = self.conn.kill(idx, nix::libc::SIGKILL).await;
-                        } else if self.report.last_status == TaskStatus::Running {
-                            self.send();
-                        }
-                    }
+                Some(s) = self.rx.recv() => match s {
+                    Sup::Started(idx, Ok(_pid)) => Event::Started(idx),
                     Sup::Started(idx, Err(e)) if e.starts_with(ALREADY_STARTED) => {
-                        // The shim took this start before (a request of the previous agent):
-                        // the container runs, ran, or failed; the disk tells which.
-                        if self.phases[idx] == Phase::Starting {
-                            spawn_resolver(&self.task_dir, idx, &tx, &etx);
-                        }
+                        Event::StartTaken(idx)
                     }
-                    Sup::Started(idx, Err(e)) => {
-                        if self.phases[idx] != Phase::Starting {
-                            continue;
-                        }
-                        let msg = format!("CannotStartContainerError: {e}");
-                        tracing::info!(task = %self.spec.task_id, "start failed: {msg}");
-                        self.phases[idx] = Phase::NotStarted;
-                        self.report.containers[idx].reason = Some(msg.clone());
-                        start_error.get_or_insert(msg.clone());
-                        if !stopping && self.spec.containers[idx].essential {
-                            stopping = true;
-                            stop_code = Some(StopCode::TaskFailedToStart);
-                            stopped_reason = Some(msg);
-                            timers = self.begin_stop(&tx).await;
-                        }
-                    }
-                    Sup::Kill(idx) => {
-                        if self.phases[idx] == Phase::Running {
-                            let _ = self.conn.kill(idx, nix::libc::SIGKILL).await;
-                        }
-                    }
+                    Sup::Started(idx, Err(e)) => Event::StartFailed(idx, e),
+                    Sup::Kill(idx) => Event::StopTimeout(idx),
                 },
-                Some((idx, status)) = hrx.recv() => {
-                    if self.phases[idx] == Phase::Running {
-                        self.health[idx].status = status;
-                        self.report.containers[idx].health_status = Some(status);
-                        let _ = statefile::write(&shim::container_dir(&self.task_dir, idx).join("health"), status.as_str().as_bytes());
-                        tracing::info!(task = %self.spec.task_id, container = %self.spec.containers[idx].name, "health {status}");
-                        if self.report.last_status == TaskStatus::Running {
-                            self.send();
-                        }
+                Some((idx, status)) = self.hrx.recv() => {
+                    Event::Health(idx, status)
+                }
+                Ok(()) = evicted.changed(), if !st.stopping => {
+                    match evicted.borrow_and_update().clone() {
+                        Some(why) => Event::Evicted(why),
+                        None => continue,
                     }
                 }
-                Ok(()) = evicted.changed(), if !stopping => {
-                    let why = evicted.borrow_and_update().clone();
-                    if let Some(why) = why {
-                        stopping = true;
-                        stop_code = Some(StopCode::EssentialContainerExited);
-                        stopped_reason = Some(why);
-                        timers = self.begin_stop(&tx).await;
-                        // Like a hard eviction: no grace period.
-                        for idx in 0..n {
-                            let _ = tx.send(Sup::Kill(idx));
-                        }
-                    }
-                }
-                _ = stop_requested(&mut stop), if !stopping => {
-                    stopping = true;
-                    timers = self.begin_stop(&tx).await;
-                }
+                _ = stop_requested(&mut stop), if !st.stopping => Event::StopRequested,
+            };
+            if let Event::Started(idx) = ev {
+                tracing::debug!(task = %self.spec.task_id, "container {idx} started after {:?}", self.t0.elapsed());
+            }
+            (st, fx) = supervisor::on(st, ev);
+            self.perform(&mut st, fx).await;
+            if let Some(t) = poke.and_then(|idx| self.tailers.get(&idx)) {
+                t.poke();
             }
         }
-
-        for h in checkers.into_iter().chain(timers).chain(relays) {
-            h.abort();
-        }
-        for (_, t) in tailers.drain() {
-            t.finish().await;
-        }
-        self.agent.logs.flush().await;
-        self.agent.evictions.forget(&self.spec.task_id);
-        cleanup(&self.agent, &self.spec, &self.task_dir, Some(&self.conn)).await;
-        let mut r = stopped_report(&self.spec, &self.report);
-        if stop_code.is_none()
-            && start_error.is_some()
-            && !self.phases.iter().any(|p| matches!(p, Phase::Exited(_)))
-        {
-            stop_code = Some(StopCode::TaskFailedToStart);
-            stopped_reason = start_error;
-        }
-        if stop_code.is_none()
-            && self.phases.iter().any(|p| matches!(p, Phase::Exited(_)))
-            && !*stop.borrow()
-        {
-            stop_code = Some(StopCode::EssentialContainerExited);
-            stopped_reason = Some(ESSENTIAL_EXITED.into());
-        }
-        r.stop_code = stop_code;
-        r.stopped_reason = stopped_reason;
-        self.reports.finish(r).await;
-        remove_task_dir(&self.task_dir);
         tracing::info!(task = %self.spec.task_id, "stopped");
     }
 
-    /// Records an exit; true when it was an essential container (the task stops).
-    fn on_exit(&mut self, rec: ExitRecord) -> bool {
-        let idx = rec.idx;
-        if idx >= self.phases.len() || matches!(self.phases[idx], Phase::Exited(_)) {
-            return false;
+    /// Ports are published before anything starts (connections wait for the app);
+    /// `networkBindings` lists only what was bound.
+    async fn publish_ports(&mut self, st: &mut TaskState) {
+        let Some(net) = &self.net else {
+            return;
+        };
+        for (idx, c) in self.spec.containers.iter().enumerate() {
+            let mut bound = Vec::new();
+            for p in &c.port_mappings {
+                let published = if p.protocol == "udp" {
+                    network::publish_udp(p.host_port, net.ip, p.container_port).await
+                } else {
+                    network::publish(p.host_port, net.ip, p.container_port).await
+                };
+                match published {
+                    Ok(h) => {
+                        self.background.push(h);
+                        bound.push(p.clone());
+                    }
+                    // Best effort: the task keeps its own address, where the port is
+                    // reachable from the host whatever else holds the host port.
+                    Err(e) => tracing::warn!(
+                        task = %self.spec.task_id,
+                        "port {}/{} not published on the host ({e}); the task answers on {}:{}",
+                        p.host_port, p.protocol, net.ip, p.container_port
+                    ),
+                }
+            }
+            st.report.containers[idx].network_bindings = bound;
         }
-        self.phases[idx] = Phase::Exited(rec.code);
-        let cr = &mut self.report.containers[idx];
-        cr.last_status = ContainerStatus::Stopped;
-        cr.exit_code = Some(rec.code);
-        if rec.oom {
-            cr.reason = Some(OOM_REASON.into());
+    }
+
+    /// Performs the machine's effects, in order.
+    async fn perform(&mut self, st: &mut TaskState, effects: Vec<Effect>) {
+        for e in effects {
+            match e {
+                Effect::Start(idx) => {
+                    tracing::debug!(task = %self.spec.task_id, "starting container {idx} after {:?}", self.t0.elapsed());
+                    let c = &self.spec.containers[idx];
+                    let id = container_id(&self.spec.task_id, &c.name);
+                    let bundle = shim::container_dir(&self.task_dir, idx);
+                    let oom = cgroups::oom_files(
+                        &self.agent.layout,
+                        &format!(
+                            "{}/{}",
+                            cgroup_task_rel(&self.spec.task_id),
+                            safe_name(&c.name)
+                        ),
+                    );
+                    let (conn, tx) = (self.conn.clone(), self.tx.clone());
+                    tokio::spawn(async move {
+                        let r = conn.start(idx, &id, bundle, oom).await;
+                        let _ = tx.send(Sup::Started(idx, r));
+                    });
+                }
+                Effect::Resolve(idx) => spawn_resolver(&self.task_dir, idx, &self.tx, &self.etx),
+                Effect::Signal(idx, sig) => {
+                    let sig = match sig {
+                        Signal::Term => nix::libc::SIGTERM,
+                        Signal::Kill => nix::libc::SIGKILL,
+                    };
+                    let _ = self.conn.kill(idx, sig).await;
+                }
+                Effect::StopTimer(idx, after) => {
+                    let tx = self.tx.clone();
+                    self.background.push(tokio::spawn(async move {
+                        tokio::time::sleep(after).await;
+                        let _ = tx.send(Sup::Kill(idx));
+                    }));
+                }
+                Effect::Tail(idx) => {
+                    if let Some(t) = self.tailer(idx) {
+                        self.tailers.insert(idx, t);
+                    }
+                }
+                Effect::CheckHealth(idx) => {
+                    if let Some(h) = self.checker(idx, st.health[idx]) {
+                        self.background.push(h);
+                    }
+                }
+                Effect::WriteHealth(idx) => {
+                    let path = shim::container_dir(&self.task_dir, idx).join("health");
+                    let _ = statefile::write(&path, st.health[idx].status.as_str().as_bytes());
+                }
+                Effect::Report(mut r) => {
+                    if r.last_status == TaskStatus::Running && self.started_at.is_none() {
+                        self.started_at = Some(epoch_now());
+                        tracing::debug!(task = %self.spec.task_id, "running after {:?}", self.t0.elapsed());
+                    }
+                    r.started_at = r.started_at.or(self.started_at);
+                    if let Some(reports) = &self.reports {
+                        reports.send(&r);
+                    }
+                }
+                Effect::CleanUp => {
+                    for h in self.background.drain(..) {
+                        h.abort();
+                    }
+                    for (_, t) in self.tailers.drain() {
+                        t.finish().await;
+                    }
+                    self.agent.logs.flush().await;
+                    self.agent.evictions.forget(&self.spec.task_id);
+                    cleanup(&self.agent, &self.spec, &self.task_dir, Some(&self.conn)).await;
+                }
+                Effect::FinalReport(mut r) => {
+                    r.started_at = r.started_at.or(self.started_at);
+                    r.stopped_at = Some(epoch_now());
+                    if let Some(reports) = self.reports.take() {
+                        reports.finish(*r).await;
+                    }
+                }
+                Effect::RemoveState => remove_task_dir(&self.task_dir),
+            }
         }
-        tracing::info!(task = %self.spec.task_id, container = %self.spec.containers[idx].name, "exited with {} (oom: {})", rec.code, rec.oom);
-        self.spec.containers[idx].essential
     }
 
     fn tailer(&self, idx: usize) -> Option<Tailer> {
@@ -888,11 +725,7 @@ impl Supervisor {
         ))
     }
 
-    fn checker(
-        &self,
-        idx: usize,
-        htx: &mpsc::UnboundedSender<(usize, HealthStatus)>,
-    ) -> Option<tokio::task::JoinHandle<()>> {
+    fn checker(&self, idx: usize, state: health::State) -> Option<tokio::task::JoinHandle<()>> {
         let c = &self.spec.containers[idx];
         let hc = c.health_check.clone()?;
         health::spawn(
@@ -901,40 +734,9 @@ impl Supervisor {
             idx,
             hc,
             Instant::now(),
-            self.health[idx],
-            htx.clone(),
+            state,
+            self.htx.clone(),
         )
-    }
-
-    /// SIGTERM to every running container, SIGKILL after its stop timeout; pending containers
-    /// will not start.
-    async fn begin_stop(
-        &mut self,
-        tx: &mpsc::UnboundedSender<Sup>,
-    ) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut timers = Vec::new();
-        for p in self.phases.iter_mut() {
-            if *p == Phase::Pending {
-                *p = Phase::NotStarted;
-            }
-        }
-        for (idx, c) in self.spec.containers.iter().enumerate() {
-            if self.phases[idx] != Phase::Running {
-                continue;
-            }
-            let _ = self.conn.kill(idx, nix::libc::SIGTERM).await;
-            let timeout = if c.stop_timeout == 0 {
-                DEFAULT_STOP_TIMEOUT
-            } else {
-                c.stop_timeout
-            };
-            let tx = tx.clone();
-            timers.push(tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(timeout as u64)).await;
-                let _ = tx.send(Sup::Kill(idx));
-            }));
-        }
-        timers
     }
 }
 
@@ -1055,8 +857,7 @@ pub async fn recover(
             }
             phases.push(phase);
         }
-        let handed = report.last_status == TaskStatus::Running
-            || phases.iter().any(|p| *p != Phase::Pending);
+        let handed = report.last_status == TaskStatus::Running || phases.iter().any(|p| *p != Phase::Pending);
         if !handed {
             // Nothing ran yet (the agent went away while pulling or preparing): undo it all;
             // the task is still assigned, so it is started again from the beginning.
@@ -1082,28 +883,19 @@ pub async fn recover(
         let reports = Reports::new(agent, &spec.task_id);
         let Some((conn, events)) = conn else {
             tracing::info!(task = %spec.task_id, "cleaning up a task whose shim is gone");
-            cleanup(agent, &spec, &dir, None).await;
-            let mut r = stopped_report(&spec, &report);
-            let essential_exited = spec
-                .containers
-                .iter()
-                .zip(&phases)
-                .any(|(c, p)| c.essential && matches!(p, Phase::Exited(_)));
-            r.stop_code = Some(StopCode::EssentialContainerExited);
-            r.stopped_reason = Some(if essential_exited {
-                ESSENTIAL_EXITED.into()
-            } else {
-                LOST_REASON.into()
-            });
-            for (c, p) in r.containers.iter_mut().zip(&phases) {
-                if !matches!(p, Phase::Exited(_)) {
-                    c.reason = Some(LOST_REASON.into());
-                }
+            let spec = Arc::new(spec);
+            let st = TaskState::adopted(spec.clone(), report, phases, health);
+            let (_, fx) = supervisor::on(st, Event::ShimGone);
+            // Cleaned up now; the final report may take its time.
+            let (now, later): (Vec<_>, Vec<_>) =
+                fx.into_iter().partition(|e| *e == Effect::CleanUp);
+            if !now.is_empty() {
+                cleanup(agent, &spec, &dir, None).await;
             }
             out.finished.push(spec.task_id.clone());
+            let agent = agent.clone();
             tokio::spawn(async move {
-                reports.finish(r).await;
-                remove_task_dir(&dir);
+                end_unsupervised(&agent, &spec, &dir, None, reports, later).await;
             });
             continue;
         };
@@ -1121,19 +913,10 @@ pub async fn recover(
         reports.send(&report);
         out.adopted.push(spec.task_id.clone());
         let stop = stops(&spec.task_id);
-        let sup = Supervisor {
-            agent: agent.clone(),
-            spec,
-            task_dir: dir,
-            conn,
-            net,
-            report,
-            reports,
-            phases,
-            health,
-            t0: Instant::now(),
-        };
-        tokio::spawn(sup.run(events, stop));
+        let spec = Arc::new(spec);
+        let st = TaskState::adopted(spec.clone(), report, phases, health);
+        let sup = Supervisor::new(agent.clone(), spec, dir, conn, net, reports, Instant::now());
+        tokio::spawn(sup.run(st, Event::Adopted, events, stop));
     }
     out
 }
