@@ -4,7 +4,10 @@
 //! Each enum serialises to exactly the string AWS uses (botocore `ecs/2014-11-13/service-2.json`
 //! and `ecr/2015-09-21/service-2.json`; the shape each follows is named on it), so stored records
 //! and wire JSON keep their bytes. Every enum has `as_str`, `Display` and `FromStr`; parsing an
-//! unknown value gives [`UnknownStatus`].
+//! unknown value gives [`UnknownStatus`]. The enums held by records that derive `Default` default
+//! to the value a new object starts with (a task PROVISIONING and desired RUNNING, a container
+//! PENDING, health UNKNOWN, a service/cluster/task definition ACTIVE, a deployment PRIMARY and
+//! IN_PROGRESS, a service deployment PENDING, a circuit breaker DISABLED).
 
 use serde::{Deserialize, Serialize};
 
@@ -359,56 +362,6 @@ status_enum! {
     }
 }
 
-/// Task `lastStatus` values in life-cycle order.
-pub const TASK_STATUSES: [&str; 8] = [
-    "PROVISIONING",
-    "PENDING",
-    "ACTIVATING",
-    "RUNNING",
-    "DEACTIVATING",
-    "STOPPING",
-    "DEPROVISIONING",
-    "STOPPED",
-];
-
-/// Position of a task `lastStatus` in the life cycle (unknown values sort first).
-pub fn task_status_rank(s: &str) -> usize {
-    s.parse::<TaskStatus>().map(TaskStatus::rank).unwrap_or(0)
-}
-
-/// The status a task moves to when an agent reports `reported`: a task never moves backwards
-/// (a late PENDING report cannot undo RUNNING, nothing leaves STOPPED).
-pub fn next_task_status<'a>(current: &'a str, reported: &'a str) -> &'a str {
-    if task_status_rank(reported) >= task_status_rank(current) {
-        reported
-    } else {
-        current
-    }
-}
-
-/// `stopCode` values (botocore `TaskStopCode`).
-pub mod stop_code {
-    use super::StopCode;
-    pub const TASK_FAILED_TO_START: &str = StopCode::TaskFailedToStart.as_str();
-    pub const ESSENTIAL_CONTAINER_EXITED: &str = StopCode::EssentialContainerExited.as_str();
-    pub const USER_INITIATED: &str = StopCode::UserInitiated.as_str();
-    pub const SERVICE_SCHEDULER_INITIATED: &str = StopCode::ServiceSchedulerInitiated.as_str();
-}
-
-/// Container `lastStatus` order: PENDING -> RUNNING -> STOPPED; never backwards.
-pub fn next_container_status<'a>(current: &'a str, reported: &'a str) -> &'a str {
-    let rank = |s: &str| {
-        s.parse::<ContainerStatus>()
-            .map(|c| c as usize)
-            .unwrap_or(0)
-    };
-    if rank(reported) >= rank(current) {
-        reported
-    } else {
-        current
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,10 +408,20 @@ mod tests {
 
     #[test]
     fn wire_strings_match_aws() {
-        assert_eq!(TASK_STATUSES.len(), TaskStatus::ALL.len());
-        for (s, t) in TASK_STATUSES.iter().zip(TaskStatus::ALL) {
-            assert_eq!(t.as_str(), *s);
-        }
+        let order: Vec<&str> = TaskStatus::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(
+            order,
+            [
+                "PROVISIONING",
+                "PENDING",
+                "ACTIVATING",
+                "RUNNING",
+                "DEACTIVATING",
+                "STOPPING",
+                "DEPROVISIONING",
+                "STOPPED"
+            ]
+        );
         assert_eq!(
             StopCode::EssentialContainerExited.as_str(),
             "EssentialContainerExited"
@@ -552,14 +515,5 @@ mod tests {
         assert!(!InProgress.is_terminal() && !RollbackRequested.is_terminal());
         assert!(Pending.is_rolling_forward() && InProgress.is_rolling_forward());
         assert!(!RollbackInProgress.is_rolling_forward());
-    }
-
-    #[test]
-    fn legacy_string_helpers() {
-        assert_eq!(next_task_status("RUNNING", "PENDING"), "RUNNING");
-        assert_eq!(next_task_status("PENDING", "RUNNING"), "RUNNING");
-        assert_eq!(next_task_status("STOPPED", "RUNNING"), "STOPPED");
-        assert_eq!(next_container_status("RUNNING", "PENDING"), "RUNNING");
-        assert_eq!(task_status_rank("STOPPED"), 7);
     }
 }
