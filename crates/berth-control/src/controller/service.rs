@@ -26,7 +26,10 @@ use berth_api::ecs::{
     Deployment, DeploymentConfiguration, Rollback, Service, ServiceDeployment,
     ServiceDeploymentCircuitBreaker, ServiceEvent, ServiceRevision, ServiceRevisionSummary,
 };
-use berth_core::status::stop_code;
+use berth_core::status::{
+    CircuitBreakerStatus, DeploymentStatus, DesiredStatus, HealthStatus, RolloutState,
+    ServiceDeploymentStatus, ServiceStatus, StopCode, TaskStatus,
+};
 use serde::{Deserialize, Serialize};
 
 /// Service events kept per service (ECS returns at most 100).
@@ -108,13 +111,13 @@ pub struct ServiceRecord {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observed {
     pub id: String,
-    pub last_status: String,
-    pub desired_status: String,
+    pub last_status: TaskStatus,
+    pub desired_status: DesiredStatus,
     /// Task `healthStatus` (HEALTHY, UNHEALTHY, UNKNOWN).
-    pub health_status: String,
+    pub health_status: HealthStatus,
     /// Whether an essential container has a health check (then only HEALTHY counts as healthy).
     pub has_health_check: bool,
-    pub stop_code: Option<String>,
+    pub stop_code: Option<StopCode>,
     /// Task `startedAt` (epoch seconds), once RUNNING.
     pub started_at: Option<f64>,
 }
@@ -126,19 +129,19 @@ pub const STABILIZE_SECS: f64 = 1.0;
 
 impl Observed {
     fn stopped(&self) -> bool {
-        self.last_status == "STOPPED"
+        self.last_status == TaskStatus::Stopped
     }
     /// Wanted and not yet stopped.
     fn live(&self) -> bool {
-        self.desired_status != "STOPPED" && !self.stopped()
+        self.desired_status != DesiredStatus::Stopped && !self.stopped()
     }
     fn healthy(&self, now: f64) -> bool {
         self.live()
-            && self.last_status == "RUNNING"
+            && self.last_status == TaskStatus::Running
             && if self.has_health_check {
-                self.health_status == "HEALTHY"
+                self.health_status == HealthStatus::Healthy
             } else {
-                self.health_status != "UNHEALTHY" && self.stable_in(now) <= 0.0
+                self.health_status != HealthStatus::Unhealthy && self.stable_in(now) <= 0.0
             }
     }
     /// Seconds until a RUNNING task without a health check has been up for [`STABILIZE_SECS`].
@@ -232,9 +235,9 @@ pub fn counts(rec: &ServiceRecord, obs: &[Observed], deployment: Option<&str>) -
             if o.stopped() {
                 continue;
             }
-            if o.last_status == "RUNNING" {
+            if o.last_status == TaskStatus::Running {
                 running += 1;
-            } else if o.desired_status != "STOPPED" {
+            } else if o.desired_status != DesiredStatus::Stopped {
                 pending += 1;
             }
         }
@@ -285,14 +288,14 @@ pub fn reconcile(
         push_event(&mut r.service, msg, now, id);
     };
 
-    if r.service.status == "INACTIVE" {
+    if r.service.status == ServiceStatus::Inactive {
         if r.inactive_at.is_some_and(|t| now - t > INACTIVE_RETENTION) {
             plan.delete = true;
         }
         plan.record = r;
         return plan;
     }
-    let draining = r.service.status == "DRAINING";
+    let draining = r.service.status == ServiceStatus::Draining;
     let desired = if draining {
         0
     } else {
@@ -309,8 +312,10 @@ pub fn reconcile(
             kept.push(t);
             continue;
         }
-        let code = o.stop_code.as_deref().unwrap_or("");
-        if code != stop_code::SERVICE_SCHEDULER_INITIATED && code != stop_code::USER_INITIATED {
+        if !matches!(
+            o.stop_code,
+            Some(StopCode::ServiceSchedulerInitiated | StopCode::UserInitiated)
+        ) {
             if let Some(d) = r.deployments.iter_mut().find(|d| d.d.id == t.deployment) {
                 d.d.failed_tasks += 1;
                 d.d.updated_at = now;
@@ -331,7 +336,7 @@ pub fn reconcile(
     let mut grace_ends: Option<f64> = None;
     for t in &r.tasks {
         let Some(o) = find(&t.id) else { continue };
-        if o.live() && o.health_status == "UNHEALTHY" {
+        if o.live() && o.health_status == HealthStatus::Unhealthy {
             let left = o.started_at.map_or(0.0, |s| s + grace - now);
             if left > 0.0 {
                 grace_ends = Some(grace_ends.map_or(left, |g: f64| g.min(left)));
@@ -378,13 +383,13 @@ pub fn reconcile(
     if let Some(p) = r.deployments.first().cloned() {
         if cb.enable
             && !draining
-            && p.d.rollout_state == "IN_PROGRESS"
+            && p.d.rollout_state == RolloutState::InProgress
             && p.d.failed_tasks >= threshold
         {
             let reason = "tasks failed to start.";
             {
                 let d = &mut r.deployments[0];
-                d.d.rollout_state = "FAILED".into();
+                d.d.rollout_state = RolloutState::Failed;
                 d.d.rollout_state_reason =
                     Some(format!("ECS deployment circuit breaker: {reason}"));
                 d.d.updated_at = now;
@@ -420,7 +425,7 @@ pub fn reconcile(
             if rolled {
                 let sd_arn = p.sd_arn.clone();
                 if let Some(s) = sd_mut(&mut r, &sd_arn) {
-                    s.sd.deployment_circuit_breaker.status = "TRIGGERED".into();
+                    s.sd.deployment_circuit_breaker.status = CircuitBreakerStatus::Triggered;
                 }
                 let id = r.deployments[0].d.id.clone();
                 event(
@@ -433,12 +438,12 @@ pub fn reconcile(
                 let sd_arn = p.sd_arn.clone();
                 if let Some(s) = sd_mut(&mut r, &sd_arn) {
                     s.sd.status = if cb.rollback {
-                        "ROLLBACK_FAILED".into()
+                        ServiceDeploymentStatus::RollbackFailed
                     } else {
-                        "STOPPED".into()
+                        ServiceDeploymentStatus::Stopped
                     };
                     s.sd.status_reason = Some(format!("ECS deployment circuit breaker: {reason}"));
-                    s.sd.deployment_circuit_breaker.status = "TRIGGERED".into();
+                    s.sd.deployment_circuit_breaker.status = CircuitBreakerStatus::Triggered;
                     s.sd.stopped_at = Some(now);
                     s.sd.finished_at = Some(now);
                     s.sd.updated_at = now;
@@ -564,7 +569,7 @@ pub fn reconcile(
     }
     let stopped_running: Vec<String> = stop
         .iter()
-        .filter(|(id, _)| find(id).is_some_and(|o| o.last_status == "RUNNING"))
+        .filter(|(id, _)| find(id).is_some_and(|o| o.last_status == TaskStatus::Running))
         .map(|(id, _)| format!("(task {id})"))
         .collect();
     if !stopped_running.is_empty() {
@@ -630,14 +635,14 @@ pub fn reconcile(
             .filter(|t| !stopping.contains(t.id.as_str()))
             .filter(|t| find(&t.id).is_some_and(|o| o.healthy(now)))
             .count() as i64;
-        let done = p.d.rollout_state == "IN_PROGRESS"
+        let done = p.d.rollout_state == RolloutState::InProgress
             && r.deployments.len() == 1
             && primary_healthy == desired
             && alive(&r, &p.d.id, &stop, &started) == desired
             && !draining;
         if done {
             let d = &mut r.deployments[0];
-            d.d.rollout_state = "COMPLETED".into();
+            d.d.rollout_state = RolloutState::Completed;
             d.d.rollout_state_reason = Some(format!("ECS deployment {} completed.", p.d.id));
             d.d.updated_at = now;
             r.last_completed = Some(r.deployments[0].clone());
@@ -647,12 +652,15 @@ pub fn reconcile(
             let pid = p.d.id.clone();
             if let Some(s) = sd_mut(&mut r, &sd_arn) {
                 if s.rollback_deployment_id.as_deref() == Some(pid.as_str()) {
-                    s.sd.status = "ROLLBACK_SUCCESSFUL".into();
-                } else if s.sd.status == "IN_PROGRESS" || s.sd.status == "PENDING" {
-                    s.sd.status = "SUCCESSFUL".into();
+                    s.sd.status = ServiceDeploymentStatus::RollbackSuccessful;
+                } else if s.sd.status == ServiceDeploymentStatus::InProgress
+                    || s.sd.status == ServiceDeploymentStatus::Pending
+                {
+                    s.sd.status = ServiceDeploymentStatus::Successful;
                     s.sd.status_reason = None;
-                    if s.sd.deployment_circuit_breaker.status == "MONITORING" {
-                        s.sd.deployment_circuit_breaker.status = "MONITORING_COMPLETE".into();
+                    if s.sd.deployment_circuit_breaker.status == CircuitBreakerStatus::Monitoring {
+                        s.sd.deployment_circuit_breaker.status =
+                            CircuitBreakerStatus::MonitoringComplete;
                     }
                 }
                 s.sd.finished_at = Some(now);
@@ -691,7 +699,7 @@ pub fn reconcile(
         && stop.is_empty()
         && pending == 0
         && running == desired
-        && r.deployments[0].d.rollout_state != "IN_PROGRESS"
+        && r.deployments[0].d.rollout_state != RolloutState::InProgress
         && !draining;
     if stable && !r.steady {
         event(
@@ -702,7 +710,7 @@ pub fn reconcile(
     }
     r.steady = stable;
     if draining && r.tasks.is_empty() {
-        r.service.status = "INACTIVE".into();
+        r.service.status = ServiceStatus::Inactive;
         r.inactive_at = Some(now);
         for d in &mut r.deployments {
             d.d.desired_count = 0;
@@ -712,7 +720,7 @@ pub fn reconcile(
     // Look again when a RUNNING task becomes stable (it may then complete the deployment).
     let settle = obs
         .iter()
-        .filter(|o| o.live() && o.last_status == "RUNNING" && !o.has_health_check)
+        .filter(|o| o.live() && o.last_status == TaskStatus::Running && !o.has_health_check)
         .map(|o| o.stable_in(now))
         .filter(|t| *t > 0.0)
         .fold(f64::INFINITY, f64::min);
@@ -743,21 +751,21 @@ pub fn start_rollback(
     let id = format!("ecs-svc/{}", new_id(IdKind::Deployment));
     let mut d = last.clone();
     d.d.id = id.clone();
-    d.d.status = "PRIMARY".into();
+    d.d.status = DeploymentStatus::Primary;
     d.d.desired_count = r.service.desired_count;
     d.d.failed_tasks = 0;
     d.d.pending_count = 0;
     d.d.running_count = 0;
     d.d.created_at = now;
     d.d.updated_at = now;
-    d.d.rollout_state = "IN_PROGRESS".into();
+    d.d.rollout_state = RolloutState::InProgress;
     d.d.rollout_state_reason = Some(format!("ECS deployment {id} in progress."));
     d.sd_arn = p.sd_arn.clone();
     d.halted = false;
-    r.deployments[0].d.status = "ACTIVE".into();
+    r.deployments[0].d.status = DeploymentStatus::Active;
     r.deployments[0].halted = true;
-    if r.deployments[0].d.rollout_state == "IN_PROGRESS" {
-        r.deployments[0].d.rollout_state = "FAILED".into();
+    if r.deployments[0].d.rollout_state == RolloutState::InProgress {
+        r.deployments[0].d.rollout_state = RolloutState::Failed;
         r.deployments[0].d.rollout_state_reason = Some(reason.to_string());
         r.deployments[0].d.updated_at = now;
     }
@@ -766,7 +774,7 @@ pub fn start_rollback(
     // The launch throttle stays: the rollback's tasks start no faster than the failures allow.
     r.steady = false;
     if let Some(s) = sd_mut(r, &p.sd_arn) {
-        s.sd.status = "ROLLBACK_IN_PROGRESS".into();
+        s.sd.status = ServiceDeploymentStatus::RollbackInProgress;
         s.sd.status_reason = Some(reason.to_string());
         s.sd.updated_at = now;
         s.sd.rollback = Some(Rollback {
@@ -815,7 +823,11 @@ pub fn breaker_status(
         .as_ref()
         .is_some_and(|b| b.enable);
     ServiceDeploymentCircuitBreaker {
-        status: if enabled { "MONITORING" } else { "DISABLED" }.into(),
+        status: if enabled {
+            CircuitBreakerStatus::Monitoring
+        } else {
+            CircuitBreakerStatus::Disabled
+        },
         failure_count: 0,
         threshold: if enabled {
             failure_threshold(desired)
