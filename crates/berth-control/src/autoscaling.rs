@@ -231,34 +231,43 @@ fn cooldowns() -> &'static Cooldowns {
 }
 
 impl ControlPlane {
-    /// Runs one Application Auto Scaling operation; `body` is the raw JSON request.
+    /// Runs one Application Auto Scaling operation; `body` is the raw JSON request. A store
+    /// conflict that escapes the handler runs it again ([`crate::retry_conflicts`]).
     pub async fn handle_autoscaling(
         &self,
         operation: &str,
         body: &[u8],
     ) -> Result<Value, AwsError> {
         let req: Value = parse_body(body)?;
+        crate::retry_conflicts(|| self.handle_autoscaling_once(operation, &req)).await
+    }
+
+    async fn handle_autoscaling_once(
+        &self,
+        operation: &str,
+        req: &Value,
+    ) -> Result<Value, AwsError> {
         match operation {
-            "RegisterScalableTarget" => self.register_scalable_target(&req).await,
-            "DeregisterScalableTarget" => self.deregister_scalable_target(&req).await,
+            "RegisterScalableTarget" => self.register_scalable_target(req).await,
+            "DeregisterScalableTarget" => self.deregister_scalable_target(req).await,
             "DescribeScalableTargets" => {
-                self.describe_aas(TARGET, &req, "ScalableTargets", None)
+                self.describe_aas(TARGET, req, "ScalableTargets", None)
                     .await
             }
-            "PutScalingPolicy" => self.put_scaling_policy(&req).await,
+            "PutScalingPolicy" => self.put_scaling_policy(req).await,
             "DescribeScalingPolicies" => {
-                self.describe_aas(POLICY, &req, "ScalingPolicies", Some("PolicyNames"))
+                self.describe_aas(POLICY, req, "ScalingPolicies", Some("PolicyNames"))
                     .await
             }
-            "DeleteScalingPolicy" => self.delete_scaling_policy(&req).await,
+            "DeleteScalingPolicy" => self.delete_scaling_policy(req).await,
             "DescribeScalingActivities" => {
-                self.describe_aas(ACTIVITY, &req, "ScalingActivities", None)
+                self.describe_aas(ACTIVITY, req, "ScalingActivities", None)
                     .await
             }
-            "TagResource" => self.tag_target(&req).await,
-            "UntagResource" => self.untag_target(&req).await,
+            "TagResource" => self.tag_target(req).await,
+            "UntagResource" => self.untag_target(req).await,
             "ListTagsForResource" => {
-                let (_, t, _) = self.target_by_arn(&req).await?;
+                let (_, t, _) = self.target_by_arn(req).await?;
                 Ok(json!({"Tags": t.get("Tags").cloned().unwrap_or(json!({}))}))
             }
             _ => Err(AwsError::unknown_operation(

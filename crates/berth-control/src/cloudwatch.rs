@@ -259,7 +259,16 @@ impl ControlPlane {
 
     /// Runs one CloudWatch operation on a request decoded to JSON (timestamps as epoch seconds
     /// or ISO 8601 text); the reply carries timestamps as epoch seconds.
+    /// A store conflict that escapes the handler runs it again ([`crate::retry_conflicts`]).
     pub async fn handle_cloudwatch(&self, operation: &str, req: &Value) -> Result<Value, AwsError> {
+        crate::retry_conflicts(|| self.handle_cloudwatch_once(operation, req)).await
+    }
+
+    async fn handle_cloudwatch_once(
+        &self,
+        operation: &str,
+        req: &Value,
+    ) -> Result<Value, AwsError> {
         match operation {
             "GetMetricStatistics" => self.get_metric_statistics(req),
             "GetMetricData" => self.get_metric_data(req),

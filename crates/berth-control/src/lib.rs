@@ -72,9 +72,55 @@ impl ControlPlane {
     }
 }
 
+/// The internal error type of a store conflict that escaped a handler: [`retry_conflicts`]
+/// runs the operation again instead of answering with it.
+const STORE_CONFLICT: &str = "berth#StoreConflict";
+
+/// How many times [`retry_conflicts`] runs an operation that keeps hitting store conflicts.
+const CONFLICT_ATTEMPTS: usize = 8;
+
 /// Maps a store failure to the AWS fault `ServerException` (HTTP 500): it is berth's fault.
+/// A conflict (a concurrent write won) is not a fault: it becomes [`STORE_CONFLICT`], which
+/// [`retry_conflicts`] retries.
 pub(crate) fn store_err(e: StoreError) -> AwsError {
-    AwsError::server(e.to_string())
+    match e {
+        StoreError::Conflict { .. } => AwsError {
+            status: 500,
+            error_type: STORE_CONFLICT.to_string(),
+            message: e.to_string(),
+        },
+        e => AwsError::server(e.to_string()),
+    }
+}
+
+/// Maps a failed [`berth_store::StoreExt::update`]: the closure's own error as it is, a store
+/// failure through [`store_err`] (a conflict that kept happening is retried by
+/// [`retry_conflicts`]).
+pub(crate) fn update_err(e: berth_store::UpdateError<AwsError>) -> AwsError {
+    match e {
+        berth_store::UpdateError::Store(e) => store_err(e),
+        berth_store::UpdateError::Rejected(e) => e,
+    }
+}
+
+/// Runs an API operation again when a store conflict escaped it (it re-reads and re-plans),
+/// up to [`CONFLICT_ATTEMPTS`] times; then answers `ThrottlingException` (HTTP 400), which
+/// AWS SDKs retry, never `ServerException`.
+pub(crate) async fn retry_conflicts<T, F, Fut>(mut op: F) -> Result<T, AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, AwsError>>,
+{
+    for _ in 0..CONFLICT_ATTEMPTS {
+        match op().await {
+            Err(e) if e.error_type == STORE_CONFLICT => continue,
+            r => return r,
+        }
+    }
+    Err(AwsError::client(
+        "ThrottlingException",
+        "Rate exceeded: concurrent updates of the same resource kept conflicting",
+    ))
 }
 
 /// Builds the shared control plane.

@@ -190,6 +190,18 @@ pub enum Update<T> {
     Unchanged,
 }
 
+/// Why a [`StoreExt::update`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError<E> {
+    /// The store failed, or the record kept changing for [`UPDATE_ATTEMPTS`] tries
+    /// ([`StoreError::Conflict`]).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The closure refused the update with its own error; nothing was written.
+    #[error("update rejected")]
+    Rejected(E),
+}
+
 /// Typed helpers over any [`Store`] (also `dyn Store`).
 pub trait StoreExt: Store {
     /// Reads and decodes one record, with its revision.
@@ -239,17 +251,18 @@ pub trait StoreExt: Store {
     /// Read-modify-write of one record with optimistic concurrency: reads `kind/key`, calls `f`
     /// with its decoded value (`None` when absent), and commits what `f` decided on the condition
     /// that the record did not change meanwhile. On a conflict it starts over, up to
-    /// [`UPDATE_ATTEMPTS`] times, then returns the [`StoreError::Conflict`] (as `E`). An error from
-    /// `f` stops at once. Returns the record's value afterwards (`None` when deleted or absent).
+    /// [`UPDATE_ATTEMPTS`] times, then returns the [`StoreError::Conflict`]. An error from `f`
+    /// stops at once ([`UpdateError::Rejected`]). Returns the record's value afterwards (`None`
+    /// when deleted or absent).
     fn update<T, E, F>(
         &self,
         kind: &str,
         key: &str,
         mut f: F,
-    ) -> impl Future<Output = std::result::Result<Option<T>, E>> + Send
+    ) -> impl Future<Output = std::result::Result<Option<T>, UpdateError<E>>> + Send
     where
         T: Serialize + DeserializeOwned + Send,
-        E: From<StoreError> + Send,
+        E: Send,
         F: FnMut(Option<T>) -> std::result::Result<Update<T>, E> + Send,
     {
         async move {
@@ -260,7 +273,7 @@ pub trait StoreExt: Store {
                     Some(r) => (Some(r.decode::<T>()?), Expect::Revision(r.revision)),
                     None => (None, Expect::Absent),
                 };
-                let (op, after) = match f(current)? {
+                let (op, after) = match f(current).map_err(UpdateError::Rejected)? {
                     Update::Put(v) => (Op::put(kind, key, &v, expect)?, Some(v)),
                     Update::Delete if found.is_some() => (Op::delete(kind, key, expect), None),
                     Update::Delete => return Ok(None),
@@ -277,12 +290,12 @@ pub trait StoreExt: Store {
                     Err(e) => return Err(e.into()),
                 }
             }
-            Err(last
-                .unwrap_or_else(|| StoreError::Conflict {
+            Err(UpdateError::Store(last.unwrap_or_else(|| {
+                StoreError::Conflict {
                     kind: kind.to_string(),
                     key: key.to_string(),
-                })
-                .into())
+                }
+            })))
         }
     }
 }
@@ -383,13 +396,16 @@ mod tests {
     async fn update_gives_up_after_bounded_attempts() {
         let s: Arc<dyn Store> = Arc::new(AlwaysConflict(MemoryStore::new()));
         let mut calls = 0;
-        let r: Result<Option<i64>> = s
+        let r: std::result::Result<Option<i64>, UpdateError<()>> = s
             .update("k", "a", |_| {
                 calls += 1;
                 Ok(Update::Put(1))
             })
             .await;
-        assert!(matches!(r, Err(StoreError::Conflict { .. })));
+        assert!(matches!(
+            r,
+            Err(UpdateError::Store(StoreError::Conflict { .. }))
+        ));
         assert_eq!(calls, UPDATE_ATTEMPTS);
     }
 

@@ -94,8 +94,13 @@ pub(crate) fn page<T>(
 }
 
 impl ControlPlane {
-    /// Runs one ECS operation; `body` is the raw JSON request.
+    /// Runs one ECS operation; `body` is the raw JSON request. A store conflict that escapes
+    /// the handler runs it again ([`crate::retry_conflicts`]).
     pub async fn handle_ecs(&self, operation: &str, body: &[u8]) -> Result<Value, AwsError> {
+        crate::retry_conflicts(|| self.handle_ecs_once(operation, body)).await
+    }
+
+    async fn handle_ecs_once(&self, operation: &str, body: &[u8]) -> Result<Value, AwsError> {
         match operation {
             "CreateCluster" => self.create_cluster(parse_body(body)?).await,
             "DescribeClusters" => self.describe_clusters(parse_body(body)?).await,

@@ -10,7 +10,7 @@ use berth_api::ecs::{
 use berth_api::proto::AwsError;
 use berth_core::fargate;
 use berth_core::status::{TaskDefinitionFamilyStatus, TaskDefinitionStatus};
-use berth_store::{Expect, StoreExt};
+use berth_store::{Expect, StoreExt, Update};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -337,28 +337,22 @@ impl ControlPlane {
             ));
         };
         let key = taskdef_key(&family, revision);
-        loop {
-            let (mut rec, rev) = self
-                .store
-                .get_json::<TaskDefRecord>(TASKDEF, &key)
-                .await
-                .map_err(store_err)?
-                .ok_or_else(|| {
+        let rec = self
+            .store
+            .update(TASKDEF, &key, |rec: Option<TaskDefRecord>| {
+                let mut rec = rec.ok_or_else(|| {
                     AwsError::client_exception("The specified task definition does not exist.")
                 })?;
-            if rec.task_definition.status == TaskDefinitionStatus::Active {
+                if rec.task_definition.status != TaskDefinitionStatus::Active {
+                    return Ok(Update::Unchanged);
+                }
                 rec.task_definition.status = TaskDefinitionStatus::Inactive;
                 rec.task_definition.deregistered_at = Some(berth_core::epoch_now());
-            }
-            match self
-                .store
-                .put_json(TASKDEF, &key, &rec, Expect::Revision(rev))
-                .await
-            {
-                Ok(()) => return Ok(json!({ "taskDefinition": rec.task_definition })),
-                Err(berth_store::StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(store_err(e)),
-            }
-        }
+                Ok(Update::Put(rec))
+            })
+            .await
+            .map_err(crate::update_err)?
+            .ok_or_else(not_found)?;
+        Ok(json!({ "taskDefinition": rec.task_definition }))
     }
 }
