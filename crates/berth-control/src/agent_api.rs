@@ -80,6 +80,7 @@ impl FromRequestParts<Arc<AgentApi>> for AgentId {
         };
         api.cp
             .authenticate_agent(credential)
+            .await
             .map(AgentId)
             .map_err(auth_fault)
     }
@@ -95,7 +96,7 @@ async fn register(State(api): State<Arc<AgentApi>>, headers: HeaderMap, body: By
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };
-    match api.cp.register_agent(&req.instance_id) {
+    match api.cp.register_agent(&req.instance_id).await {
         Ok(credential) => Json(RegisterResponse {
             instance_id: req.instance_id,
             credential,
@@ -106,18 +107,19 @@ async fn register(State(api): State<Arc<AgentApi>>, headers: HeaderMap, body: By
 }
 
 /// The not-yet-STOPPED task `task_id` (`None` when there is none).
-fn active_task(
+async fn active_task(
     cp: &ControlPlane,
     task_id: &str,
 ) -> Result<Option<TaskRecord>, berth_api::proto::AwsError> {
     let r = cp
         .store
         .get_json::<String>(crate::ecs::ACTIVE, task_id)
+        .await
         .map_err(crate::store_err)?;
     let Some((cluster, _)) = r else {
         return Ok(None);
     };
-    cp.load_task(&cluster, task_id)
+    cp.load_task(&cluster, task_id).await
 }
 
 #[derive(Deserialize)]
@@ -145,33 +147,70 @@ async fn assignments(
         ));
     }
     let cp = &api.cp;
-    let mut rx = cp.assignments.subscribe();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.min(60));
+    match assignments_changed(cp, &instance, q.after, deadline).await {
+        Ok(()) => {}
+        Err(e) => return fault(crate::store_err(e)),
+    }
+    // The version is read before the tasks: a change after it shows in the next poll.
+    let version = match cp.store.current_revision().await {
+        Ok(v) => v.max(0) as u64,
+        Err(e) => return fault(crate::store_err(e)),
+    };
+    let tasks = match cp.assigned_tasks(&instance).await {
+        Ok(t) => t,
+        Err(e) => return fault(e),
+    };
+    let body = Assignments {
+        version,
+        tasks: tasks
+            .into_iter()
+            .map(|r| TaskAssignment {
+                desired_status: r.task.desired_status,
+                last_status: r.task.last_status,
+                spec: r.spec,
+            })
+            .collect(),
+    };
+    Json(body).into_response()
+}
+
+/// Waits until a task of `instance` changed after store revision `after`, or `deadline`.
+/// Returns at once for `after` 0 (a first poll), for a version the store never reached (its
+/// state was reset, or the version is from before versions were store revisions) and when
+/// the store no longer keeps the changes after `after`: the agent then gets the full list.
+async fn assignments_changed(
+    cp: &ControlPlane,
+    instance: &str,
+    after: u64,
+    deadline: tokio::time::Instant,
+) -> Result<(), berth_store::StoreError> {
+    let current = cp.store.current_revision().await?;
+    let Ok(after) = i64::try_from(after) else {
+        return Ok(());
+    };
+    if after == 0 || after > current {
+        return Ok(());
+    }
+    let mut watch = match cp.store.watch(crate::ecs::TASK, "", after).await {
+        Ok(w) => w,
+        Err(berth_store::StoreError::Compacted { .. }) => return Ok(()),
+        Err(e) => return Err(e),
+    };
     loop {
-        let version = *rx.borrow_and_update();
-        if version > q.after || tokio::time::Instant::now() >= deadline {
-            let tasks = match cp.assigned_tasks(&instance) {
-                Ok(t) => t,
-                Err(e) => return fault(e),
-            };
-            let body = Assignments {
-                version,
-                tasks: tasks
-                    .into_iter()
-                    .map(|r| TaskAssignment {
-                        desired_status: r.task.desired_status,
-                        last_status: r.task.last_status,
-                        spec: r.spec,
-                    })
-                    .collect(),
-            };
-            return Json(body).into_response();
-        }
-        if tokio::time::timeout_at(deadline, rx.changed())
-            .await
-            .is_ok_and(|r| r.is_err())
-        {
-            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        let change = match tokio::time::timeout_at(deadline, watch.next()).await {
+            Err(_) => return Ok(()),
+            Ok(Err(berth_store::StoreError::Compacted { .. })) => return Ok(()),
+            Ok(c) => c?,
+        };
+        let ours = match &change.event {
+            berth_store::ChangeEvent::Put(v) => {
+                serde_json::from_slice::<TaskRecord>(v).map_or(true, |rec| rec.instance == instance)
+            }
+            berth_store::ChangeEvent::Delete => true,
+        };
+        if ours {
+            return Ok(());
         }
     }
 }
@@ -182,7 +221,7 @@ async fn report(
     Path(task_id): Path<String>,
     Json(report): Json<TaskStateReport>,
 ) -> Response {
-    match active_task(&api.cp, &task_id) {
+    match active_task(&api.cp, &task_id).await {
         Err(e) => return fault(e),
         Ok(None) => return StatusCode::NOT_FOUND.into_response(),
         Ok(Some(rec)) if rec.instance != instance => {
@@ -190,7 +229,7 @@ async fn report(
         }
         Ok(Some(_)) => {}
     }
-    match api.cp.apply_report(&task_id, &report) {
+    match api.cp.apply_report(&task_id, &report).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => StatusCode::NOT_FOUND.into_response(),
         Err(e) => fault(e),
@@ -215,7 +254,7 @@ async fn logs(
     for (group, stream) in by_stream.keys() {
         let task_id = stream.rsplit('/').next().unwrap_or("");
         if !tasks.contains_key(task_id) {
-            match active_task(&api.cp, task_id) {
+            match active_task(&api.cp, task_id).await {
                 Ok(r) => tasks.insert(task_id.to_string(), r),
                 Err(e) => return fault(e),
             };
@@ -235,7 +274,7 @@ async fn logs(
         }
     }
     for ((group, stream), events) in by_stream {
-        if let Err(e) = api.cp.store.append_log_events(&group, &stream, &events) {
+        if let Err(e) = api.cp.logs.append_log_events(&group, &stream, &events) {
             return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
         }
     }
@@ -248,7 +287,7 @@ async fn metrics(
     Json(batch): Json<MetricsBatch>,
 ) -> Response {
     for s in &batch.samples {
-        match api.cp.load_task(&s.cluster_name, &s.task_id) {
+        match api.cp.load_task(&s.cluster_name, &s.task_id).await {
             Ok(Some(rec)) if rec.instance == instance => {}
             Ok(_) => {
                 return forbidden(format!(
@@ -259,7 +298,7 @@ async fn metrics(
             Err(e) => return fault(e),
         }
     }
-    match api.cp.ingest_metrics(&batch) {
+    match api.cp.ingest_metrics(&batch).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => fault(e),
     }

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use berth_store::{Expect, Op, Store, StoreError, StoreExt};
+use berth_store::{Expect, Op, StoreError, StoreExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -141,7 +141,7 @@ impl ControlPlane {
     /// returns its credential. An instance registers once: a second registration is a
     /// [`AgentAuthError::Conflict`], so a join-token holder cannot take over another agent's
     /// tasks.
-    pub fn register_agent(&self, instance_id: &str) -> Result<String, AgentAuthError> {
+    pub async fn register_agent(&self, instance_id: &str) -> Result<String, AgentAuthError> {
         if !berth_api::agent::valid_instance_id(instance_id) {
             return Err(AgentAuthError::InvalidArgument(instance_id.to_string()));
         }
@@ -155,8 +155,8 @@ impl ControlPlane {
                 expect: Expect::Absent,
             },
         ];
-        match self.store.commit(ops) {
-            Ok(()) => {
+        match self.store.commit(ops).await {
+            Ok(_) => {
                 tracing::info!(instance = %instance_id, "agent registered");
                 Ok(credential)
             }
@@ -169,13 +169,16 @@ impl ControlPlane {
 
     /// Issues a fresh credential for `instance_id` in-process (the server's embedded agent),
     /// replacing the instance's earlier one.
-    pub fn issue_agent_credential(&self, instance_id: &str) -> Result<String, AgentAuthError> {
+    pub async fn issue_agent_credential(
+        &self,
+        instance_id: &str,
+    ) -> Result<String, AgentAuthError> {
         if !berth_api::agent::valid_instance_id(instance_id) {
             return Err(AgentAuthError::InvalidArgument(instance_id.to_string()));
         }
         let (id, credential, rec) = self.new_credential(instance_id, "server")?;
         let mut ops = Vec::new();
-        if let Some((old, _)) = self.store.get_json::<String>(INSTANCE, instance_id)? {
+        if let Some((old, _)) = self.store.get_json::<String>(INSTANCE, instance_id).await? {
             ops.push(Op::delete(CREDENTIAL, &old, Expect::Any));
         }
         ops.push(Op::put(INSTANCE, instance_id, &id, Expect::Any)?);
@@ -185,19 +188,23 @@ impl ControlPlane {
             value: rec,
             expect: Expect::Absent,
         });
-        self.store.commit(ops)?;
+        self.store.commit(ops).await?;
         Ok(credential)
     }
 
     /// The instance id a credential (`<id>.<secret>`) was issued for.
-    pub fn authenticate_agent(&self, credential: &str) -> Result<String, AgentAuthError> {
+    pub async fn authenticate_agent(&self, credential: &str) -> Result<String, AgentAuthError> {
         let (id, secret) = credential
             .split_once('.')
             .ok_or(AgentAuthError::Unauthorized)?;
         if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(AgentAuthError::Unauthorized);
         }
-        let Some((rec, _)) = self.store.get_json::<CredentialRecord>(CREDENTIAL, id)? else {
+        let Some((rec, _)) = self
+            .store
+            .get_json::<CredentialRecord>(CREDENTIAL, id)
+            .await?
+        else {
             return Err(AgentAuthError::Unauthorized);
         };
         let want = hex::decode(&rec.secret_sha256).unwrap_or_default();
@@ -205,7 +212,11 @@ impl ControlPlane {
             return Err(AgentAuthError::Unauthorized);
         }
         // The instance's current credential only (a replaced one no longer works).
-        match self.store.get_json::<String>(INSTANCE, &rec.instance_id)? {
+        match self
+            .store
+            .get_json::<String>(INSTANCE, &rec.instance_id)
+            .await?
+        {
             Some((current, _)) if current == id => Ok(rec.instance_id),
             _ => Err(AgentAuthError::Unauthorized),
         }
@@ -220,6 +231,8 @@ mod tests {
     fn cp() -> Arc<ControlPlane> {
         let store = Arc::new(berth_store::SqliteStore::open_in_memory().unwrap());
         crate::control_plane(
+            store.clone(),
+            store.clone(),
             store,
             berth_core::arn::Scope {
                 region: "us-east-1".into(),
@@ -229,31 +242,31 @@ mod tests {
         )
     }
 
-    #[test]
-    fn register_authenticate_conflict() {
+    #[tokio::test]
+    async fn register_authenticate_conflict() {
         let cp = cp();
-        let c = cp.register_agent("b-1").unwrap();
-        assert_eq!(cp.authenticate_agent(&c).unwrap(), "b-1");
+        let c = cp.register_agent("b-1").await.unwrap();
+        assert_eq!(cp.authenticate_agent(&c).await.unwrap(), "b-1");
         assert!(matches!(
-            cp.register_agent("b-1"),
+            cp.register_agent("b-1").await,
             Err(AgentAuthError::Conflict(_))
         ));
         assert!(matches!(
-            cp.register_agent("../x"),
+            cp.register_agent("../x").await,
             Err(AgentAuthError::InvalidArgument(_))
         ));
         let (id, secret) = c.split_once('.').unwrap();
         let mut wrong = secret.to_string().into_bytes();
         wrong[0] = if wrong[0] == b'0' { b'1' } else { b'0' };
         let wrong = format!("{id}.{}", String::from_utf8(wrong).unwrap());
-        assert!(cp.authenticate_agent(&wrong).is_err());
-        assert!(cp.authenticate_agent(secret).is_err());
-        assert!(cp.authenticate_agent("").is_err());
+        assert!(cp.authenticate_agent(&wrong).await.is_err());
+        assert!(cp.authenticate_agent(secret).await.is_err());
+        assert!(cp.authenticate_agent("").await.is_err());
         // The embedded agent's credential replaces the instance's earlier one.
-        let l1 = cp.issue_agent_credential("local").unwrap();
-        let l2 = cp.issue_agent_credential("local").unwrap();
-        assert!(cp.authenticate_agent(&l1).is_err());
-        assert_eq!(cp.authenticate_agent(&l2).unwrap(), "local");
+        let l1 = cp.issue_agent_credential("local").await.unwrap();
+        let l2 = cp.issue_agent_credential("local").await.unwrap();
+        assert!(cp.authenticate_agent(&l1).await.is_err());
+        assert_eq!(cp.authenticate_agent(&l2).await.unwrap(), "local");
     }
 
     #[test]

@@ -16,7 +16,7 @@
 
 use berth_api::proto::AwsError;
 use berth_core::epoch_now;
-use berth_store::{Expect, Op, Store, StoreError, StoreExt};
+use berth_store::{Expect, Op, StoreError, StoreExt};
 use serde_json::{json, Map, Value};
 
 use crate::cloudwatch::{list, num, statistic, text};
@@ -387,12 +387,17 @@ impl ControlPlane {
 
     /// Creates or replaces alarm `config` (a MetricAlarm without state). A new alarm starts
     /// `INSUFFICIENT_DATA` with `tags`; an existing one keeps its state and tags.
-    pub(crate) fn store_alarm(&self, config: Value, tags: Vec<Value>) -> Result<(), AwsError> {
+    pub(crate) async fn store_alarm(
+        &self,
+        config: Value,
+        tags: Vec<Value>,
+    ) -> Result<(), AwsError> {
         let name = text(&config, "AlarmName").unwrap_or("").to_string();
         for _ in 0..5 {
             let existing = self
                 .store
                 .get_json::<Value>(ALARM, &name)
+                .await
                 .map_err(store_err)?;
             let now = epoch_now();
             let mut alarm = config.clone();
@@ -414,7 +419,7 @@ impl ControlPlane {
                     )
                 }
                 None => {
-                    if self.store.list(ALARM, "").map_err(store_err)?.len() >= MAX_ALARMS {
+                    if self.store.list(ALARM, "").await.map_err(store_err)?.len() >= MAX_ALARMS {
                         return Err(AwsError::client(
                             "LimitExceeded",
                             format!(
@@ -429,7 +434,7 @@ impl ControlPlane {
                     (json!({"alarm": alarm, "tags": tags}), Expect::Absent)
                 }
             };
-            match self.store.put_json(ALARM, &name, &record, expect) {
+            match self.store.put_json(ALARM, &name, &record, expect).await {
                 Ok(()) => return Ok(()),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(store_err(e)),
@@ -442,28 +447,28 @@ impl ControlPlane {
     }
 
     /// Deletes alarms by name; unknown names are skipped (as CloudWatch does).
-    pub(crate) fn delete_alarm_records(&self, names: &[String]) -> Result<(), AwsError> {
+    pub(crate) async fn delete_alarm_records(&self, names: &[String]) -> Result<(), AwsError> {
         let mut ops = Vec::new();
         for n in names {
-            if self.store.get(ALARM, n).map_err(store_err)?.is_some() {
+            if self.store.get(ALARM, n).await.map_err(store_err)?.is_some() {
                 ops.push(Op::delete(ALARM, n, Expect::Any));
             }
         }
         if !ops.is_empty() {
-            self.store.commit(ops).map_err(store_err)?;
+            self.store.commit(ops).await.map_err(store_err)?;
         }
         Ok(())
     }
 
-    pub(crate) fn put_metric_alarm(&self, req: &Value) -> Result<Value, AwsError> {
+    pub(crate) async fn put_metric_alarm(&self, req: &Value) -> Result<Value, AwsError> {
         let config = alarm_config(req)?;
         let tags = tag_list(req)?;
-        self.store_alarm(config, tags)?;
+        self.store_alarm(config, tags).await?;
         Ok(json!({}))
     }
 
     /// Evaluates a stored alarm now (see [`evaluate`]); writes the new state when it changed.
-    fn refresh_alarm(&self, record: &mut Value, rev: i64) -> Result<(), AwsError> {
+    async fn refresh_alarm(&self, record: &mut Value, rev: i64) -> Result<(), AwsError> {
         let a = &record["alarm"];
         if a.get("Metrics").is_some() || a.get("ThresholdMetricId").is_some() {
             return Ok(());
@@ -516,6 +521,7 @@ impl ControlPlane {
         match self
             .store
             .put_json(ALARM, &name, &*record, Expect::Revision(rev))
+            .await
         {
             // Someone else changed it meanwhile: their version stands.
             Ok(()) | Err(StoreError::Conflict { .. }) => Ok(()),
@@ -523,7 +529,7 @@ impl ControlPlane {
         }
     }
 
-    pub(crate) fn describe_alarms(&self, req: &Value) -> Result<Value, AwsError> {
+    pub(crate) async fn describe_alarms(&self, req: &Value) -> Result<Value, AwsError> {
         let names = strings(req, "AlarmNames", 100)?;
         let prefix = text(req, "AlarmNamePrefix");
         if !names.is_empty() && prefix.is_some() {
@@ -559,6 +565,7 @@ impl ControlPlane {
             for r in self
                 .store
                 .list(ALARM, prefix.unwrap_or(""))
+                .await
                 .map_err(store_err)?
             {
                 if !names.is_empty() && !names.contains(&r.key) {
@@ -568,7 +575,7 @@ impl ControlPlane {
                     continue;
                 }
                 let mut rec: Value = r.decode().map_err(store_err)?;
-                self.refresh_alarm(&mut rec, r.revision)?;
+                self.refresh_alarm(&mut rec, r.revision).await?;
                 let a = rec["alarm"].take();
                 if text(req, "StateValue").is_some_and(|s| Some(s) != text(&a, "StateValue")) {
                     continue;
@@ -596,17 +603,17 @@ impl ControlPlane {
         Ok(reply)
     }
 
-    pub(crate) fn delete_alarms(&self, req: &Value) -> Result<Value, AwsError> {
+    pub(crate) async fn delete_alarms(&self, req: &Value) -> Result<Value, AwsError> {
         if req.get("AlarmNames").is_none() {
             return Err(not_null("alarmNames"));
         }
         let names = strings(req, "AlarmNames", 100)?;
-        self.delete_alarm_records(&names)?;
+        self.delete_alarm_records(&names).await?;
         Ok(json!({}))
     }
 
     /// The alarm named by an alarm ARN of this region and account.
-    fn alarm_of_arn(&self, req: &Value) -> Result<(Value, i64), AwsError> {
+    async fn alarm_of_arn(&self, req: &Value) -> Result<(Value, i64), AwsError> {
         let arn = text(req, "ResourceARN").ok_or_else(|| not_null("resourceARN"))?;
         let prefix = format!(
             "arn:aws:cloudwatch:{}:{}:alarm:",
@@ -626,17 +633,18 @@ impl ControlPlane {
         let name = arn.strip_prefix(&prefix).ok_or_else(not_found)?;
         self.store
             .get_json::<Value>(ALARM, name)
+            .await
             .map_err(store_err)?
             .ok_or_else(not_found)
     }
 
-    fn retag_alarm(
+    async fn retag_alarm(
         &self,
         req: &Value,
         f: impl Fn(&mut Vec<Value>) -> Result<(), AwsError>,
     ) -> Result<Value, AwsError> {
         for _ in 0..5 {
-            let (mut rec, rev) = self.alarm_of_arn(req)?;
+            let (mut rec, rev) = self.alarm_of_arn(req).await?;
             let mut tags: Vec<Value> = rec["tags"].as_array().cloned().unwrap_or_default();
             f(&mut tags)?;
             if tags.len() > MAX_TAGS {
@@ -649,6 +657,7 @@ impl ControlPlane {
             match self
                 .store
                 .put_json(ALARM, &name, &rec, Expect::Revision(rev))
+                .await
             {
                 Ok(()) => return Ok(json!({})),
                 Err(StoreError::Conflict { .. }) => continue,
@@ -661,7 +670,7 @@ impl ControlPlane {
         ))
     }
 
-    pub(crate) fn tag_alarm(&self, req: &Value) -> Result<Value, AwsError> {
+    pub(crate) async fn tag_alarm(&self, req: &Value) -> Result<Value, AwsError> {
         if req.get("Tags").is_none() {
             return Err(not_null("tags"));
         }
@@ -673,18 +682,20 @@ impl ControlPlane {
             }
             Ok(())
         })
+        .await
     }
 
-    pub(crate) fn untag_alarm(&self, req: &Value) -> Result<Value, AwsError> {
+    pub(crate) async fn untag_alarm(&self, req: &Value) -> Result<Value, AwsError> {
         let keys = strings(req, "TagKeys", 50)?;
         self.retag_alarm(req, |tags| {
             tags.retain(|o| !keys.iter().any(|k| o["Key"] == k.as_str()));
             Ok(())
         })
+        .await
     }
 
-    pub(crate) fn list_alarm_tags(&self, req: &Value) -> Result<Value, AwsError> {
-        let (rec, _) = self.alarm_of_arn(req)?;
+    pub(crate) async fn list_alarm_tags(&self, req: &Value) -> Result<Value, AwsError> {
+        let (rec, _) = self.alarm_of_arn(req).await?;
         Ok(json!({"Tags": rec["tags"].as_array().cloned().unwrap_or_default()}))
     }
 }

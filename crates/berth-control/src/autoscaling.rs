@@ -30,7 +30,7 @@ use berth_api::proto::{parse_body, AwsError};
 use berth_core::epoch_now;
 use berth_core::status::ServiceStatus;
 use berth_store::metrics::MetricKind;
-use berth_store::{Expect, Store, StoreExt};
+use berth_store::{Expect, StoreExt};
 use serde_json::{json, Value};
 
 use crate::{store_err, ControlPlane};
@@ -231,29 +231,43 @@ fn cooldowns() -> &'static Cooldowns {
 }
 
 impl ControlPlane {
-    /// Runs one Application Auto Scaling operation; `body` is the raw JSON request.
+    /// Runs one Application Auto Scaling operation; `body` is the raw JSON request. A store
+    /// conflict that escapes the handler runs it again ([`crate::retry_conflicts`]).
     pub async fn handle_autoscaling(
         &self,
         operation: &str,
         body: &[u8],
     ) -> Result<Value, AwsError> {
         let req: Value = parse_body(body)?;
+        crate::retry_conflicts(|| self.handle_autoscaling_once(operation, &req)).await
+    }
+
+    async fn handle_autoscaling_once(
+        &self,
+        operation: &str,
+        req: &Value,
+    ) -> Result<Value, AwsError> {
         match operation {
-            "RegisterScalableTarget" => self.register_scalable_target(&req).await,
-            "DeregisterScalableTarget" => self.deregister_scalable_target(&req),
-            "DescribeScalableTargets" => self.describe_aas(TARGET, &req, "ScalableTargets", None),
-            "PutScalingPolicy" => self.put_scaling_policy(&req),
+            "RegisterScalableTarget" => self.register_scalable_target(req).await,
+            "DeregisterScalableTarget" => self.deregister_scalable_target(req).await,
+            "DescribeScalableTargets" => {
+                self.describe_aas(TARGET, req, "ScalableTargets", None)
+                    .await
+            }
+            "PutScalingPolicy" => self.put_scaling_policy(req).await,
             "DescribeScalingPolicies" => {
-                self.describe_aas(POLICY, &req, "ScalingPolicies", Some("PolicyNames"))
+                self.describe_aas(POLICY, req, "ScalingPolicies", Some("PolicyNames"))
+                    .await
             }
-            "DeleteScalingPolicy" => self.delete_scaling_policy(&req),
+            "DeleteScalingPolicy" => self.delete_scaling_policy(req).await,
             "DescribeScalingActivities" => {
-                self.describe_aas(ACTIVITY, &req, "ScalingActivities", None)
+                self.describe_aas(ACTIVITY, req, "ScalingActivities", None)
+                    .await
             }
-            "TagResource" => self.tag_target(&req),
-            "UntagResource" => self.untag_target(&req),
+            "TagResource" => self.tag_target(req).await,
+            "UntagResource" => self.untag_target(req).await,
             "ListTagsForResource" => {
-                let (_, t, _) = self.target_by_arn(&req)?;
+                let (_, t, _) = self.target_by_arn(req).await?;
                 Ok(json!({"Tags": t.get("Tags").cloned().unwrap_or(json!({}))}))
             }
             _ => Err(AwsError::unknown_operation(
@@ -263,7 +277,7 @@ impl ControlPlane {
         }
     }
 
-    fn service_state(
+    async fn service_state(
         &self,
         resource_id: &str,
     ) -> Result<Option<(i64, Option<ServiceStatus>)>, AwsError> {
@@ -271,6 +285,7 @@ impl ControlPlane {
         Ok(self
             .store
             .get_json::<Value>(crate::ecs::SERVICE, &format!("{c}/{svc}"))
+            .await
             .map_err(store_err)?
             .map(|(v, _)| {
                 (
@@ -293,13 +308,14 @@ impl ControlPlane {
             }
             Some(_) => return Err(validation("Tags must be a map of strings")),
         };
-        match self.service_state(&id)? {
+        match self.service_state(&id).await? {
             Some((_, Some(ServiceStatus::Active))) => {}
             _ => return Err(validation(format!("ECS service doesn't exist: {id}"))),
         }
         let existing = self
             .store
             .get_json::<Value>(TARGET, &key)
+            .await
             .map_err(store_err)?;
         let mut t = match &existing {
             Some((v, _)) => v.clone(),
@@ -352,6 +368,7 @@ impl ControlPlane {
             .unwrap_or(Expect::Absent);
         self.store
             .put_json(TARGET, &key, &t, expect)
+            .await
             .map_err(|e| match e {
                 berth_store::StoreError::Conflict { .. } => AwsError::client(
                     "ConcurrentUpdateException",
@@ -364,10 +381,16 @@ impl ControlPlane {
         Ok(json!({"ScalableTargetARN": t["ScalableTargetARN"]}))
     }
 
-    fn deregister_scalable_target(&self, req: &Value) -> Result<Value, AwsError> {
+    async fn deregister_scalable_target(&self, req: &Value) -> Result<Value, AwsError> {
         let id = resource(req)?;
         let key = format!("{id}|{DIMENSION}");
-        if self.store.get(TARGET, &key).map_err(store_err)?.is_none() {
+        if self
+            .store
+            .get(TARGET, &key)
+            .await
+            .map_err(store_err)?
+            .is_none()
+        {
             return Err(not_found(format!("No scalable target registered for service namespace: ecs, resource ID: {id}, scalable dimension: {DIMENSION}")));
         }
         let mut ops = vec![berth_store::Op::delete(TARGET, &key, Expect::Any)];
@@ -375,22 +398,29 @@ impl ControlPlane {
         for p in self
             .store
             .list(POLICY, &format!("{key}|"))
+            .await
             .map_err(store_err)?
         {
             ops.push(berth_store::Op::delete(POLICY, &p.key, Expect::Any));
             let v: Value = p.decode().map_err(store_err)?;
             alarms.extend(alarm_names(&v));
         }
-        self.store.commit(ops).map_err(store_err)?;
-        self.delete_alarm_records(&alarms)?;
+        self.store.commit(ops).await.map_err(store_err)?;
+        self.delete_alarm_records(&alarms).await?;
         Ok(json!({}))
     }
 
-    fn put_scaling_policy(&self, req: &Value) -> Result<Value, AwsError> {
+    async fn put_scaling_policy(&self, req: &Value) -> Result<Value, AwsError> {
         let id = resource(req)?;
         let name = s(req, "PolicyName").ok_or_else(|| validation("PolicyName is required"))?;
         let tkey = format!("{id}|{DIMENSION}");
-        if self.store.get(TARGET, &tkey).map_err(store_err)?.is_none() {
+        if self
+            .store
+            .get(TARGET, &tkey)
+            .await
+            .map_err(store_err)?
+            .is_none()
+        {
             return Err(not_found(format!("No scalable target registered for service namespace: ecs, resource ID: {id}, scalable dimension: {DIMENSION}")));
         }
         match s(req, "PolicyType").unwrap_or("StepScaling") {
@@ -421,6 +451,7 @@ impl ControlPlane {
         let existing = self
             .store
             .get_json::<Value>(POLICY, &key)
+            .await
             .map_err(store_err)?;
         let arn = existing
             .as_ref()
@@ -444,14 +475,15 @@ impl ControlPlane {
                 .find(|n| n.contains(&tag))
                 .cloned()
                 .unwrap_or_else(|| format!("TargetTracking-{id}-{k}-{}", uuid::Uuid::new_v4()));
-            self.store_alarm(tracking_alarm(&n, k, &id, &arn, cfg, target), Vec::new())?;
+            self.store_alarm(tracking_alarm(&n, k, &id, &arn, cfg, target), Vec::new())
+                .await?;
             alarms.push(json!({"AlarmName": n, "AlarmARN": self.alarm_arn(&n)}));
         }
         let dropped: Vec<String> = old_alarms
             .into_iter()
             .filter(|o| !alarms.iter().any(|a| a["AlarmName"] == o.as_str()))
             .collect();
-        self.delete_alarm_records(&dropped)?;
+        self.delete_alarm_records(&dropped).await?;
         let p = json!({
             "PolicyARN": arn, "PolicyName": name, "ServiceNamespace": "ecs", "ResourceId": id,
             "ScalableDimension": DIMENSION, "PolicyType": "TargetTrackingScaling",
@@ -460,32 +492,41 @@ impl ControlPlane {
         });
         self.store
             .put_json(POLICY, &key, &p, Expect::Any)
+            .await
             .map_err(store_err)?;
         Ok(json!({"PolicyARN": p["PolicyARN"], "Alarms": p["Alarms"]}))
     }
 
-    fn delete_scaling_policy(&self, req: &Value) -> Result<Value, AwsError> {
+    async fn delete_scaling_policy(&self, req: &Value) -> Result<Value, AwsError> {
         let id = resource(req)?;
         let name = s(req, "PolicyName").ok_or_else(|| validation("PolicyName is required"))?;
         let key = format!("{id}|{DIMENSION}|{name}");
-        if self.store.get(POLICY, &key).map_err(store_err)?.is_none() {
+        if self
+            .store
+            .get(POLICY, &key)
+            .await
+            .map_err(store_err)?
+            .is_none()
+        {
             return Err(not_found(format!("No scaling policy found for service namespace: ecs, resource ID: {id}, scalable dimension: {DIMENSION}, policy name: {name}")));
         }
         let alarms = self
             .store
             .get_json::<Value>(POLICY, &key)
+            .await
             .map_err(store_err)?
             .map(|(v, _)| alarm_names(&v))
             .unwrap_or_default();
         self.store
             .commit(vec![berth_store::Op::delete(POLICY, &key, Expect::Any)])
+            .await
             .map_err(store_err)?;
-        self.delete_alarm_records(&alarms)?;
+        self.delete_alarm_records(&alarms).await?;
         Ok(json!({}))
     }
 
     /// The scalable target with `ResourceARN`: `(store key, record, revision)`.
-    fn target_by_arn(&self, req: &Value) -> Result<(String, Value, i64), AwsError> {
+    async fn target_by_arn(&self, req: &Value) -> Result<(String, Value, i64), AwsError> {
         let arn = s(req, "ResourceARN").ok_or_else(|| validation("ResourceARN is required"))?;
         let well_formed = arn
             .split_once(":scalable-target/")
@@ -501,7 +542,7 @@ impl ControlPlane {
                 arn.chars().take(300).collect::<String>()
             )));
         }
-        for r in self.store.list(TARGET, "").map_err(store_err)? {
+        for r in self.store.list(TARGET, "").await.map_err(store_err)? {
             let v: Value = r.decode().map_err(store_err)?;
             if s(&v, "ScalableTargetARN") == Some(arn) {
                 return Ok((r.key, v, r.revision));
@@ -511,13 +552,13 @@ impl ControlPlane {
     }
 
     /// Read-modify-write of a target's tags, retried on a concurrent change.
-    fn retag(
+    async fn retag(
         &self,
         req: &Value,
         f: impl Fn(&mut serde_json::Map<String, Value>),
     ) -> Result<Value, AwsError> {
         for _ in 0..5 {
-            let (key, mut t, rev) = self.target_by_arn(req)?;
+            let (key, mut t, rev) = self.target_by_arn(req).await?;
             let mut tags = t["Tags"].as_object().cloned().unwrap_or_default();
             f(&mut tags);
             if tags.len() > MAX_TAGS {
@@ -527,7 +568,11 @@ impl ControlPlane {
                 ));
             }
             t["Tags"] = Value::Object(tags);
-            match self.store.put_json(TARGET, &key, &t, Expect::Revision(rev)) {
+            match self
+                .store
+                .put_json(TARGET, &key, &t, Expect::Revision(rev))
+                .await
+            {
                 Ok(()) => return Ok(json!({})),
                 Err(berth_store::StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(store_err(e)),
@@ -539,16 +584,16 @@ impl ControlPlane {
         ))
     }
 
-    fn tag_target(&self, req: &Value) -> Result<Value, AwsError> {
+    async fn tag_target(&self, req: &Value) -> Result<Value, AwsError> {
         let new = match req.get("Tags") {
             Some(Value::Object(m)) => m.clone(),
             _ => return Err(validation("Tags is required")),
         };
         check_tags(&new)?;
-        self.retag(req, |tags| tags.extend(new.clone()))
+        self.retag(req, |tags| tags.extend(new.clone())).await
     }
 
-    fn untag_target(&self, req: &Value) -> Result<Value, AwsError> {
+    async fn untag_target(&self, req: &Value) -> Result<Value, AwsError> {
         let keys: Vec<String> = match req.get("TagKeys").and_then(Value::as_array) {
             Some(a) if a.len() <= 200 => a
                 .iter()
@@ -562,11 +607,12 @@ impl ControlPlane {
                 tags.remove(k);
             }
         })
+        .await
     }
 
     /// Describe* over one record kind, filtered by `ResourceIds` / `ResourceId`,
     /// `ScalableDimension` and (policies) `PolicyNames`. Activities come newest first.
-    fn describe_aas(
+    async fn describe_aas(
         &self,
         kind: &str,
         req: &Value,
@@ -590,6 +636,7 @@ impl ControlPlane {
         let mut items: Vec<Value> = self
             .store
             .list_json::<Value>(kind, "")
+            .await
             .map_err(store_err)?
             .into_iter()
             .filter(|v| ids.is_empty() || ids.contains(&s(v, "ResourceId").unwrap_or("")))
@@ -627,7 +674,7 @@ impl ControlPlane {
         let Some((cluster, svc)) = parse_resource(id) else {
             return Ok(());
         };
-        let Some((current, status)) = self.service_state(id)? else {
+        let Some((current, status)) = self.service_state(id).await? else {
             return Ok(());
         };
         if status != Some(ServiceStatus::Active) {
@@ -710,7 +757,11 @@ impl ControlPlane {
             Ok(_) => ("Successful", "Successfully set desired count".to_string()),
             Err(e) => ("Failed", e.to_string()),
         };
-        let seq = self.store.next_sequence(ACTIVITY).map_err(store_err)?;
+        let seq = self
+            .store
+            .next_sequence(ACTIVITY)
+            .await
+            .map_err(store_err)?;
         let a = json!({
             "ActivityId": uuid::Uuid::new_v4().to_string(), "ServiceNamespace": "ecs", "ResourceId": id,
             "ScalableDimension": DIMENSION,
@@ -721,6 +772,7 @@ impl ControlPlane {
         });
         self.store
             .put_json(ACTIVITY, &format!("{seq:020}"), &a, Expect::Any)
+            .await
             .map_err(store_err)?;
         crate::prom::count_activity();
         tracing::info!(resource = id, from = current, to = desired, "auto scaling");
@@ -732,12 +784,14 @@ impl ControlPlane {
         let targets = self
             .store
             .list_json::<Value>(TARGET, "")
+            .await
             .map_err(store_err)?;
         for t in targets {
             let key = format!("{}|{DIMENSION}|", s(&t, "ResourceId").unwrap_or(""));
             let policies = self
                 .store
                 .list_json::<Value>(POLICY, &key)
+                .await
                 .map_err(store_err)?;
             if policies.is_empty() {
                 self.evaluate_target(&t, None).await?;

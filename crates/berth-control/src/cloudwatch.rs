@@ -213,10 +213,10 @@ fn period_of(v: Option<&Value>) -> Result<i64, AwsError> {
 impl ControlPlane {
     /// Stores an agent's utilization samples, tagged with each task's service (from its
     /// `group`, `service:<name>`); samples of unknown tasks are dropped.
-    pub fn ingest_metrics(&self, batch: &MetricsBatch) -> Result<(), AwsError> {
+    pub async fn ingest_metrics(&self, batch: &MetricsBatch) -> Result<(), AwsError> {
         let mut rows = Vec::with_capacity(batch.samples.len());
         for s in &batch.samples {
-            let Some(rec) = self.load_task(&s.cluster_name, &s.task_id)? else {
+            let Some(rec) = self.load_task(&s.cluster_name, &s.task_id).await? else {
                 continue;
             };
             let service = rec
@@ -236,7 +236,7 @@ impl ControlPlane {
             });
         }
         crate::prom::count_samples(rows.len() as u64);
-        self.store.append_metric_samples(&rows).map_err(store_err)
+        self.metrics.append_metric_samples(&rows).map_err(store_err)
     }
 
     /// Average utilization (percent) of service `service` of `cluster` over the samples taken in
@@ -250,7 +250,7 @@ impl ControlPlane {
     ) -> Result<Option<f64>, AwsError> {
         let now = (berth_core::epoch_now() * 1000.0) as i64;
         let s = self
-            .store
+            .metrics
             .metric_samples(kind, cluster, Some(service), now - window_ms, now + 1)
             .map_err(store_err)?;
         let v: Vec<f64> = s.into_iter().map(|(_, v)| v).collect();
@@ -259,17 +259,26 @@ impl ControlPlane {
 
     /// Runs one CloudWatch operation on a request decoded to JSON (timestamps as epoch seconds
     /// or ISO 8601 text); the reply carries timestamps as epoch seconds.
-    pub fn handle_cloudwatch(&self, operation: &str, req: &Value) -> Result<Value, AwsError> {
+    /// A store conflict that escapes the handler runs it again ([`crate::retry_conflicts`]).
+    pub async fn handle_cloudwatch(&self, operation: &str, req: &Value) -> Result<Value, AwsError> {
+        crate::retry_conflicts(|| self.handle_cloudwatch_once(operation, req)).await
+    }
+
+    async fn handle_cloudwatch_once(
+        &self,
+        operation: &str,
+        req: &Value,
+    ) -> Result<Value, AwsError> {
         match operation {
             "GetMetricStatistics" => self.get_metric_statistics(req),
             "GetMetricData" => self.get_metric_data(req),
             "ListMetrics" => self.list_metrics(req),
-            "PutMetricAlarm" => self.put_metric_alarm(req),
-            "DescribeAlarms" => self.describe_alarms(req),
-            "DeleteAlarms" => self.delete_alarms(req),
-            "TagResource" => self.tag_alarm(req),
-            "UntagResource" => self.untag_alarm(req),
-            "ListTagsForResource" => self.list_alarm_tags(req),
+            "PutMetricAlarm" => self.put_metric_alarm(req).await,
+            "DescribeAlarms" => self.describe_alarms(req).await,
+            "DeleteAlarms" => self.delete_alarms(req).await,
+            "TagResource" => self.tag_alarm(req).await,
+            "UntagResource" => self.untag_alarm(req).await,
+            "ListTagsForResource" => self.list_alarm_tags(req).await,
             _ => Err(AwsError::client(
                 "UnknownOperationException",
                 format!("berth's CloudWatch does not implement {operation}"),
@@ -290,7 +299,7 @@ impl ControlPlane {
         );
         match sel {
             Some((kind, cluster, service)) => self
-                .store
+                .metrics
                 .metric_samples(
                     kind,
                     &cluster,
@@ -443,7 +452,7 @@ impl ControlPlane {
             None => now - berth_store::metrics::RETENTION_MS,
         };
         let mut sets: Vec<Vec<(&str, String)>> = Vec::new();
-        let sources = self.store.metric_sources(since).map_err(store_err)?;
+        let sources = self.metrics.metric_sources(since).map_err(store_err)?;
         let mut last_cluster = None;
         for (cluster, service) in &sources {
             if last_cluster != Some(cluster) {
@@ -515,11 +524,14 @@ fn status_of(e: &AwsError) -> StatusCode {
 }
 
 /// awsJson1.0 (`X-Amz-Target: GraniteServiceVersion20100801.<op>`): JSON in, JSON out.
-pub fn json_response(cp: &ControlPlane, op: &str, body: &[u8]) -> Response {
+pub async fn json_response(cp: &ControlPlane, op: &str, body: &[u8]) -> Response {
     const CT: &str = "application/x-amz-json-1.0";
     let started = std::time::Instant::now();
     let req: Result<Value, AwsError> = berth_api::proto::parse_body(body);
-    let result = req.and_then(|r| cp.handle_cloudwatch(op, &r));
+    let result = match req {
+        Ok(r) => cp.handle_cloudwatch(op, &r).await,
+        Err(e) => Err(e),
+    };
     crate::prom::record_api("cloudwatch", op, result.as_ref().err(), started.elapsed());
     match result {
         Ok(v) => finish(
@@ -548,9 +560,10 @@ async fn cbor_op(
 ) -> Response {
     const CT: &str = "application/cbor";
     let started = std::time::Instant::now();
-    let result = berth_api::cbor::decode(&body)
-        .map_err(|e| AwsError::serialization(e.to_string()))
-        .and_then(|r| cp.handle_cloudwatch(&op, &r));
+    let result = match berth_api::cbor::decode(&body) {
+        Ok(r) => cp.handle_cloudwatch(&op, &r).await,
+        Err(e) => Err(AwsError::serialization(e.to_string())),
+    };
     crate::prom::record_api("cloudwatch", &op, result.as_ref().err(), started.elapsed());
     let mut resp = match result {
         Ok(v) => finish(
@@ -684,7 +697,7 @@ fn ts_text(v: &Value) -> Value {
 
 /// The query protocol (`POST /`, form-encoded `Action=<op>&Version=2010-08-01&...`): XML replies
 /// `<OpResponse><OpResult>...</OpResult><ResponseMetadata>...`, errors as `<ErrorResponse>`.
-pub fn query_response(cp: &ControlPlane, body: &[u8]) -> Response {
+pub async fn query_response(cp: &ControlPlane, body: &[u8]) -> Response {
     const CT: &str = "text/xml";
     let pairs: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
     let op = pairs
@@ -694,7 +707,7 @@ pub fn query_response(cp: &ControlPlane, body: &[u8]) -> Response {
         .unwrap_or_default();
     let rid = request_id();
     let started = std::time::Instant::now();
-    let result = cp.handle_cloudwatch(&op, &query_to_json(&pairs));
+    let result = cp.handle_cloudwatch(&op, &query_to_json(&pairs)).await;
     crate::prom::record_api("cloudwatch", &op, result.as_ref().err(), started.elapsed());
     match result {
         Ok(v) => {

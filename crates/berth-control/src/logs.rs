@@ -293,10 +293,7 @@ impl ControlPlane {
     pub async fn sweep_logs(&self) -> Result<usize, AwsError> {
         let mut total = 0;
         loop {
-            let n = self
-                .store
-                .purge_log_events(SWEEP_BATCH)
-                .map_err(store_err)?;
+            let n = self.logs.purge_log_events(SWEEP_BATCH).map_err(store_err)?;
             total += n;
             if n < SWEEP_BATCH {
                 break;
@@ -306,7 +303,7 @@ impl ControlPlane {
         let day = retention_day_ms();
         loop {
             let n = self
-                .store
+                .logs
                 .expire_log_events(now_ms(), day, SWEEP_BATCH)
                 .map_err(store_err)?;
             total += n;
@@ -372,7 +369,7 @@ impl ControlPlane {
     }
 
     fn require_group(&self, group: &str) -> Result<berth_store::logs::LogGroup, AwsError> {
-        self.store
+        self.logs
             .log_group(group)
             .map_err(store_err)?
             .ok_or_else(group_missing)
@@ -380,7 +377,7 @@ impl ControlPlane {
 
     fn require_stream(&self, group: &str, stream: &str) -> Result<(), AwsError> {
         if self
-            .store
+            .logs
             .log_streams(group, stream)
             .map_err(store_err)?
             .iter()
@@ -417,7 +414,7 @@ impl ControlPlane {
             None => Vec::new(),
         };
         if !self
-            .store
+            .logs
             .create_log_group(&req.log_group_name, class, &tags)
             .map_err(store_err)?
         {
@@ -431,12 +428,7 @@ impl ControlPlane {
 
     /// Purges queued events now, batch by batch (the group or stream is already gone).
     async fn purge_now(&self) -> Result<(), AwsError> {
-        while self
-            .store
-            .purge_log_events(SWEEP_BATCH)
-            .map_err(store_err)?
-            == SWEEP_BATCH
-        {
+        while self.logs.purge_log_events(SWEEP_BATCH).map_err(store_err)? == SWEEP_BATCH {
             tokio::task::yield_now().await;
         }
         Ok(())
@@ -445,7 +437,7 @@ impl ControlPlane {
     async fn delete_log_group(&self, req: LogGroupRequest) -> Result<Value, AwsError> {
         check_group_name("logGroupName", &req.log_group_name)?;
         if !self
-            .store
+            .logs
             .delete_log_group(&req.log_group_name)
             .map_err(store_err)?
         {
@@ -460,7 +452,7 @@ impl ControlPlane {
         check_stream_name("logStreamName", &req.log_stream_name)?;
         self.require_group(&req.log_group_name)?;
         if !self
-            .store
+            .logs
             .delete_log_stream(&req.log_group_name, &req.log_stream_name)
             .map_err(store_err)?
         {
@@ -481,7 +473,7 @@ impl ControlPlane {
             ));
         }
         if !self
-            .store
+            .logs
             .set_log_retention(&req.log_group_name, Some(req.retention_in_days))
             .map_err(store_err)?
         {
@@ -494,7 +486,7 @@ impl ControlPlane {
     fn delete_retention_policy(&self, req: LogGroupRequest) -> Result<Value, AwsError> {
         check_group_name("logGroupName", &req.log_group_name)?;
         if !self
-            .store
+            .logs
             .set_log_retention(&req.log_group_name, None)
             .map_err(store_err)?
         {
@@ -506,7 +498,7 @@ impl ControlPlane {
     fn tag_group(&self, group: &str, tags: &BTreeMap<String, String>) -> Result<Value, AwsError> {
         let tags = check_tags(tags)?;
         match self
-            .store
+            .logs
             .tag_log_group(group, &tags, MAX_TAGS)
             .map_err(store_err)?
         {
@@ -527,7 +519,7 @@ impl ControlPlane {
         for k in keys {
             check_len("tagKeys", k, 1, 128)?;
         }
-        if !self.store.untag_log_group(group, keys).map_err(store_err)? {
+        if !self.logs.untag_log_group(group, keys).map_err(store_err)? {
             return Err(group_missing());
         }
         Ok(json!({}))
@@ -535,7 +527,7 @@ impl ControlPlane {
 
     fn list_group_tags(&self, group: &str) -> Result<Value, AwsError> {
         let tags = self
-            .store
+            .logs
             .log_group_tags(group)
             .map_err(store_err)?
             .ok_or_else(group_missing)?;
@@ -547,7 +539,7 @@ impl ControlPlane {
         check_stream_name("logStreamName", &req.log_stream_name)?;
         self.require_group(&req.log_group_name)?;
         if !self
-            .store
+            .logs
             .create_log_stream(&req.log_group_name, &req.log_stream_name)
             .map_err(store_err)?
         {
@@ -610,7 +602,7 @@ impl ControlPlane {
             .map(|e| (e.timestamp, e.message.clone()))
             .collect();
         if !rows.is_empty() {
-            self.store
+            self.logs
                 .append_log_events(&req.log_group_name, &req.log_stream_name, &rows)
                 .map_err(store_err)?;
         }
@@ -656,7 +648,7 @@ impl ControlPlane {
         }
         let after = req.next_token.clone();
         let groups: Vec<Value> = self
-            .store
+            .logs
             .log_groups(req.log_group_name_prefix.as_deref().unwrap_or(""))
             .map_err(store_err)?
             .into_iter()
@@ -706,7 +698,7 @@ impl ControlPlane {
             ));
         }
         let mut streams = self
-            .store
+            .logs
             .log_streams(&group, req.log_stream_name_prefix.as_deref().unwrap_or(""))
             .map_err(store_err)?;
         if by_time {
@@ -771,7 +763,7 @@ impl ControlPlane {
                 }
             }
         }
-        let events = self.store.log_events(&group, &q).map_err(store_err)?;
+        let events = self.logs.log_events(&group, &q).map_err(store_err)?;
         let (first, last) = match (events.first(), events.last()) {
             (Some(f), Some(l)) => (f.id, l.id + 1),
             // Nothing new: hand the caller's position back, as CloudWatch does.
@@ -829,7 +821,7 @@ impl ControlPlane {
             ..Default::default()
         };
         let events: Vec<_> = self
-            .store
+            .logs
             .log_events(&group, &q)
             .map_err(store_err)?
             .into_iter()

@@ -26,7 +26,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use berth_api::proto::AwsError;
-use berth_store::Store;
 
 use crate::ControlPlane;
 
@@ -146,7 +145,7 @@ fn label(s: &str) -> String {
 }
 
 /// The exposition text.
-pub fn render(cp: &ControlPlane, blob_dir: Option<&std::path::Path>) -> String {
+pub async fn render(cp: &ControlPlane, blob_dir: Option<&std::path::Path>) -> String {
     let mut o = String::new();
     with_reg(|r| {
         o.push_str("# HELP berth_api_requests_total AWS API requests by service, operation and outcome.\n# TYPE berth_api_requests_total counter\n");
@@ -190,7 +189,7 @@ pub fn render(cp: &ControlPlane, blob_dir: Option<&std::path::Path>) -> String {
         }
     });
     let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
-    if let Ok(tasks) = cp.store.list(crate::ecs::TASK, "") {
+    if let Ok(tasks) = cp.store.list(crate::ecs::TASK, "").await {
         for t in tasks {
             if let Ok(v) = t.decode::<serde_json::Value>() {
                 let s = v["task"]["lastStatus"]
@@ -240,7 +239,12 @@ pub fn render(cp: &ControlPlane, blob_dir: Option<&std::path::Path>) -> String {
         );
     }
     if let Some(d) = blob_dir {
-        let _ = writeln!(o, "# HELP berth_registry_blob_bytes Bytes of blobs stored by the registry.\n# TYPE berth_registry_blob_bytes gauge\nberth_registry_blob_bytes {}", dir_bytes(d));
+        // Walking the blob directory blocks: off the runtime's workers.
+        let d = d.to_path_buf();
+        let bytes = tokio::task::spawn_blocking(move || dir_bytes(&d))
+            .await
+            .unwrap_or(0);
+        let _ = writeln!(o, "# HELP berth_registry_blob_bytes Bytes of blobs stored by the registry.\n# TYPE berth_registry_blob_bytes gauge\nberth_registry_blob_bytes {bytes}");
     }
     o
 }
@@ -251,9 +255,7 @@ pub fn router(cp: Arc<ControlPlane>, blob_dir: Option<PathBuf>) -> Router {
         .route(
             "/metrics",
             get(move |State(cp): State<Arc<ControlPlane>>| async move {
-                let text = tokio::task::spawn_blocking(move || render(&cp, blob_dir.as_deref()))
-                    .await
-                    .unwrap_or_default();
+                let text = render(&cp, blob_dir.as_deref()).await;
                 let mut r = text.into_response();
                 r.headers_mut().insert(
                     "content-type",

@@ -38,10 +38,11 @@ pub struct UsageQuery {
 
 impl ControlPlane {
     /// Every stored task (all clusters) in the shape metering needs.
-    pub fn metered_tasks(&self) -> Result<Vec<MeteredTask>, AwsError> {
+    pub async fn metered_tasks(&self) -> Result<Vec<MeteredTask>, AwsError> {
         let recs = self
             .store
             .list_json::<TaskRecord>(TASK, "")
+            .await
             .map_err(store_err)?;
         Ok(recs
             .into_iter()
@@ -79,7 +80,7 @@ impl ControlPlane {
     }
 
     /// The usage report for `q` priced by `pricing`, as of now.
-    pub fn usage(&self, q: &UsageQuery, pricing: &Pricing) -> Result<UsageReport, AwsError> {
+    pub async fn usage(&self, q: &UsageQuery, pricing: &Pricing) -> Result<UsageReport, AwsError> {
         let bad = |e: metering::MeteringError| AwsError::invalid_parameter(e.to_string());
         let group = match q.group_by.as_deref().filter(|s| !s.is_empty()) {
             Some(g) => g.parse::<GroupBy>().map_err(bad)?,
@@ -99,7 +100,8 @@ impl ControlPlane {
         };
         let (cluster, service) = (nonempty(&q.cluster), nonempty(&q.service));
         let tasks: Vec<MeteredTask> = self
-            .metered_tasks()?
+            .metered_tasks()
+            .await?
             .into_iter()
             .filter(|t| cluster.as_ref().is_none_or(|c| &t.cluster == c))
             .filter(|t| service.is_none() || t.service == service)
@@ -119,7 +121,7 @@ async fn usage(
     State((cp, pricing)): State<(Arc<ControlPlane>, Arc<Pricing>)>,
     Query(q): Query<UsageQuery>,
 ) -> Response {
-    match cp.usage(&q, &pricing) {
+    match cp.usage(&q, &pricing).await {
         Ok(r) => Json(r).into_response(),
         Err(e) => (
             StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),

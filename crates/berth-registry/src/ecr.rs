@@ -75,43 +75,43 @@ pub fn aws_error(account: &str, e: &RegistryError) -> AwsError {
 pub(crate) async fn handle(reg: &Registry, op: &str, body: &[u8]) -> Result<Value, AwsError> {
     let account = reg.scope.account.clone();
     let res = match op {
-        "CreateRepository" => create_repository(reg, parse_body(body)?),
-        "DescribeRepositories" => describe_repositories(reg, parse_body(body)?),
-        "DeleteRepository" => delete_repository(reg, parse_body(body)?),
+        "CreateRepository" => create_repository(reg, parse_body(body)?).await,
+        "DescribeRepositories" => describe_repositories(reg, parse_body(body)?).await,
+        "DeleteRepository" => delete_repository(reg, parse_body(body)?).await,
         "GetAuthorizationToken" => {
             let _: Value = parse_body(body)?;
             Ok(get_authorization_token(reg))
         }
-        "ListImages" => images::list_images(reg, parse_body(body)?),
-        "DescribeImages" => images::describe_images(reg, parse_body(body)?),
+        "ListImages" => images::list_images(reg, parse_body(body)?).await,
+        "DescribeImages" => images::describe_images(reg, parse_body(body)?).await,
         "BatchGetImage" => images::batch_get_image(reg, parse_body(body)?).await,
         "PutImage" => images::put_image(reg, parse_body(body)?).await,
-        "BatchDeleteImage" => images::batch_delete_image(reg, parse_body(body)?),
+        "BatchDeleteImage" => images::batch_delete_image(reg, parse_body(body)?).await,
         "BatchCheckLayerAvailability" => layers::batch_check(reg, parse_body(body)?).await,
         "InitiateLayerUpload" => layers::initiate(reg, parse_body(body)?).await,
         "UploadLayerPart" => layers::upload_part(reg, parse_body(body)?).await,
         "CompleteLayerUpload" => layers::complete(reg, parse_body(body)?).await,
         "GetDownloadUrlForLayer" => layers::download_url(reg, parse_body(body)?).await,
-        "PutImageTagMutability" => settings::put_tag_mutability(reg, parse_body(body)?),
-        "PutImageScanningConfiguration" => settings::put_scanning(reg, parse_body(body)?),
-        "SetRepositoryPolicy" => settings::set_policy(reg, parse_body(body)?),
-        "GetRepositoryPolicy" => settings::get_policy(reg, parse_body(body)?),
-        "DeleteRepositoryPolicy" => settings::delete_policy(reg, parse_body(body)?),
-        "TagResource" => settings::tag_resource(reg, parse_body(body)?),
-        "UntagResource" => settings::untag_resource(reg, parse_body(body)?),
-        "ListTagsForResource" => settings::list_tags(reg, parse_body(body)?),
+        "PutImageTagMutability" => settings::put_tag_mutability(reg, parse_body(body)?).await,
+        "PutImageScanningConfiguration" => settings::put_scanning(reg, parse_body(body)?).await,
+        "SetRepositoryPolicy" => settings::set_policy(reg, parse_body(body)?).await,
+        "GetRepositoryPolicy" => settings::get_policy(reg, parse_body(body)?).await,
+        "DeleteRepositoryPolicy" => settings::delete_policy(reg, parse_body(body)?).await,
+        "TagResource" => settings::tag_resource(reg, parse_body(body)?).await,
+        "UntagResource" => settings::untag_resource(reg, parse_body(body)?).await,
+        "ListTagsForResource" => settings::list_tags(reg, parse_body(body)?).await,
         "DescribeRegistry" => {
             let _: Value = parse_body(body)?;
             Ok(settings::describe_registry(reg))
         }
-        "PutLifecyclePolicy" => lifecycle_ops::put(reg, parse_body(body)?),
-        "GetLifecyclePolicy" => lifecycle_ops::get(reg, parse_body(body)?),
-        "DeleteLifecyclePolicy" => lifecycle_ops::delete(reg, parse_body(body)?),
-        "StartLifecyclePolicyPreview" => lifecycle_ops::start_preview(reg, parse_body(body)?),
-        "GetLifecyclePolicyPreview" => lifecycle_ops::get_preview(reg, parse_body(body)?),
-        "StartImageScan" => scanning::start_image_scan(reg, parse_body(body)?),
+        "PutLifecyclePolicy" => lifecycle_ops::put(reg, parse_body(body)?).await,
+        "GetLifecyclePolicy" => lifecycle_ops::get(reg, parse_body(body)?).await,
+        "DeleteLifecyclePolicy" => lifecycle_ops::delete(reg, parse_body(body)?).await,
+        "StartLifecyclePolicyPreview" => lifecycle_ops::start_preview(reg, parse_body(body)?).await,
+        "GetLifecyclePolicyPreview" => lifecycle_ops::get_preview(reg, parse_body(body)?).await,
+        "StartImageScan" => scanning::start_image_scan(reg, parse_body(body)?).await,
         "DescribeImageScanFindings" => {
-            scanning::describe_image_scan_findings(reg, parse_body(body)?)
+            scanning::describe_image_scan_findings(reg, parse_body(body)?).await
         }
         _ => return Err(AwsError::unknown_operation("ECR", op)),
     };
@@ -210,7 +210,10 @@ struct CreateRepositoryRequest {
     encryption_configuration: Option<EncryptionConfiguration>,
 }
 
-fn create_repository(reg: &Registry, req: CreateRepositoryRequest) -> Result<Value, RegistryError> {
+async fn create_repository(
+    reg: &Registry,
+    req: CreateRepositoryRequest,
+) -> Result<Value, RegistryError> {
     let name = req.repository_name.unwrap_or_default();
     if !valid_repository_name(&name) {
         return Err(invalid(
@@ -247,13 +250,17 @@ fn create_repository(reg: &Registry, req: CreateRepositoryRequest) -> Result<Val
         tags: req.tags,
         exclusion_filters,
     };
-    match reg.store.commit(vec![Op::put(
-        KIND_REPOSITORY,
-        &name,
-        &record,
-        Expect::Absent,
-    )?]) {
-        Ok(()) => Ok(json!({"repository": reg.repository_json(&record)})),
+    match reg
+        .store
+        .commit(vec![Op::put(
+            KIND_REPOSITORY,
+            &name,
+            &record,
+            Expect::Absent,
+        )?])
+        .await
+    {
+        Ok(_) => Ok(json!({"repository": reg.repository_json(&record)})),
         Err(StoreError::Conflict { .. }) => Err(RegistryError::RepositoryAlreadyExists(name)),
         Err(e) => Err(e.into()),
     }
@@ -267,16 +274,19 @@ struct DescribeRepositoriesRequest {
     max_results: Option<i64>,
 }
 
-fn describe_repositories(
+async fn describe_repositories(
     reg: &Registry,
     req: DescribeRepositoriesRequest,
 ) -> Result<Value, RegistryError> {
     let repos = match req.repository_names {
-        Some(names) => names
-            .iter()
-            .map(|n| reg.records().repository(n).map(|(r, _)| r))
-            .collect::<Result<Vec<_>, _>>()?,
-        None => reg.records().repositories()?,
+        Some(names) => {
+            let mut repos = Vec::with_capacity(names.len());
+            for n in &names {
+                repos.push(reg.records().repository(n).await?.0);
+            }
+            repos
+        }
+        None => reg.records().repositories().await?,
     };
     let (page, next) = paginate(repos, req.max_results, req.next_token.as_deref())?;
     let mut out =
@@ -295,16 +305,19 @@ struct DeleteRepositoryRequest {
     force: bool,
 }
 
-fn delete_repository(reg: &Registry, req: DeleteRepositoryRequest) -> Result<Value, RegistryError> {
+async fn delete_repository(
+    reg: &Registry,
+    req: DeleteRepositoryRequest,
+) -> Result<Value, RegistryError> {
     let name = req.repository_name.unwrap_or_default();
-    let (repo, rev) = reg.records().repository(&name)?;
-    if !req.force && !reg.records().images(&name)?.is_empty() {
+    let (repo, rev) = reg.records().repository(&name).await?;
+    if !req.force && !reg.records().images(&name).await?.is_empty() {
         return Err(RegistryError::RepositoryNotEmpty(name));
     }
-    let mut ops = reg.records().delete_repository_ops(&name)?;
+    let mut ops = reg.records().delete_repository_ops(&name).await?;
     ops[0] = Op::delete(KIND_REPOSITORY, &name, Expect::Revision(rev));
-    match reg.store.commit(ops) {
-        Ok(()) => Ok(json!({"repository": reg.repository_json(&repo)})),
+    match reg.store.commit(ops).await {
+        Ok(_) => Ok(json!({"repository": reg.repository_json(&repo)})),
         Err(StoreError::Conflict { .. }) => Err(RegistryError::NameUnknown(name)),
         Err(e) => Err(e.into()),
     }

@@ -88,11 +88,11 @@ pub fn stale_links(
 impl Registry {
     /// The blobs each repository's image manifests reference (config and layers); repositories
     /// with an unreadable manifest are left out (so nothing of theirs is collected).
-    fn manifest_references(&self) -> Result<HashMap<String, HashSet<String>>, RegistryError> {
+    async fn manifest_references(&self) -> Result<HashMap<String, HashSet<String>>, RegistryError> {
         let mut out = HashMap::new();
-        'repos: for repo in self.records().repositories()? {
+        'repos: for repo in self.records().repositories().await? {
             let mut refs = HashSet::new();
-            for image in self.records().images(&repo.name)? {
+            for image in self.records().images(&repo.name).await? {
                 let Some(m) = self.parsed_manifest(&image) else {
                     tracing::warn!(repo = %repo.name, digest = %image.digest, "gc: manifest unreadable; skipping repository");
                     continue 'repos;
@@ -110,8 +110,8 @@ impl Registry {
     pub async fn collect_garbage(&self, opts: GcOptions) -> Result<GcReport, RegistryError> {
         let mut report = GcReport::default();
         // 1. Links no manifest references.
-        let refs = self.manifest_references()?;
-        let links = self.records().blob_links(None)?;
+        let refs = self.manifest_references().await?;
+        let links = self.records().blob_links(None).await?;
         let plain: Vec<(String, Digest, BlobLink)> = links
             .iter()
             .map(|(r, d, l, _)| (r.clone(), d.clone(), l.clone()))
@@ -122,8 +122,9 @@ impl Registry {
             match self
                 .store
                 .commit(vec![Op::delete(KIND_BLOB, &key, Expect::Revision(*rev))])
+                .await
             {
-                Ok(()) => report.links_removed += 1,
+                Ok(_) => report.links_removed += 1,
                 Err(StoreError::Conflict { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -131,15 +132,16 @@ impl Registry {
         // 2. Blob files nothing references.
         let files = self.blobs.list()?;
         let mut images = Vec::new();
-        for repo in self.records().repositories()? {
+        for repo in self.records().repositories().await? {
             images.extend(
                 self.records()
-                    .images(&repo.name)?
+                    .images(&repo.name)
+                    .await?
                     .into_iter()
                     .map(|i| i.digest),
             );
         }
-        let links = self.records().blob_links(None)?;
+        let links = self.records().blob_links(None).await?;
         let referenced = referenced_blobs(
             images.iter().map(String::as_str),
             links.iter().map(|(_, d, _, _)| d),
@@ -166,8 +168,8 @@ impl Registry {
         opts: GcOptions,
     ) -> Result<(usize, GcReport), RegistryError> {
         let mut expired = 0;
-        for repo in self.records().repositories()? {
-            match self.apply_lifecycle(&repo.name) {
+        for repo in self.records().repositories().await? {
+            match self.apply_lifecycle(&repo.name).await {
                 Ok(gone) => expired += gone.len(),
                 Err(e) => tracing::warn!(repo = %repo.name, error = %e, "lifecycle policy failed"),
             }

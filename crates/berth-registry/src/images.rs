@@ -83,9 +83,9 @@ impl Registry {
             .push_manifest_records(repo, expected, tags, content_type, bytes)
             .await?;
         if !pushed.existed {
-            self.scan_on_push(repo, &pushed.digest);
+            self.scan_on_push(repo, &pushed.digest).await;
         }
-        if let Err(e) = self.apply_lifecycle(repo) {
+        if let Err(e) = self.apply_lifecycle(repo).await {
             tracing::warn!(repo, error = %e, "lifecycle policy after push failed");
         }
         Ok(pushed)
@@ -99,7 +99,7 @@ impl Registry {
         content_type: Option<&str>,
         bytes: &[u8],
     ) -> Result<Pushed, RegistryError> {
-        let (repository, _) = self.records().repository(repo)?;
+        let (repository, _) = self.records().repository(repo).await?;
         if bytes.len() > manifests::MAX_MANIFEST_BYTES {
             return Err(RegistryError::TooLarge(format!(
                 "manifest of {} bytes exceeds {}",
@@ -136,7 +136,7 @@ impl Registry {
                 match m.kind {
                     Kind::Image if r.foreign => {}
                     Kind::Image => {
-                        let link = self.records().blob_link_record(repo, &r.digest)?;
+                        let link = self.records().blob_link_record(repo, &r.digest).await?;
                         let size = match &link {
                             Some(_) => self.blobs.size(&r.digest).await?,
                             None => None,
@@ -162,7 +162,7 @@ impl Registry {
                     Kind::Index => {
                         let key = records::digest_key(repo, &r.digest);
                         let Some((child, rev)) =
-                            self.store.get_json::<ImageRecord>(KIND_IMAGE, &key)?
+                            self.store.get_json::<ImageRecord>(KIND_IMAGE, &key).await?
                         else {
                             return Err(RegistryError::ReferencedImagesUnknown(
                                 r.digest.to_string(),
@@ -179,7 +179,7 @@ impl Registry {
                 }
             }
             let key = records::digest_key(repo, &digest);
-            let existing = self.store.get_json::<ImageRecord>(KIND_IMAGE, &key)?;
+            let existing = self.store.get_json::<ImageRecord>(KIND_IMAGE, &key).await?;
             let existed = existing.is_some();
             let image = match existing {
                 // Re-pushing keeps the original push time (ECR's imagePushedAt).
@@ -202,7 +202,7 @@ impl Registry {
                 }
             };
             for tag in tags {
-                let expect = match self.records().tag(repo, tag)? {
+                let expect = match self.records().tag(repo, tag).await? {
                     Some((old, _)) if old == image.digest => continue,
                     Some((old, _)) if repository.tag_immutable(tag) => {
                         return Err(RegistryError::TagImmutable(format!(
@@ -221,8 +221,8 @@ impl Registry {
                     expect,
                 )?);
             }
-            match self.store.commit(ops) {
-                Ok(()) => {
+            match self.store.commit(ops).await {
+                Ok(_) => {
                     return Ok(Pushed {
                         digest,
                         subject: m.subject,
@@ -239,17 +239,24 @@ impl Registry {
     }
 
     /// Resolves `reference` in `repo` to its image (`NameUnknown`, `ManifestUnknown`).
-    pub fn resolve(&self, repo: &str, reference: &Reference) -> Result<ImageRecord, RegistryError> {
-        self.records().repository(repo)?;
+    pub async fn resolve(
+        &self,
+        repo: &str,
+        reference: &Reference,
+    ) -> Result<ImageRecord, RegistryError> {
+        self.records().repository(repo).await?;
         let unknown = || RegistryError::ManifestUnknown(format!("{repo}: {reference:?}"));
         let digest = match reference {
             Reference::Digest(d) => d.clone(),
             Reference::Tag(t) => {
-                let (d, _) = self.records().tag(repo, t)?.ok_or_else(unknown)?;
+                let (d, _) = self.records().tag(repo, t).await?.ok_or_else(unknown)?;
                 Digest::parse(&d)?
             }
         };
-        self.records().image(repo, &digest)?.ok_or_else(unknown)
+        self.records()
+            .image(repo, &digest)
+            .await?
+            .ok_or_else(unknown)
     }
 
     /// The image `reference` of `repo` and its manifest bytes.
@@ -258,7 +265,7 @@ impl Registry {
         repo: &str,
         reference: &Reference,
     ) -> Result<(ImageRecord, Vec<u8>), RegistryError> {
-        let image = self.resolve(repo, reference)?;
+        let image = self.resolve(repo, reference).await?;
         let bytes = self
             .blobs
             .read(&Digest::parse(&image.digest)?)
@@ -276,12 +283,12 @@ impl Registry {
     }
 
     /// The manifests the indexes of `repo` reference: child digest -> parent (index) digests.
-    pub fn index_parents(
+    pub async fn index_parents(
         &self,
         repo: &str,
     ) -> Result<std::collections::HashMap<String, Vec<String>>, RegistryError> {
         let mut out: std::collections::HashMap<String, Vec<String>> = Default::default();
-        for image in self.records().images(repo)? {
+        for image in self.records().images(repo).await? {
             if manifests::kind_of(&image.media_type) == Some(Kind::Image) {
                 continue;
             }
@@ -300,25 +307,31 @@ impl Registry {
     }
 
     /// Deletes by tag (only the tag goes) or by digest (the image and every tag on it go).
-    pub fn delete_manifest(&self, repo: &str, reference: &Reference) -> Result<(), RegistryError> {
-        self.records().repository(repo)?;
+    pub async fn delete_manifest(
+        &self,
+        repo: &str,
+        reference: &Reference,
+    ) -> Result<(), RegistryError> {
+        self.records().repository(repo).await?;
         let unknown = || RegistryError::ManifestUnknown(format!("{repo}: {reference:?}"));
         match reference {
             Reference::Tag(t) => {
-                let (_, rev) = self.records().tag(repo, t)?.ok_or_else(unknown)?;
-                self.store.commit(vec![Op::delete(
-                    KIND_TAG,
-                    &records::tag_key(repo, t),
-                    Expect::Revision(rev),
-                )])?;
+                let (_, rev) = self.records().tag(repo, t).await?.ok_or_else(unknown)?;
+                self.store
+                    .commit(vec![Op::delete(
+                        KIND_TAG,
+                        &records::tag_key(repo, t),
+                        Expect::Revision(rev),
+                    )])
+                    .await?;
             }
             Reference::Digest(d) => {
-                self.records().image(repo, d)?.ok_or_else(unknown)?;
+                self.records().image(repo, d).await?.ok_or_else(unknown)?;
                 let mut ops = vec![
                     Op::delete(KIND_IMAGE, &records::digest_key(repo, d), Expect::Any),
                     crate::scan::delete_op(repo, d),
                 ];
-                for (tag, digest) in self.records().tags(repo)? {
+                for (tag, digest) in self.records().tags(repo).await? {
                     if digest == d.to_string() {
                         ops.push(Op::delete(
                             KIND_TAG,
@@ -327,7 +340,7 @@ impl Registry {
                         ));
                     }
                 }
-                self.store.commit(ops)?;
+                self.store.commit(ops).await?;
             }
         }
         Ok(())

@@ -288,9 +288,10 @@ pub fn evaluate(policy: &Policy, images: &[Candidate], now: f64) -> Vec<(Candida
 impl Registry {
     /// The lifecycle candidates of `repo`: its images with their tags, without the manifests an
     /// index of the repository references.
-    pub fn lifecycle_candidates(&self, repo: &str) -> Result<Vec<Candidate>, RegistryError> {
-        let children = self.index_parents(repo)?;
-        Ok(crate::ecr::images_with_tags(self, repo)?
+    pub async fn lifecycle_candidates(&self, repo: &str) -> Result<Vec<Candidate>, RegistryError> {
+        let children = self.index_parents(repo).await?;
+        Ok(crate::ecr::images_with_tags(self, repo)
+            .await?
             .into_iter()
             .filter(|(i, _)| !children.contains_key(&i.digest))
             .map(|(i, tags)| Candidate {
@@ -305,8 +306,12 @@ impl Registry {
     /// tags, atomically per image), then records `lastEvaluatedAt`. Returns the expired images'
     /// digests; none when the repository has no policy. Called after every push and by
     /// [`Registry::run_maintenance`].
-    pub fn apply_lifecycle(&self, repo: &str) -> Result<Vec<String>, RegistryError> {
-        let Some((record, rev)) = self.store.get_json::<PolicyRecord>(KIND_LIFECYCLE, repo)? else {
+    pub async fn apply_lifecycle(&self, repo: &str) -> Result<Vec<String>, RegistryError> {
+        let Some((record, rev)) = self
+            .store
+            .get_json::<PolicyRecord>(KIND_LIFECYCLE, repo)
+            .await?
+        else {
             return Ok(Vec::new());
         };
         let Ok(policy) = parse(&record.lifecycle_policy_text) else {
@@ -314,9 +319,9 @@ impl Registry {
         };
         let now = berth_core::epoch_now();
         let mut gone = Vec::new();
-        for (c, priority) in evaluate(&policy, &self.lifecycle_candidates(repo)?, now) {
+        for (c, priority) in evaluate(&policy, &self.lifecycle_candidates(repo).await?, now) {
             let d = Digest::parse(&c.digest)?;
-            match self.delete_manifest(repo, &Reference::Digest(d)) {
+            match self.delete_manifest(repo, &Reference::Digest(d)).await {
                 Ok(()) => {
                     tracing::info!(repo, digest = %c.digest, rule = priority, "lifecycle policy expired image");
                     gone.push(c.digest);
@@ -329,13 +334,17 @@ impl Registry {
             last_evaluated_at: Some(now),
             ..record
         };
-        match self.store.commit(vec![Op::put(
-            KIND_LIFECYCLE,
-            repo,
-            &updated,
-            Expect::Revision(rev),
-        )?]) {
-            Ok(()) | Err(StoreError::Conflict { .. }) => Ok(gone),
+        match self
+            .store
+            .commit(vec![Op::put(
+                KIND_LIFECYCLE,
+                repo,
+                &updated,
+                Expect::Revision(rev),
+            )?])
+            .await
+        {
+            Ok(_) | Err(StoreError::Conflict { .. }) => Ok(gone),
             Err(e) => Err(e.into()),
         }
     }

@@ -273,7 +273,7 @@ async fn handle(reg: &Registry, req: Request) -> Result<Response, RegistryError>
     if !valid_repository_name(&name) {
         return Err(RegistryError::NameInvalid(name));
     }
-    reg.records().repository(&name)?;
+    reg.records().repository(&name).await?;
     let uri = req.uri().clone();
     let q = query(&uri);
     let headers = req.headers().clone();
@@ -285,13 +285,16 @@ async fn handle(reg: &Registry, req: Request) -> Result<Response, RegistryError>
         (Route::Blob(_, d), Method::DELETE) => {
             let d = Digest::parse(&d)?;
             reg.records()
-                .blob_link(&name, &d)?
+                .blob_link(&name, &d)
+                .await?
                 .ok_or_else(|| RegistryError::BlobUnknown(d.to_string()))?;
-            reg.store.commit(vec![berth_store::Op::delete(
-                crate::records::KIND_BLOB,
-                &crate::records::digest_key(&name, &d),
-                berth_store::Expect::Any,
-            )])?;
+            reg.store
+                .commit(vec![berth_store::Op::delete(
+                    crate::records::KIND_BLOB,
+                    &crate::records::digest_key(&name, &d),
+                    berth_store::Expect::Any,
+                )])
+                .await?;
             Ok(empty(StatusCode::ACCEPTED, &[]))
         }
         (Route::Uploads(_), Method::POST) => start_upload(reg, &name, &q, body).await,
@@ -312,7 +315,7 @@ async fn handle(reg: &Registry, req: Request) -> Result<Response, RegistryError>
             };
             let lease = reg.uploads.lease(&id, &name).await?;
             let size = lease.finish(range, &d, body, &reg.blobs).await?;
-            blob_created(reg, &name, &d, size)
+            blob_created(reg, &name, &d, size).await
         }
         (Route::Upload(_, id), Method::GET) => {
             let size = reg.uploads.size(&id, &name).await?;
@@ -378,10 +381,10 @@ async fn handle(reg: &Registry, req: Request) -> Result<Response, RegistryError>
             Ok(resp)
         }
         (Route::Manifest(_, r), Method::DELETE) => {
-            reg.delete_manifest(&name, &Reference::parse(&r)?)?;
+            reg.delete_manifest(&name, &Reference::parse(&r)?).await?;
             Ok(empty(StatusCode::ACCEPTED, &[]))
         }
-        (Route::Tags(_), Method::GET) => tags_list(reg, &name, &q),
+        (Route::Tags(_), Method::GET) => tags_list(reg, &name, &q).await,
         (Route::Referrers(_, d), Method::GET) => {
             referrers(reg, &name, &d, param(&q, "artifactType")).await
         }
@@ -424,13 +427,13 @@ fn upload_status(status: StatusCode, name: &str, id: &str, size: u64) -> Respons
     )
 }
 
-fn blob_created(
+async fn blob_created(
     reg: &Registry,
     name: &str,
     d: &Digest,
     size: u64,
 ) -> Result<Response, RegistryError> {
-    reg.records().link_blob(name, d, size)?;
+    reg.records().link_blob(name, d, size).await?;
     Ok(empty(
         StatusCode::CREATED,
         &[
@@ -451,9 +454,9 @@ async fn start_upload(
         // blob; otherwise (no `from`, unknown blob) a new upload session, as the spec allows.
         let from = param(q, "from").filter(|f| valid_repository_name(f));
         if let (Ok(d), Some(from)) = (Digest::parse(m), from) {
-            if reg.records().blob_link(from, &d)?.is_some() && reg.blobs.touch(&d)? {
+            if reg.records().blob_link(from, &d).await?.is_some() && reg.blobs.touch(&d)? {
                 if let Some(size) = reg.blobs.size(&d).await? {
-                    return blob_created(reg, name, &d, size);
+                    return blob_created(reg, name, &d, size).await;
                 }
             }
         }
@@ -462,7 +465,7 @@ async fn start_upload(
         let id = reg.uploads.start(name).await?;
         let lease = reg.uploads.lease(&id, name).await?;
         let size = lease.finish(None, &d, body, &reg.blobs).await?;
-        return blob_created(reg, name, &d, size);
+        return blob_created(reg, name, &d, size).await;
     }
     let id = reg.uploads.start(name).await?;
     Ok(upload_status(StatusCode::ACCEPTED, name, &id, 0))
@@ -477,7 +480,10 @@ async fn get_blob(
 ) -> Result<Response, RegistryError> {
     let d = Digest::parse(d)?;
     let unknown = || RegistryError::BlobUnknown(d.to_string());
-    reg.records().blob_link(name, &d)?.ok_or_else(unknown)?;
+    reg.records()
+        .blob_link(name, &d)
+        .await?
+        .ok_or_else(unknown)?;
     let mut file = match tokio::fs::File::open(reg.blobs.path(&d)).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(unknown()),
@@ -563,14 +569,15 @@ async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, RegistryError
     Ok(out)
 }
 
-fn tags_list(
+async fn tags_list(
     reg: &Registry,
     name: &str,
     q: &[(String, String)],
 ) -> Result<Response, RegistryError> {
     let mut tags: Vec<String> = reg
         .records()
-        .tags(name)?
+        .tags(name)
+        .await?
         .into_iter()
         .map(|(t, _)| t)
         .collect();
@@ -604,7 +611,7 @@ async fn referrers(
 ) -> Result<Response, RegistryError> {
     let subject = Digest::parse(subject)?.to_string();
     let mut found = Vec::new();
-    for image in reg.records().images(name)? {
+    for image in reg.records().images(name).await? {
         if image.subject.as_deref() != Some(subject.as_str()) {
             continue;
         }

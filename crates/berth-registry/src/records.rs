@@ -149,43 +149,51 @@ pub struct Records<'a>(pub &'a dyn Store);
 
 impl Records<'_> {
     /// The repository, or `NameUnknown`.
-    pub fn repository(&self, name: &str) -> Result<(RepositoryRecord, i64), RegistryError> {
+    pub async fn repository(&self, name: &str) -> Result<(RepositoryRecord, i64), RegistryError> {
         self.0
-            .get_json(KIND_REPOSITORY, name)?
+            .get_json(KIND_REPOSITORY, name)
+            .await?
             .ok_or_else(|| RegistryError::NameUnknown(name.to_string()))
     }
 
     /// All repositories, ordered by name.
-    pub fn repositories(&self) -> Result<Vec<RepositoryRecord>, RegistryError> {
-        Ok(self.0.list_json(KIND_REPOSITORY, "")?)
+    pub async fn repositories(&self) -> Result<Vec<RepositoryRecord>, RegistryError> {
+        Ok(self.0.list_json(KIND_REPOSITORY, "").await?)
     }
 
     /// The image `digest` in `repo`, if any.
-    pub fn image(&self, repo: &str, digest: &Digest) -> Result<Option<ImageRecord>, RegistryError> {
+    pub async fn image(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Option<ImageRecord>, RegistryError> {
         Ok(self
             .0
-            .get_json(KIND_IMAGE, &digest_key(repo, digest))?
+            .get_json(KIND_IMAGE, &digest_key(repo, digest))
+            .await?
             .map(|(v, _)| v))
     }
 
     /// All images of `repo`, ordered by digest.
-    pub fn images(&self, repo: &str) -> Result<Vec<ImageRecord>, RegistryError> {
-        Ok(self.0.list_json(KIND_IMAGE, &format!("{repo}@"))?)
+    pub async fn images(&self, repo: &str) -> Result<Vec<ImageRecord>, RegistryError> {
+        Ok(self.0.list_json(KIND_IMAGE, &format!("{repo}@")).await?)
     }
 
     /// The tag's digest and record revision, if any.
-    pub fn tag(&self, repo: &str, tag: &str) -> Result<Option<(String, i64)>, RegistryError> {
+    pub async fn tag(&self, repo: &str, tag: &str) -> Result<Option<(String, i64)>, RegistryError> {
         Ok(self
             .0
-            .get_json::<TagRecord>(KIND_TAG, &tag_key(repo, tag))?
+            .get_json::<TagRecord>(KIND_TAG, &tag_key(repo, tag))
+            .await?
             .map(|(t, rev)| (t.digest, rev)))
     }
 
     /// All `(tag, digest)` pairs of `repo`, ordered by tag.
-    pub fn tags(&self, repo: &str) -> Result<Vec<(String, String)>, RegistryError> {
+    pub async fn tags(&self, repo: &str) -> Result<Vec<(String, String)>, RegistryError> {
         let prefix = format!("{repo}:");
         self.0
-            .list(KIND_TAG, &prefix)?
+            .list(KIND_TAG, &prefix)
+            .await?
             .into_iter()
             .map(|r| {
                 let t: TagRecord = r.decode()?;
@@ -195,21 +203,26 @@ impl Records<'_> {
     }
 
     /// The size of blob `digest` as linked into `repo`, if linked.
-    pub fn blob_link(&self, repo: &str, digest: &Digest) -> Result<Option<u64>, RegistryError> {
+    pub async fn blob_link(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Option<u64>, RegistryError> {
         Ok(self
             .0
-            .get_json::<BlobLink>(KIND_BLOB, &digest_key(repo, digest))?
+            .get_json::<BlobLink>(KIND_BLOB, &digest_key(repo, digest))
+            .await?
             .map(|(l, _)| l.size))
     }
 
     /// Every blob link of `repo` (`None`: of all repositories) as `(repo, digest, link, revision)`.
-    pub fn blob_links(
+    pub async fn blob_links(
         &self,
         repo: Option<&str>,
     ) -> Result<Vec<(String, Digest, BlobLink, i64)>, RegistryError> {
         let prefix = repo.map(|r| format!("{r}@")).unwrap_or_default();
         let mut out = Vec::new();
-        for r in self.0.list(KIND_BLOB, &prefix)? {
+        for r in self.0.list(KIND_BLOB, &prefix).await? {
             let Some((name, d)) = r.key.split_once('@') else {
                 continue;
             };
@@ -220,29 +233,40 @@ impl Records<'_> {
     }
 
     /// The link record of blob `digest` in `repo` with its revision, if linked.
-    pub fn blob_link_record(
+    pub async fn blob_link_record(
         &self,
         repo: &str,
         digest: &Digest,
     ) -> Result<Option<(BlobLink, i64)>, RegistryError> {
-        Ok(self.0.get_json(KIND_BLOB, &digest_key(repo, digest))?)
+        Ok(self
+            .0
+            .get_json(KIND_BLOB, &digest_key(repo, digest))
+            .await?)
     }
 
     /// Links blob `digest` of `size` bytes into `repo`.
-    pub fn link_blob(&self, repo: &str, digest: &Digest, size: u64) -> Result<(), RegistryError> {
-        Ok(self.0.put_json(
-            KIND_BLOB,
-            &digest_key(repo, digest),
-            &BlobLink {
-                size,
-                linked_at: berth_core::epoch_now(),
-            },
-            Expect::Any,
-        )?)
+    pub async fn link_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), RegistryError> {
+        Ok(self
+            .0
+            .put_json(
+                KIND_BLOB,
+                &digest_key(repo, digest),
+                &BlobLink {
+                    size,
+                    linked_at: berth_core::epoch_now(),
+                },
+                Expect::Any,
+            )
+            .await?)
     }
 
     /// Ops deleting every record of `repo` (repository, images, tags, blob links, policies).
-    pub fn delete_repository_ops(&self, repo: &str) -> Result<Vec<Op>, RegistryError> {
+    pub async fn delete_repository_ops(&self, repo: &str) -> Result<Vec<Op>, RegistryError> {
         let mut ops = vec![Op::delete(KIND_REPOSITORY, repo, Expect::Any)];
         for kind in [KIND_LIFECYCLE, KIND_LIFECYCLE_PREVIEW, KIND_POLICY] {
             ops.push(Op::delete(kind, repo, Expect::Any));
@@ -253,7 +277,7 @@ impl Records<'_> {
             (KIND_BLOB, format!("{repo}@")),
             (crate::scan::KIND_SCAN, format!("{repo}@")),
         ] {
-            for r in self.0.list(kind, &prefix)? {
+            for r in self.0.list(kind, &prefix).await? {
                 ops.push(Op::delete(kind, &r.key, Expect::Any));
             }
         }

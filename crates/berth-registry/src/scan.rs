@@ -252,7 +252,7 @@ impl Registry {
 
     /// The last scan of `image` in `repo`, if any (a scan of an earlier push of the same digest
     /// is ignored; an `IN_PROGRESS` scan this process is not running is reported `FAILED`).
-    pub fn scan_of(
+    pub async fn scan_of(
         &self,
         repo: &str,
         image: &ImageRecord,
@@ -260,7 +260,8 @@ impl Registry {
         let key = format!("{repo}@{}", image.digest);
         let rec = self
             .store
-            .get_json::<ScanRecord>(KIND_SCAN, &key)?
+            .get_json::<ScanRecord>(KIND_SCAN, &key)
+            .await?
             .map(|(r, _)| r);
         Ok(rec
             .filter(|r| r.image_pushed_at == image.pushed_at)
@@ -268,7 +269,7 @@ impl Registry {
     }
 
     /// Every current scan of `repo`'s images, by image digest.
-    pub fn scans_of(
+    pub async fn scans_of(
         &self,
         repo: &str,
         images: &[ImageRecord],
@@ -279,7 +280,7 @@ impl Registry {
             .collect();
         let mut out = HashMap::new();
         let prefix = format!("{repo}@");
-        for r in self.store.list(KIND_SCAN, &prefix)? {
+        for r in self.store.list(KIND_SCAN, &prefix).await? {
             let digest = r.key[prefix.len()..].to_string();
             let rec: ScanRecord = r.decode()?;
             if pushed.get(digest.as_str()) == Some(&rec.image_pushed_at) {
@@ -308,7 +309,11 @@ impl Registry {
     /// Starts a scan of `image` in `repo` and returns its first status: `IN_PROGRESS` (or the
     /// running scan's), `FAILED` at once without a database, `UNSUPPORTED_IMAGE` for artifacts.
     /// An image index is `UnsupportedImageType` (ECR scans the platform images, not the index).
-    pub fn start_scan(&self, repo: &str, image: &ImageRecord) -> Result<ScanRecord, RegistryError> {
+    pub async fn start_scan(
+        &self,
+        repo: &str,
+        image: &ImageRecord,
+    ) -> Result<ScanRecord, RegistryError> {
         let key = format!("{repo}@{}", image.digest);
         let now = berth_core::epoch_now();
         let mut rec = ScanRecord {
@@ -340,7 +345,7 @@ impl Registry {
             .unwrap_or_else(|e| e.into_inner())
             .contains(&key);
         if running {
-            if let Some(r) = self.scan_of(repo, image)? {
+            if let Some(r) = self.scan_of(repo, image).await? {
                 return Ok(r);
             }
         }
@@ -366,7 +371,8 @@ impl Registry {
             rec.description = description;
             rec.completed_at = Some(now);
             self.store
-                .commit(vec![Op::put(KIND_SCAN, &key, &rec, Expect::Any)?])?;
+                .commit(vec![Op::put(KIND_SCAN, &key, &rec, Expect::Any)?])
+                .await?;
             return Ok(rec);
         }
         let layers: Vec<(String, PathBuf)> = m.references[1..]
@@ -375,7 +381,8 @@ impl Registry {
             .map(|d| (d.digest.to_string(), self.blobs.path(&d.digest)))
             .collect();
         self.store
-            .commit(vec![Op::put(KIND_SCAN, &key, &rec, Expect::Any)?])?;
+            .commit(vec![Op::put(KIND_SCAN, &key, &rec, Expect::Any)?])
+            .await?;
         self.scanner
             .running
             .lock()
@@ -412,7 +419,7 @@ impl Registry {
                     rec.description = d;
                 }
             }
-            if let Err(e) = write_result(store.as_ref(), &key, &rec) {
+            if let Err(e) = write_result(store.as_ref(), &key, &rec).await {
                 tracing::warn!(key, error = %e, "recording a scan result failed");
             }
             scanner
@@ -426,23 +433,24 @@ impl Registry {
 
     /// After a push: scans the new image `digest` when `repo` has `scanOnPush` (image indexes
     /// are not scanned; their platform images are, as they are pushed).
-    pub(crate) fn scan_on_push(&self, repo: &str, digest: &Digest) {
-        let res = (|| -> Result<(), RegistryError> {
-            let (r, _) = self.records().repository(repo)?;
+    pub(crate) async fn scan_on_push(&self, repo: &str, digest: &Digest) {
+        let res: Result<(), RegistryError> = async {
+            let (r, _) = self.records().repository(repo).await?;
             if !r.scan_on_push {
                 return Ok(());
             }
-            let Some(image) = self.records().image(repo, digest)? else {
+            let Some(image) = self.records().image(repo, digest).await? else {
                 return Ok(());
             };
             if manifests::kind_of(&image.media_type) == Some(Kind::Index) {
                 return Ok(());
             }
-            match self.start_scan(repo, &image) {
+            match self.start_scan(repo, &image).await {
                 Err(RegistryError::UnsupportedImageType(_)) => Ok(()),
                 r => r.map(|_| ()),
             }
-        })();
+        }
+        .await;
         if let Err(e) = res {
             tracing::warn!(repo, %digest, error = %e, "scan on push failed to start");
         }
@@ -451,10 +459,12 @@ impl Registry {
 
 /// Records a finished scan unless the image's record changed meanwhile (deleted or re-pushed:
 /// then the scan's `image_pushed_at` no longer matches and the result is simply ignored).
-fn write_result(store: &dyn Store, key: &str, rec: &ScanRecord) -> Result<(), RegistryError> {
-    match store.get_json::<ScanRecord>(KIND_SCAN, key)? {
+async fn write_result(store: &dyn Store, key: &str, rec: &ScanRecord) -> Result<(), RegistryError> {
+    match store.get_json::<ScanRecord>(KIND_SCAN, key).await? {
         Some((cur, rev)) if cur.started_at == rec.started_at => {
-            store.commit(vec![Op::put(KIND_SCAN, key, rec, Expect::Revision(rev))?])?;
+            store
+                .commit(vec![Op::put(KIND_SCAN, key, rec, Expect::Revision(rev))?])
+                .await?;
         }
         _ => {}
     }

@@ -67,7 +67,7 @@ pub struct LogGroup {
     pub class: String,
 }
 
-/// What [`SqliteStore::tag_log_group`] did.
+/// What [`LogStore::tag_log_group`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TagOutcome {
     /// The tags were merged in.
@@ -152,15 +152,73 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-impl SqliteStore {
+/// CloudWatch Logs storage: groups, streams and their append-only events (DESIGN §2: beside the
+/// [`crate::Store`], never in etcd). Implemented by [`SqliteStore`].
+pub trait LogStore: Send + Sync {
     /// Creates a log group of log class `class` with `tags`; returns false when it already
     /// existed (nothing changes then).
-    pub fn create_log_group(
+    fn create_log_group(&self, name: &str, class: &str, tags: &[(String, String)]) -> Result<bool>;
+
+    /// One log group by exact name.
+    fn log_group(&self, name: &str) -> Result<Option<LogGroup>>;
+
+    /// Sets (`Some(days)`) or removes (`None`) the retention of a group; false when the group
+    /// does not exist.
+    fn set_log_retention(&self, name: &str, days: Option<i64>) -> Result<bool>;
+
+    /// Deletes a group, its streams and tags at once; its events are queued for purging
+    /// ([`LogStore::purge_log_events`]). False when the group does not exist.
+    fn delete_log_group(&self, name: &str) -> Result<bool>;
+
+    /// Deletes one stream (its bytes leave the group's count); its events are queued for
+    /// purging. False when the stream does not exist.
+    fn delete_log_stream(&self, group: &str, name: &str) -> Result<bool>;
+
+    /// Deletes up to `max_rows` events of deleted groups and streams in one short transaction;
+    /// returns how many went. Call again while it returns `max_rows`.
+    fn purge_log_events(&self, max_rows: usize) -> Result<usize>;
+
+    /// Deletes up to `max_rows` events whose timestamp is older than their group's retention
+    /// (`retention_days * day_ms` before `now_ms`) in one short transaction, oldest first, and
+    /// takes their bytes off the stream's and group's counts. Returns how many went; call again
+    /// while it returns `max_rows`.
+    fn expire_log_events(&self, now_ms: i64, day_ms: i64, max_rows: usize) -> Result<usize>;
+
+    /// The tags of a group, ordered by key; `None` when the group does not exist.
+    fn log_group_tags(&self, name: &str) -> Result<Option<Vec<(String, String)>>>;
+
+    /// Adds or replaces tags of a group, unless the merged set would exceed `max` tags.
+    fn tag_log_group(
         &self,
         name: &str,
-        class: &str,
         tags: &[(String, String)],
-    ) -> Result<bool> {
+        max: usize,
+    ) -> Result<TagOutcome>;
+
+    /// Removes tags of a group by key; false when the group does not exist.
+    fn untag_log_group(&self, name: &str, keys: &[String]) -> Result<bool>;
+
+    /// Creates a log stream in an existing group; returns false when it already existed.
+    fn create_log_stream(&self, group: &str, name: &str) -> Result<bool>;
+
+    /// Lists log groups whose name starts with `prefix`, ordered by name.
+    fn log_groups(&self, prefix: &str) -> Result<Vec<LogGroup>>;
+
+    /// True when the group exists.
+    fn log_group_exists(&self, name: &str) -> Result<bool>;
+
+    /// Lists the streams of `group` whose name starts with `prefix`, ordered by name.
+    fn log_streams(&self, group: &str, prefix: &str) -> Result<Vec<LogStream>>;
+
+    /// Appends events `(timestamp_ms, message)` to `group/stream`, creating both when missing.
+    fn append_log_events(&self, group: &str, stream: &str, events: &[(i64, String)]) -> Result<()>;
+
+    /// Runs an event query over one group; results are ordered oldest first.
+    fn log_events(&self, group: &str, q: &EventQuery) -> Result<Vec<LogEvent>>;
+}
+
+impl LogStore for SqliteStore {
+    fn create_log_group(&self, name: &str, class: &str, tags: &[(String, String)]) -> Result<bool> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let n = tx.execute(
@@ -181,8 +239,7 @@ impl SqliteStore {
         Ok(n == 1)
     }
 
-    /// One log group by exact name.
-    pub fn log_group(&self, name: &str) -> Result<Option<LogGroup>> {
+    fn log_group(&self, name: &str) -> Result<Option<LogGroup>> {
         let conn = self.lock();
         Ok(conn
             .query_row(
@@ -194,9 +251,7 @@ impl SqliteStore {
             .optional()?)
     }
 
-    /// Sets (`Some(days)`) or removes (`None`) the retention of a group; false when the group
-    /// does not exist.
-    pub fn set_log_retention(&self, name: &str, days: Option<i64>) -> Result<bool> {
+    fn set_log_retention(&self, name: &str, days: Option<i64>) -> Result<bool> {
         let conn = self.lock();
         let n = conn.execute(
             "UPDATE log_groups SET retention_days=?2 WHERE name=?1",
@@ -205,9 +260,7 @@ impl SqliteStore {
         Ok(n == 1)
     }
 
-    /// Deletes a group, its streams and tags at once; its events are queued for purging
-    /// ([`SqliteStore::purge_log_events`]). False when the group does not exist.
-    pub fn delete_log_group(&self, name: &str) -> Result<bool> {
+    fn delete_log_group(&self, name: &str) -> Result<bool> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         if tx.execute("DELETE FROM log_groups WHERE name=?1", params![name])? == 0 {
@@ -225,9 +278,7 @@ impl SqliteStore {
         Ok(true)
     }
 
-    /// Deletes one stream (its bytes leave the group's count); its events are queued for
-    /// purging. False when the stream does not exist.
-    pub fn delete_log_stream(&self, group: &str, name: &str) -> Result<bool> {
+    fn delete_log_stream(&self, group: &str, name: &str) -> Result<bool> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let bytes: Option<i64> = tx
@@ -253,9 +304,7 @@ impl SqliteStore {
         Ok(true)
     }
 
-    /// Deletes up to `max_rows` events of deleted groups and streams in one short transaction;
-    /// returns how many went. Call again while it returns `max_rows`.
-    pub fn purge_log_events(&self, max_rows: usize) -> Result<usize> {
+    fn purge_log_events(&self, max_rows: usize) -> Result<usize> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let purges: Vec<(String, String, i64)> = {
@@ -286,11 +335,7 @@ impl SqliteStore {
         Ok(done)
     }
 
-    /// Deletes up to `max_rows` events whose timestamp is older than their group's retention
-    /// (`retention_days * day_ms` before `now_ms`) in one short transaction, oldest first, and
-    /// takes their bytes off the stream's and group's counts. Returns how many went; call again
-    /// while it returns `max_rows`.
-    pub fn expire_log_events(&self, now_ms: i64, day_ms: i64, max_rows: usize) -> Result<usize> {
+    fn expire_log_events(&self, now_ms: i64, day_ms: i64, max_rows: usize) -> Result<usize> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let due: Vec<(String, String, i64)> = {
@@ -343,8 +388,7 @@ impl SqliteStore {
         Ok(done)
     }
 
-    /// The tags of a group, ordered by key; `None` when the group does not exist.
-    pub fn log_group_tags(&self, name: &str) -> Result<Option<Vec<(String, String)>>> {
+    fn log_group_tags(&self, name: &str) -> Result<Option<Vec<(String, String)>>> {
         let conn = self.lock();
         if !group_exists(&conn, name)? {
             return Ok(None);
@@ -355,8 +399,7 @@ impl SqliteStore {
         Ok(Some(rows.collect::<rusqlite::Result<_>>()?))
     }
 
-    /// Adds or replaces tags of a group, unless the merged set would exceed `max` tags.
-    pub fn tag_log_group(
+    fn tag_log_group(
         &self,
         name: &str,
         tags: &[(String, String)],
@@ -385,8 +428,7 @@ impl SqliteStore {
         Ok(TagOutcome::Tagged)
     }
 
-    /// Removes tags of a group by key; false when the group does not exist.
-    pub fn untag_log_group(&self, name: &str, keys: &[String]) -> Result<bool> {
+    fn untag_log_group(&self, name: &str, keys: &[String]) -> Result<bool> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         if !group_exists(&tx, name)? {
@@ -402,8 +444,7 @@ impl SqliteStore {
         Ok(true)
     }
 
-    /// Creates a log stream in an existing group; returns false when it already existed.
-    pub fn create_log_stream(&self, group: &str, name: &str) -> Result<bool> {
+    fn create_log_stream(&self, group: &str, name: &str) -> Result<bool> {
         let conn = self.lock();
         let n = conn.execute(
             "INSERT OR IGNORE INTO log_streams(grp, name, created_at) VALUES(?1, ?2, ?3)",
@@ -412,8 +453,7 @@ impl SqliteStore {
         Ok(n == 1)
     }
 
-    /// Lists log groups whose name starts with `prefix`, ordered by name.
-    pub fn log_groups(&self, prefix: &str) -> Result<Vec<LogGroup>> {
+    fn log_groups(&self, prefix: &str) -> Result<Vec<LogGroup>> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
             "SELECT name, created_at, stored_bytes, retention_days, class
@@ -423,13 +463,11 @@ impl SqliteStore {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    /// True when the group exists.
-    pub fn log_group_exists(&self, name: &str) -> Result<bool> {
+    fn log_group_exists(&self, name: &str) -> Result<bool> {
         Ok(group_exists(&self.lock(), name)?)
     }
 
-    /// Lists the streams of `group` whose name starts with `prefix`, ordered by name.
-    pub fn log_streams(&self, group: &str, prefix: &str) -> Result<Vec<LogStream>> {
+    fn log_streams(&self, group: &str, prefix: &str) -> Result<Vec<LogStream>> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
             "SELECT grp, name, created_at, first_ts, last_ts, last_ingestion FROM log_streams
@@ -448,13 +486,7 @@ impl SqliteStore {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    /// Appends events `(timestamp_ms, message)` to `group/stream`, creating both when missing.
-    pub fn append_log_events(
-        &self,
-        group: &str,
-        stream: &str,
-        events: &[(i64, String)],
-    ) -> Result<()> {
+    fn append_log_events(&self, group: &str, stream: &str, events: &[(i64, String)]) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let now = now_ms();
@@ -498,8 +530,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Runs an event query over one group; results are ordered oldest first.
-    pub fn log_events(&self, group: &str, q: &EventQuery) -> Result<Vec<LogEvent>> {
+    fn log_events(&self, group: &str, q: &EventQuery) -> Result<Vec<LogEvent>> {
         let conn = self.lock();
         let mut sql = String::from(
             "SELECT id, stream, ts, ingestion, message FROM log_events WHERE grp = ?1",

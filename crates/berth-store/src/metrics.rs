@@ -46,9 +46,30 @@ pub enum MetricKind {
     Memory,
 }
 
-impl SqliteStore {
+/// Storage of per-task utilization samples (DESIGN §2: beside the [`crate::Store`], never in etcd).
+/// Implemented by [`SqliteStore`].
+pub trait MetricStore: Send + Sync {
     /// Appends samples and prunes those older than [`RETENTION_MS`].
-    pub fn append_metric_samples(&self, samples: &[MetricSample]) -> Result<()> {
+    fn append_metric_samples(&self, samples: &[MetricSample]) -> Result<()>;
+
+    /// `(timestamp ms, value)` of the samples of `cluster` (and of `service` when given; `None`
+    /// means every task of the cluster) with `start <= ts < end`, oldest first.
+    fn metric_samples(
+        &self,
+        kind: MetricKind,
+        cluster: &str,
+        service: Option<&str>,
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<(i64, f64)>>;
+
+    /// Distinct `(cluster, service)` pairs with samples at or after `since` (service empty for
+    /// tasks outside services), ordered.
+    fn metric_sources(&self, since: i64) -> Result<Vec<(String, String)>>;
+}
+
+impl MetricStore for SqliteStore {
+    fn append_metric_samples(&self, samples: &[MetricSample]) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         {
@@ -77,9 +98,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// `(timestamp ms, value)` of the samples of `cluster` (and of `service` when given; `None`
-    /// means every task of the cluster) with `start <= ts < end`, oldest first.
-    pub fn metric_samples(
+    fn metric_samples(
         &self,
         kind: MetricKind,
         cluster: &str,
@@ -109,9 +128,7 @@ impl SqliteStore {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    /// Distinct `(cluster, service)` pairs with samples at or after `since` (service empty for
-    /// tasks outside services), ordered.
-    pub fn metric_sources(&self, since: i64) -> Result<Vec<(String, String)>> {
+    fn metric_sources(&self, since: i64) -> Result<Vec<(String, String)>> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
             "SELECT DISTINCT cluster, service FROM metric_samples WHERE ts >= ?1

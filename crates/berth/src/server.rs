@@ -57,7 +57,7 @@ async fn aws_json(State(apis): State<Arc<Apis>>, headers: HeaderMap, body: Bytes
             // service berth does not have yet (EC2, IAM, STS, ELBv2, ...).
             return match crate::unimplemented::signing_service(&headers, None, &body).as_deref() {
                 None | Some("monitoring") => {
-                    berth_control::cloudwatch::query_response(&apis.control, &body)
+                    berth_control::cloudwatch::query_response(&apis.control, &body).await
                 }
                 Some(service) => {
                     let action = form_urlencoded::parse(&body)
@@ -82,7 +82,7 @@ async fn aws_json(State(apis): State<Arc<Apis>>, headers: HeaderMap, body: Bytes
             apis.control.handle_autoscaling(op, &body).await
         }
         berth_control::cloudwatch::TARGET_PREFIX => {
-            return berth_control::cloudwatch::json_response(&apis.control, op, &body)
+            return berth_control::cloudwatch::json_response(&apis.control, op, &body).await
         }
         _ => {
             let ct = headers.get("content-type").and_then(|v| v.to_str().ok());
@@ -156,7 +156,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("pricing file {}", p.display()))?,
         None => berth_control::metering::Pricing::default(),
     };
-    let control = berth_control::control_plane(store, scope, "local".to_string());
+    let control = berth_control::control_plane(
+        store.clone(),
+        store.clone(),
+        store,
+        scope,
+        "local".to_string(),
+    );
     // Agents register with the join token (0600 in the data dir, `berth join-token` prints it);
     // the embedded agent gets its own credential here and uses it over HTTP like any other.
     let join_token = berth_control::agent_auth::load_or_create_join_token(&data_dir)?;
@@ -168,7 +174,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let local_credential = if args.no_agent {
         None
     } else {
-        Some(control.issue_agent_credential("local")?)
+        Some(control.issue_agent_credential("local").await?)
     };
     let agent_config = berth_agent::AgentConfig {
         server_url: format!("http://{host}"),

@@ -6,7 +6,7 @@ use berth_api::ecs::{
 };
 use berth_api::proto::AwsError;
 use berth_core::status::{ClusterStatus, TaskStatus};
-use berth_store::{Expect, Store, StoreExt};
+use berth_store::{Expect, StoreExt};
 use serde_json::{json, Value};
 
 use super::{cluster_name, decode_token, max_results, page, ACTIVE, CLUSTER};
@@ -22,10 +22,11 @@ fn valid_cluster_name(name: &str) -> bool {
 
 impl ControlPlane {
     /// Loads an ACTIVE cluster or fails with `ClusterNotFoundException` ("Cluster not found.").
-    pub(crate) fn active_cluster(&self, name: &str) -> Result<Cluster, AwsError> {
+    pub(crate) async fn active_cluster(&self, name: &str) -> Result<Cluster, AwsError> {
         match self
             .store
             .get_json::<Cluster>(CLUSTER, name)
+            .await
             .map_err(store_err)?
         {
             Some((c, _)) if c.status == ClusterStatus::Active => Ok(c),
@@ -37,15 +38,15 @@ impl ControlPlane {
     }
 
     /// Fills the task counts of a cluster from the tasks that are not STOPPED.
-    fn with_counts(&self, mut c: Cluster, include_tags: bool) -> Result<Cluster, AwsError> {
+    async fn with_counts(&self, mut c: Cluster, include_tags: bool) -> Result<Cluster, AwsError> {
         let (mut running, mut pending) = (0, 0);
-        for r in self.store.list(ACTIVE, "").map_err(store_err)? {
+        for r in self.store.list(ACTIVE, "").await.map_err(store_err)? {
             let cluster: String = r.decode().map_err(store_err)?;
             if cluster != c.cluster_name {
                 continue;
             }
             let id = r.key;
-            if let Some(t) = self.load_task(&cluster, &id)? {
+            if let Some(t) = self.load_task(&cluster, &id).await? {
                 match t.task.last_status {
                     TaskStatus::Running => running += 1,
                     _ => pending += 1,
@@ -54,14 +55,17 @@ impl ControlPlane {
         }
         c.running_tasks_count = running;
         c.pending_tasks_count = pending;
-        c.active_services_count = self.active_services(&c.cluster_name)?;
+        c.active_services_count = self.active_services(&c.cluster_name).await?;
         if !include_tags {
             c.tags = None;
         }
         Ok(c)
     }
 
-    pub(super) fn create_cluster(&self, req: CreateClusterRequest) -> Result<Value, AwsError> {
+    pub(super) async fn create_cluster(
+        &self,
+        req: CreateClusterRequest,
+    ) -> Result<Value, AwsError> {
         let name = req.cluster_name.unwrap_or_else(|| "default".to_string());
         if !valid_cluster_name(&name) {
             return Err(AwsError::invalid_parameter(
@@ -72,11 +76,12 @@ impl ControlPlane {
             let existing = self
                 .store
                 .get_json::<Cluster>(CLUSTER, &name)
+                .await
                 .map_err(store_err)?;
             let expect = match &existing {
                 Some((c, _)) if c.status == ClusterStatus::Active => {
                     // CreateCluster is idempotent for an existing ACTIVE cluster.
-                    return Ok(json!({ "cluster": self.with_counts(c.clone(), false)? }));
+                    return Ok(json!({ "cluster": self.with_counts(c.clone(), false).await? }));
                 }
                 Some((_, rev)) => Expect::Revision(*rev),
                 None => Expect::Absent,
@@ -97,15 +102,15 @@ impl ControlPlane {
                 configuration: req.configuration.clone(),
                 ..Default::default()
             };
-            match self.store.put_json(CLUSTER, &name, &cluster, expect) {
-                Ok(()) => return Ok(json!({ "cluster": self.with_counts(cluster, false)? })),
+            match self.store.put_json(CLUSTER, &name, &cluster, expect).await {
+                Ok(()) => return Ok(json!({ "cluster": self.with_counts(cluster, false).await? })),
                 Err(berth_store::StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(store_err(e)),
             }
         }
     }
 
-    pub(super) fn describe_clusters(
+    pub(super) async fn describe_clusters(
         &self,
         req: DescribeClustersRequest,
     ) -> Result<Value, AwsError> {
@@ -121,9 +126,10 @@ impl ControlPlane {
             match self
                 .store
                 .get_json::<Cluster>(CLUSTER, &name)
+                .await
                 .map_err(store_err)?
             {
-                Some((c, _)) => clusters.push(self.with_counts(c, include_tags)?),
+                Some((c, _)) => clusters.push(self.with_counts(c, include_tags).await?),
                 None => failures.push(Failure {
                     arn: self.scope.cluster(&name),
                     reason: "MISSING".into(),
@@ -134,12 +140,13 @@ impl ControlPlane {
         Ok(json!({ "clusters": clusters, "failures": failures }))
     }
 
-    pub(super) fn list_clusters(&self, req: ListRequest) -> Result<Value, AwsError> {
+    pub(super) async fn list_clusters(&self, req: ListRequest) -> Result<Value, AwsError> {
         let max = max_results(req.max_results)?;
         let token = decode_token(req.next_token.as_deref())?;
         let items: Vec<(String, String)> = self
             .store
             .list_json::<Cluster>(CLUSTER, "")
+            .await
             .map_err(store_err)?
             .into_iter()
             .filter(|c| c.status == ClusterStatus::Active)
@@ -149,12 +156,16 @@ impl ControlPlane {
         Ok(json!({ "clusterArns": arns, "nextToken": next }))
     }
 
-    pub(super) fn delete_cluster(&self, req: DeleteClusterRequest) -> Result<Value, AwsError> {
+    pub(super) async fn delete_cluster(
+        &self,
+        req: DeleteClusterRequest,
+    ) -> Result<Value, AwsError> {
         let name = cluster_name(Some(&req.cluster));
         loop {
             let (mut c, rev) = match self
                 .store
                 .get_json::<Cluster>(CLUSTER, &name)
+                .await
                 .map_err(store_err)?
             {
                 Some((c, rev)) if c.status == ClusterStatus::Active => (c, rev),
@@ -165,7 +176,7 @@ impl ControlPlane {
                     ))
                 }
             };
-            let counted = self.with_counts(c.clone(), false)?;
+            let counted = self.with_counts(c.clone(), false).await?;
             if counted.active_services_count > 0 {
                 return Err(AwsError::client(
                     "ClusterContainsServicesException",
@@ -182,6 +193,7 @@ impl ControlPlane {
             match self
                 .store
                 .put_json(CLUSTER, &name, &c, Expect::Revision(rev))
+                .await
             {
                 Ok(()) => return Ok(json!({ "cluster": counted_inactive(counted) })),
                 Err(berth_store::StoreError::Conflict { .. }) => continue,

@@ -94,34 +94,43 @@ pub(crate) fn page<T>(
 }
 
 impl ControlPlane {
-    /// Runs one ECS operation; `body` is the raw JSON request.
+    /// Runs one ECS operation; `body` is the raw JSON request. A store conflict that escapes
+    /// the handler runs it again ([`crate::retry_conflicts`]).
     pub async fn handle_ecs(&self, operation: &str, body: &[u8]) -> Result<Value, AwsError> {
+        crate::retry_conflicts(|| self.handle_ecs_once(operation, body)).await
+    }
+
+    async fn handle_ecs_once(&self, operation: &str, body: &[u8]) -> Result<Value, AwsError> {
         match operation {
-            "CreateCluster" => self.create_cluster(parse_body(body)?),
-            "DescribeClusters" => self.describe_clusters(parse_body(body)?),
-            "ListClusters" => self.list_clusters(parse_body(body)?),
-            "DeleteCluster" => self.delete_cluster(parse_body(body)?),
-            "RegisterTaskDefinition" => self.register_task_definition(parse_body(body)?),
-            "DescribeTaskDefinition" => self.describe_task_definition(parse_body(body)?),
-            "ListTaskDefinitions" => self.list_task_definitions(parse_body(body)?),
-            "ListTaskDefinitionFamilies" => self.list_task_definition_families(parse_body(body)?),
-            "DeregisterTaskDefinition" => self.deregister_task_definition(parse_body(body)?),
-            "RunTask" => self.run_task(parse_body(body)?),
-            "StopTask" => self.stop_task(parse_body(body)?),
-            "DescribeTasks" => self.describe_tasks(parse_body(body)?),
-            "ListTasks" => self.list_tasks(parse_body(body)?),
-            "CreateService" => self.create_service(parse_body(body)?),
-            "UpdateService" => self.update_service(parse_body(body)?),
-            "DeleteService" => self.delete_service(parse_body(body)?),
-            "DescribeServices" => self.describe_services(parse_body(body)?),
-            "ListServices" => self.list_services(parse_body(body)?),
-            "ListServiceDeployments" => self.list_service_deployments(parse_body(body)?),
-            "DescribeServiceDeployments" => self.describe_service_deployments(parse_body(body)?),
-            "DescribeServiceRevisions" => self.describe_service_revisions(parse_body(body)?),
-            "StopServiceDeployment" => self.stop_service_deployment(parse_body(body)?),
-            "TagResource" => self.tag_resource(parse_body(body)?),
-            "UntagResource" => self.untag_resource(parse_body(body)?),
-            "ListTagsForResource" => self.list_tags_for_resource(parse_body(body)?),
+            "CreateCluster" => self.create_cluster(parse_body(body)?).await,
+            "DescribeClusters" => self.describe_clusters(parse_body(body)?).await,
+            "ListClusters" => self.list_clusters(parse_body(body)?).await,
+            "DeleteCluster" => self.delete_cluster(parse_body(body)?).await,
+            "RegisterTaskDefinition" => self.register_task_definition(parse_body(body)?).await,
+            "DescribeTaskDefinition" => self.describe_task_definition(parse_body(body)?).await,
+            "ListTaskDefinitions" => self.list_task_definitions(parse_body(body)?).await,
+            "ListTaskDefinitionFamilies" => {
+                self.list_task_definition_families(parse_body(body)?).await
+            }
+            "DeregisterTaskDefinition" => self.deregister_task_definition(parse_body(body)?).await,
+            "RunTask" => self.run_task(parse_body(body)?).await,
+            "StopTask" => self.stop_task(parse_body(body)?).await,
+            "DescribeTasks" => self.describe_tasks(parse_body(body)?).await,
+            "ListTasks" => self.list_tasks(parse_body(body)?).await,
+            "CreateService" => self.create_service(parse_body(body)?).await,
+            "UpdateService" => self.update_service(parse_body(body)?).await,
+            "DeleteService" => self.delete_service(parse_body(body)?).await,
+            "DescribeServices" => self.describe_services(parse_body(body)?).await,
+            "ListServices" => self.list_services(parse_body(body)?).await,
+            "ListServiceDeployments" => self.list_service_deployments(parse_body(body)?).await,
+            "DescribeServiceDeployments" => {
+                self.describe_service_deployments(parse_body(body)?).await
+            }
+            "DescribeServiceRevisions" => self.describe_service_revisions(parse_body(body)?).await,
+            "StopServiceDeployment" => self.stop_service_deployment(parse_body(body)?).await,
+            "TagResource" => self.tag_resource(parse_body(body)?).await,
+            "UntagResource" => self.untag_resource(parse_body(body)?).await,
+            "ListTagsForResource" => self.list_tags_for_resource(parse_body(body)?).await,
             _ => Err(AwsError::unknown_operation("ECS", operation)),
         }
     }

@@ -16,7 +16,7 @@ use berth_core::status::{
     StopCode, TaskDefinitionStatus,
 };
 use berth_core::{epoch_now, fargate};
-use berth_store::{Expect, Op, Store, StoreError, StoreExt};
+use berth_store::{Expect, Op, StoreError, StoreExt};
 use serde_json::{json, Value};
 
 use super::tasks::{NewTask, TaskRecord};
@@ -143,30 +143,32 @@ impl ControlPlane {
     }
 
     /// Loads a service record (any status) with its revision.
-    pub(crate) fn load_service_rev(
+    pub(crate) async fn load_service_rev(
         &self,
         cluster: &str,
         name: &str,
     ) -> Result<Option<(ServiceRecord, i64)>, AwsError> {
         self.store
             .get_json::<ServiceRecord>(SERVICE, &format!("{cluster}/{name}"))
+            .await
             .map_err(store_err)
     }
 
     /// Loads a service record (any status).
-    pub(crate) fn load_service(
+    pub(crate) async fn load_service(
         &self,
         cluster: &str,
         name: &str,
     ) -> Result<Option<ServiceRecord>, AwsError> {
-        Ok(self.load_service_rev(cluster, name)?.map(|(r, _)| r))
+        Ok(self.load_service_rev(cluster, name).await?.map(|(r, _)| r))
     }
 
     /// Every stored service key (`<cluster>/<name>`), for the controller's resync.
-    pub(crate) fn service_keys(&self) -> Result<Vec<String>, AwsError> {
+    pub(crate) async fn service_keys(&self) -> Result<Vec<String>, AwsError> {
         Ok(self
             .store
             .list(SERVICE, "")
+            .await
             .map_err(store_err)?
             .into_iter()
             .map(|r| r.key)
@@ -174,10 +176,11 @@ impl ControlPlane {
     }
 
     /// Number of ACTIVE or DRAINING services in `cluster`.
-    pub(crate) fn active_services(&self, cluster: &str) -> Result<i64, AwsError> {
+    pub(crate) async fn active_services(&self, cluster: &str) -> Result<i64, AwsError> {
         Ok(self
             .store
             .list_json::<ServiceRecord>(SERVICE, &format!("{cluster}/"))
+            .await
             .map_err(store_err)?
             .iter()
             .filter(|r| r.service.status != ServiceStatus::Inactive)
@@ -185,10 +188,10 @@ impl ControlPlane {
     }
 
     /// What the controller sees of the service's tasks now.
-    fn observe(&self, cluster: &str, rec: &ServiceRecord) -> Result<Vec<Observed>, AwsError> {
+    async fn observe(&self, cluster: &str, rec: &ServiceRecord) -> Result<Vec<Observed>, AwsError> {
         let mut out = Vec::with_capacity(rec.tasks.len());
         for t in &rec.tasks {
-            if let Some(tr) = self.load_task(cluster, &t.id)? {
+            if let Some(tr) = self.load_task(cluster, &t.id).await? {
                 out.push(observed(&tr));
             }
         }
@@ -196,20 +199,20 @@ impl ControlPlane {
     }
 
     /// The API view of a service: deployments and counts from its tasks as they are now.
-    fn service_view(
+    async fn service_view(
         &self,
         cluster: &str,
         rec: &ServiceRecord,
         with_tags: bool,
     ) -> Result<Service, AwsError> {
-        let obs = self.observe(cluster, rec)?;
+        let obs = self.observe(cluster, rec).await?;
         Ok(view(rec, &obs, with_tags))
     }
 
     /// One reconcile of the service at `key` (`<cluster>/<name>`): plan, then commit the new
     /// service state, the new tasks and the stops in one atomic write (re-planned on conflict).
     /// Returns when to look again without a wake-up, if ever.
-    pub(crate) fn reconcile_service(&self, key: &str) -> Result<Option<f64>, AwsError> {
+    pub(crate) async fn reconcile_service(&self, key: &str) -> Result<Option<f64>, AwsError> {
         let Some((cluster, _)) = key.split_once('/') else {
             return Ok(None);
         };
@@ -217,22 +220,20 @@ impl ControlPlane {
             let Some((rec, rev)) = self
                 .store
                 .get_json::<ServiceRecord>(SERVICE, key)
+                .await
                 .map_err(store_err)?
             else {
                 return Ok(None);
             };
-            let obs = self.observe(cluster, &rec)?;
+            let obs = self.observe(cluster, &rec).await?;
             let mut gen = id_gen;
             let plan = reconcile(&rec, &obs, epoch_now(), &mut gen);
             if !plan.changed(&rec) {
                 return Ok(plan.requeue_after);
             }
-            let ops = self.plan_ops(cluster, key, rev, &plan)?;
-            match self.store.commit(ops) {
-                Ok(()) => {
-                    if !plan.start.is_empty() || !plan.stop.is_empty() {
-                        self.bump();
-                    }
+            let ops = self.plan_ops(cluster, key, rev, &plan).await?;
+            match self.store.commit(ops).await {
+                Ok(_) => {
                     return Ok(plan.requeue_after);
                 }
                 Err(StoreError::Conflict { .. }) => continue,
@@ -242,7 +243,7 @@ impl ControlPlane {
         Err(AwsError::server("service reconcile kept conflicting"))
     }
 
-    fn plan_ops(
+    async fn plan_ops(
         &self,
         cluster: &str,
         key: &str,
@@ -263,7 +264,7 @@ impl ControlPlane {
                 .iter()
                 .find(|d| &d.d.id == dep_id)
                 .ok_or_else(|| AwsError::server("planned task for an unknown deployment"))?;
-            let tdr = self.resolve_task_definition(&d.d.task_definition)?;
+            let tdr = self.resolve_task_definition(&d.d.task_definition).await?;
             let td = &tdr.task_definition;
             let tags = match r.service.propagate_tags.as_str() {
                 "SERVICE" => r.service.tags.clone().unwrap_or_default(),
@@ -308,6 +309,7 @@ impl ControlPlane {
             let Some((mut t, trev)) = self
                 .store
                 .get_json::<TaskRecord>(TASK, &tkey)
+                .await
                 .map_err(store_err)?
             else {
                 continue;
@@ -424,12 +426,13 @@ impl ControlPlane {
 
     /// Resolves a task definition for a service: it must exist (InvalidParameterException
     /// otherwise, as ECS answers) and, for a new deployment, be ACTIVE.
-    fn service_task_definition(
+    async fn service_task_definition(
         &self,
         reference: &str,
     ) -> Result<super::task_definitions::TaskDefRecord, AwsError> {
         let r = self
             .resolve_task_definition(reference)
+            .await
             .map_err(|_| AwsError::invalid_parameter("TaskDefinition not found."))?;
         if r.task_definition.status != TaskDefinitionStatus::Active {
             return Err(AwsError::invalid_parameter("TaskDefinition is inactive"));
@@ -437,9 +440,12 @@ impl ControlPlane {
         Ok(r)
     }
 
-    pub(super) fn create_service(&self, req: CreateServiceRequest) -> Result<Value, AwsError> {
+    pub(super) async fn create_service(
+        &self,
+        req: CreateServiceRequest,
+    ) -> Result<Value, AwsError> {
         let cluster = cluster_name(req.cluster.as_deref());
-        let cluster_rec = self.active_cluster(&cluster)?;
+        let cluster_rec = self.active_cluster(&cluster).await?;
         let name = req.service_name.clone();
         if !valid_service_name(&name) {
             return Err(AwsError::invalid_parameter(
@@ -471,7 +477,7 @@ impl ControlPlane {
             ));
         }
         check_desired_quota(desired)?;
-        if self.active_services(&cluster)? >= MAX_SERVICES_PER_CLUSTER as i64 {
+        if self.active_services(&cluster).await? >= MAX_SERVICES_PER_CLUSTER as i64 {
             return Err(AwsError::client_exception(format!(
                 "You have reached the limit of {MAX_SERVICES_PER_CLUSTER} services per cluster."
             )));
@@ -480,7 +486,7 @@ impl ControlPlane {
             .task_definition
             .as_deref()
             .ok_or_else(|| AwsError::invalid_parameter("TaskDefinition must be specified."))?;
-        let tdr = self.service_task_definition(td_ref)?;
+        let tdr = self.service_task_definition(td_ref).await?;
         let td = tdr.task_definition;
         // An empty strategy (Terraform sends one) means none.
         let cps = req
@@ -579,7 +585,7 @@ impl ControlPlane {
             ..Default::default()
         };
         let key = format!("{cluster}/{name}");
-        let expect = match self.load_service_rev(&cluster, &name)? {
+        let expect = match self.load_service_rev(&cluster, &name).await? {
             Some((old, _)) if old.service.status == ServiceStatus::Active => {
                 return Err(AwsError::invalid_parameter(
                     "Creation of service was not idempotent.",
@@ -593,7 +599,7 @@ impl ControlPlane {
             Some((_, rev)) => Expect::Revision(rev),
             None => Expect::Absent,
         };
-        match self.store.put_json(SERVICE, &key, &rec, expect) {
+        match self.store.put_json(SERVICE, &key, &rec, expect).await {
             Ok(()) => {}
             Err(StoreError::Conflict { .. }) => {
                 return Err(AwsError::invalid_parameter(
@@ -602,13 +608,15 @@ impl ControlPlane {
             }
             Err(e) => return Err(store_err(e)),
         }
-        self.wake_service(&cluster, &name);
         Ok(json!({ "service": view(&rec, &[], true) }))
     }
 
-    pub(super) fn update_service(&self, req: UpdateServiceRequest) -> Result<Value, AwsError> {
+    pub(super) async fn update_service(
+        &self,
+        req: UpdateServiceRequest,
+    ) -> Result<Value, AwsError> {
         let cluster = cluster_name(req.cluster.as_deref());
-        self.active_cluster(&cluster)?;
+        self.active_cluster(&cluster).await?;
         let name = berth_core::arn::short_name(&req.service).to_string();
         if req.desired_count.is_some_and(|d| d < 0) {
             return Err(AwsError::invalid_parameter(
@@ -623,12 +631,13 @@ impl ControlPlane {
             req.service_registries.as_deref().unwrap_or_default(),
         )?;
         let new_td = match &req.task_definition {
-            Some(t) => Some(self.service_task_definition(t)?.task_definition),
+            Some(t) => Some(self.service_task_definition(t).await?.task_definition),
             None => None,
         };
         loop {
             let (mut rec, rev) = self
-                .load_service_rev(&cluster, &name)?
+                .load_service_rev(&cluster, &name)
+                .await?
                 .ok_or_else(service_not_found)?;
             if rec.service.status != ServiceStatus::Active {
                 return Err(service_not_active());
@@ -697,7 +706,8 @@ impl ControlPlane {
                     td.clone()
                 }
                 None => {
-                    self.resolve_task_definition(&s.task_definition)?
+                    self.resolve_task_definition(&s.task_definition)
+                        .await?
                         .task_definition
                 }
             };
@@ -711,7 +721,7 @@ impl ControlPlane {
                 s.platform_version = Some(p.clone());
             }
             if redeploy {
-                let obs = self.observe(&cluster, &rec)?;
+                let obs = self.observe(&cluster, &rec).await?;
                 let sources = rec
                     .deployments
                     .iter()
@@ -759,33 +769,42 @@ impl ControlPlane {
                 }
             }
             rec.steady = false;
-            match self.store.put_json(
-                SERVICE,
-                &format!("{cluster}/{name}"),
-                &rec,
-                Expect::Revision(rev),
-            ) {
+            match self
+                .store
+                .put_json(
+                    SERVICE,
+                    &format!("{cluster}/{name}"),
+                    &rec,
+                    Expect::Revision(rev),
+                )
+                .await
+            {
                 Ok(()) => {}
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(store_err(e)),
             }
-            self.wake_service(&cluster, &name);
-            return Ok(json!({ "service": self.service_view(&cluster, &rec, true)? }));
+            return Ok(json!({ "service": self.service_view(&cluster, &rec, true).await? }));
         }
     }
 
-    pub(super) fn delete_service(&self, req: DeleteServiceRequest) -> Result<Value, AwsError> {
+    pub(super) async fn delete_service(
+        &self,
+        req: DeleteServiceRequest,
+    ) -> Result<Value, AwsError> {
         let cluster = cluster_name(req.cluster.as_deref());
-        self.active_cluster(&cluster)?;
+        self.active_cluster(&cluster).await?;
         let name = berth_core::arn::short_name(&req.service).to_string();
         loop {
             let (mut rec, rev) = self
-                .load_service_rev(&cluster, &name)?
+                .load_service_rev(&cluster, &name)
+                .await?
                 .ok_or_else(service_not_found)?;
             match rec.service.status {
                 ServiceStatus::Inactive => return Err(service_not_found()),
                 ServiceStatus::Draining => {
-                    return Ok(json!({ "service": self.service_view(&cluster, &rec, false)? }))
+                    return Ok(
+                        json!({ "service": self.service_view(&cluster, &rec, false).await? }),
+                    )
                 }
                 ServiceStatus::Active => {}
             }
@@ -797,27 +816,30 @@ impl ControlPlane {
             rec.service.status = ServiceStatus::Draining;
             rec.service.desired_count = 0;
             rec.steady = false;
-            match self.store.put_json(
-                SERVICE,
-                &format!("{cluster}/{name}"),
-                &rec,
-                Expect::Revision(rev),
-            ) {
+            match self
+                .store
+                .put_json(
+                    SERVICE,
+                    &format!("{cluster}/{name}"),
+                    &rec,
+                    Expect::Revision(rev),
+                )
+                .await
+            {
                 Ok(()) => {}
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(store_err(e)),
             }
-            self.wake_service(&cluster, &name);
-            return Ok(json!({ "service": self.service_view(&cluster, &rec, false)? }));
+            return Ok(json!({ "service": self.service_view(&cluster, &rec, false).await? }));
         }
     }
 
-    pub(super) fn describe_services(
+    pub(super) async fn describe_services(
         &self,
         req: DescribeServicesRequest,
     ) -> Result<Value, AwsError> {
         let cluster = cluster_name(req.cluster.as_deref());
-        self.active_cluster(&cluster)?;
+        self.active_cluster(&cluster).await?;
         if req.services.is_empty() || req.services.len() > 10 {
             return Err(AwsError::invalid_parameter(
                 "services can have between 1 and 10 items.",
@@ -828,8 +850,8 @@ impl ControlPlane {
         let mut failures = Vec::new();
         for s in &req.services {
             let name = berth_core::arn::short_name(s);
-            match self.load_service(&cluster, name)? {
-                Some(rec) => services.push(self.service_view(&cluster, &rec, tags)?),
+            match self.load_service(&cluster, name).await? {
+                Some(rec) => services.push(self.service_view(&cluster, &rec, tags).await?),
                 None => failures.push(Failure {
                     arn: self.service_arn(&cluster, name),
                     reason: "MISSING".into(),
@@ -840,14 +862,15 @@ impl ControlPlane {
         Ok(json!({ "services": services, "failures": failures }))
     }
 
-    pub(super) fn list_services(&self, req: ListRequest) -> Result<Value, AwsError> {
+    pub(super) async fn list_services(&self, req: ListRequest) -> Result<Value, AwsError> {
         let cluster = cluster_name(req.cluster.as_deref());
-        self.active_cluster(&cluster)?;
+        self.active_cluster(&cluster).await?;
         let max = max_results(req.max_results)?;
         let token = decode_token(req.next_token.as_deref())?;
         let items: Vec<(String, String)> = self
             .store
             .list_json::<ServiceRecord>(SERVICE, &format!("{cluster}/"))
+            .await
             .map_err(store_err)?
             .into_iter()
             .map(|r| r.service)
@@ -863,15 +886,16 @@ impl ControlPlane {
         Ok(json!({ "serviceArns": arns, "nextToken": next }))
     }
 
-    pub(super) fn list_service_deployments(
+    pub(super) async fn list_service_deployments(
         &self,
         req: ListServiceDeploymentsRequest,
     ) -> Result<Value, AwsError> {
         let cluster = cluster_name(req.cluster.as_deref());
-        self.active_cluster(&cluster)?;
+        self.active_cluster(&cluster).await?;
         let name = berth_core::arn::short_name(&req.service);
         let rec = self
-            .load_service(&cluster, name)?
+            .load_service(&cluster, name)
+            .await?
             .ok_or_else(service_not_found)?;
         let max = max_results(req.max_results)?;
         let token = decode_token(req.next_token.as_deref())?;
@@ -915,12 +939,13 @@ impl ControlPlane {
     /// (`service-deployment`, `service-revision`), each looked up in its service's record by
     /// `find`; the ones not found are `MISSING` failures. `field` names the list in the answer
     /// and in the error message.
-    fn describe_by_arns<T: serde::Serialize>(
+    async fn describe_by_arns<T: serde::Serialize>(
         &self,
         arns: Option<Vec<String>>,
         field: &str,
         kind: &str,
-        find: impl Fn(&Self, &str, ServiceRecord, &str) -> Result<Option<T>, AwsError>,
+        with_tasks: bool,
+        find: impl Fn(ServiceRecord, &[Observed], &str) -> Option<T>,
     ) -> Result<Value, AwsError> {
         let arns = arns.unwrap_or_default();
         if arns.is_empty() || arns.len() > 20 {
@@ -933,8 +958,15 @@ impl ControlPlane {
         let mut failures = Vec::new();
         for arn in &arns {
             let found = match parse_sub_arn(arn, kind) {
-                Some((cluster, name, _)) => match self.load_service(cluster, name)? {
-                    Some(rec) => find(self, cluster, rec, arn)?,
+                Some((cluster, name, _)) => match self.load_service(cluster, name).await? {
+                    Some(rec) => {
+                        let obs = if with_tasks {
+                            self.observe(cluster, &rec).await?
+                        } else {
+                            Vec::new()
+                        };
+                        find(rec, &obs, arn)
+                    }
                     None => None,
                 },
                 None => None,
@@ -951,7 +983,7 @@ impl ControlPlane {
         Ok(json!({ field: out, "failures": failures }))
     }
 
-    pub(super) fn describe_service_deployments(
+    pub(super) async fn describe_service_deployments(
         &self,
         req: DescribeServiceArnsRequest,
     ) -> Result<Value, AwsError> {
@@ -959,18 +991,18 @@ impl ControlPlane {
             req.service_deployment_arns,
             "serviceDeployments",
             "service-deployment",
-            |me, cluster, rec, arn| {
-                let obs = me.observe(cluster, &rec)?;
-                Ok(rec
-                    .service_deployments
+            true,
+            |rec, obs, arn| {
+                rec.service_deployments
                     .iter()
                     .find(|s| s.sd.service_deployment_arn == arn)
-                    .map(|s| live_sd(&rec, &obs, s)))
+                    .map(|s| live_sd(&rec, obs, s))
             },
         )
+        .await
     }
 
-    pub(super) fn describe_service_revisions(
+    pub(super) async fn describe_service_revisions(
         &self,
         req: DescribeServiceArnsRequest,
     ) -> Result<Value, AwsError> {
@@ -978,16 +1010,17 @@ impl ControlPlane {
             req.service_revision_arns,
             "serviceRevisions",
             "service-revision",
-            |_, _, rec, arn| {
-                Ok(rec
-                    .revisions
+            false,
+            |rec, _, arn| {
+                rec.revisions
                     .into_iter()
-                    .find(|r| r.service_revision_arn == arn))
+                    .find(|r| r.service_revision_arn == arn)
             },
         )
+        .await
     }
 
-    pub(super) fn stop_service_deployment(
+    pub(super) async fn stop_service_deployment(
         &self,
         req: StopServiceDeploymentRequest,
     ) -> Result<Value, AwsError> {
@@ -1007,7 +1040,8 @@ impl ControlPlane {
         let (cluster, name, _) = parse_sub_arn(&arn, "service-deployment").ok_or_else(not_found)?;
         loop {
             let (mut rec, rev) = self
-                .load_service_rev(cluster, name)?
+                .load_service_rev(cluster, name)
+                .await?
                 .ok_or_else(not_found)?;
             let idx = rec
                 .service_deployments
@@ -1048,17 +1082,20 @@ impl ControlPlane {
                 s.finished_at = Some(now);
                 s.updated_at = now;
             }
-            match self.store.put_json(
-                SERVICE,
-                &format!("{cluster}/{name}"),
-                &rec,
-                Expect::Revision(rev),
-            ) {
+            match self
+                .store
+                .put_json(
+                    SERVICE,
+                    &format!("{cluster}/{name}"),
+                    &rec,
+                    Expect::Revision(rev),
+                )
+                .await
+            {
                 Ok(()) => {}
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(store_err(e)),
             }
-            self.wake_service(cluster, name);
             return Ok(json!({ "serviceDeploymentArn": arn }));
         }
     }

@@ -58,18 +58,19 @@ fn target(arn: &str) -> Result<Target, AwsError> {
 
 impl ControlPlane {
     /// Reads and optionally rewrites the tags of `kind/key` under a revision check.
-    fn edit_tags<T: Serialize + DeserializeOwned>(
+    async fn edit_tags<T: Serialize + DeserializeOwned>(
         &self,
         kind: &str,
         key: &str,
         missing: fn() -> AwsError,
         tags: fn(&mut T) -> Option<&mut Vec<Tag>>,
-        edit: &dyn Fn(&mut Vec<Tag>) -> Result<bool, AwsError>,
+        edit: &(dyn Fn(&mut Vec<Tag>) -> Result<bool, AwsError> + Sync),
     ) -> Result<Vec<Tag>, AwsError> {
         loop {
             let (mut rec, rev) = self
                 .store
                 .get_json::<T>(kind, key)
+                .await
                 .map_err(store_err)?
                 .ok_or_else(missing)?;
             let t = tags(&mut rec).ok_or_else(missing)?;
@@ -77,7 +78,11 @@ impl ControlPlane {
                 return Ok(t.clone());
             }
             let out = t.clone();
-            match self.store.put_json(kind, key, &rec, Expect::Revision(rev)) {
+            match self
+                .store
+                .put_json(kind, key, &rec, Expect::Revision(rev))
+                .await
+            {
                 Ok(()) => return Ok(out),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(store_err(e)),
@@ -85,54 +90,66 @@ impl ControlPlane {
         }
     }
 
-    fn with_tags(
+    async fn with_tags(
         &self,
         arn: &str,
-        edit: &dyn Fn(&mut Vec<Tag>) -> Result<bool, AwsError>,
+        edit: &(dyn Fn(&mut Vec<Tag>) -> Result<bool, AwsError> + Sync),
     ) -> Result<Vec<Tag>, AwsError> {
         match target(arn)? {
-            Target::Cluster(name) => self.edit_tags::<Cluster>(
-                CLUSTER,
-                &name,
-                cluster_not_found,
-                |c| {
-                    if c.status != ClusterStatus::Active {
-                        return None;
-                    }
-                    Some(c.tags.get_or_insert_with(Vec::new))
-                },
-                edit,
-            ),
-            Target::TaskDefinition(key) => self.edit_tags::<TaskDefRecord>(
-                TASKDEF,
-                &key,
-                not_found,
-                |r| Some(&mut r.tags),
-                edit,
-            ),
-            Target::Task(key) => self.edit_tags::<TaskRecord>(
-                TASK,
-                &key,
-                not_found,
-                |r| Some(r.task.tags.get_or_insert_with(Vec::new)),
-                edit,
-            ),
-            Target::Service(key) => self.edit_tags::<ServiceRecord>(
-                SERVICE,
-                &key,
-                not_found,
-                |r| {
-                    if r.service.status == ServiceStatus::Inactive {
-                        return None;
-                    }
-                    Some(r.service.tags.get_or_insert_with(Vec::new))
-                },
-                edit,
-            ),
+            Target::Cluster(name) => {
+                self.edit_tags::<Cluster>(
+                    CLUSTER,
+                    &name,
+                    cluster_not_found,
+                    |c| {
+                        if c.status != ClusterStatus::Active {
+                            return None;
+                        }
+                        Some(c.tags.get_or_insert_with(Vec::new))
+                    },
+                    edit,
+                )
+                .await
+            }
+            Target::TaskDefinition(key) => {
+                self.edit_tags::<TaskDefRecord>(
+                    TASKDEF,
+                    &key,
+                    not_found,
+                    |r| Some(&mut r.tags),
+                    edit,
+                )
+                .await
+            }
+            Target::Task(key) => {
+                self.edit_tags::<TaskRecord>(
+                    TASK,
+                    &key,
+                    not_found,
+                    |r| Some(r.task.tags.get_or_insert_with(Vec::new)),
+                    edit,
+                )
+                .await
+            }
+            Target::Service(key) => {
+                self.edit_tags::<ServiceRecord>(
+                    SERVICE,
+                    &key,
+                    not_found,
+                    |r| {
+                        if r.service.status == ServiceStatus::Inactive {
+                            return None;
+                        }
+                        Some(r.service.tags.get_or_insert_with(Vec::new))
+                    },
+                    edit,
+                )
+                .await
+            }
         }
     }
 
-    pub(super) fn tag_resource(&self, req: TagsRequest) -> Result<Value, AwsError> {
+    pub(super) async fn tag_resource(&self, req: TagsRequest) -> Result<Value, AwsError> {
         let new = req.tags.clone().unwrap_or_default();
         if new
             .iter()
@@ -154,22 +171,24 @@ impl ControlPlane {
                 ));
             }
             Ok(true)
-        })?;
+        })
+        .await?;
         Ok(json!({}))
     }
 
-    pub(super) fn untag_resource(&self, req: TagsRequest) -> Result<Value, AwsError> {
+    pub(super) async fn untag_resource(&self, req: TagsRequest) -> Result<Value, AwsError> {
         let keys = req.tag_keys.clone().unwrap_or_default();
         self.with_tags(&req.resource_arn, &|tags| {
             let before = tags.len();
             tags.retain(|t| !t.key.as_ref().is_some_and(|k| keys.contains(k)));
             Ok(tags.len() != before)
-        })?;
+        })
+        .await?;
         Ok(json!({}))
     }
 
-    pub(super) fn list_tags_for_resource(&self, req: TagsRequest) -> Result<Value, AwsError> {
-        let tags = self.with_tags(&req.resource_arn, &|_| Ok(false))?;
+    pub(super) async fn list_tags_for_resource(&self, req: TagsRequest) -> Result<Value, AwsError> {
+        let tags = self.with_tags(&req.resource_arn, &|_| Ok(false)).await?;
         Ok(json!({ "tags": tags }))
     }
 }

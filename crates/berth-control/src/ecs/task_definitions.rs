@@ -10,7 +10,7 @@ use berth_api::ecs::{
 use berth_api::proto::AwsError;
 use berth_core::fargate;
 use berth_core::status::{TaskDefinitionFamilyStatus, TaskDefinitionStatus};
-use berth_store::{Expect, Store, StoreExt};
+use berth_store::{Expect, StoreExt, Update};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -158,7 +158,7 @@ fn validate(req: &RegisterTaskDefinitionRequest) -> Result<(Option<u32>, Option<
 impl ControlPlane {
     /// Resolves `family`, `family:revision` or a task-definition ARN. A bare family means its
     /// latest ACTIVE revision.
-    pub(crate) fn resolve_task_definition(
+    pub(crate) async fn resolve_task_definition(
         &self,
         reference: &str,
     ) -> Result<TaskDefRecord, AwsError> {
@@ -168,12 +168,14 @@ impl ControlPlane {
             Some(rev) => self
                 .store
                 .get_json::<TaskDefRecord>(TASKDEF, &taskdef_key(&family, rev))
+                .await
                 .map_err(store_err)?
                 .map(|(r, _)| r)
                 .ok_or_else(not_found),
             None => self
                 .store
                 .list_json::<TaskDefRecord>(TASKDEF, &format!("{family}:"))
+                .await
                 .map_err(store_err)?
                 .into_iter()
                 .rev()
@@ -182,7 +184,7 @@ impl ControlPlane {
         }
     }
 
-    pub(super) fn register_task_definition(
+    pub(super) async fn register_task_definition(
         &self,
         req: RegisterTaskDefinitionRequest,
     ) -> Result<Value, AwsError> {
@@ -190,6 +192,7 @@ impl ControlPlane {
         let revision = self
             .store
             .next_sequence(&format!("taskdef/{}", req.family))
+            .await
             .map_err(store_err)? as u32;
         let containers = req
             .container_definitions
@@ -244,15 +247,16 @@ impl ControlPlane {
                 &rec,
                 Expect::Absent,
             )
+            .await
             .map_err(store_err)?;
         Ok(json!({ "taskDefinition": td, "tags": rec.tags }))
     }
 
-    pub(super) fn describe_task_definition(
+    pub(super) async fn describe_task_definition(
         &self,
         req: TaskDefinitionRequest,
     ) -> Result<Value, AwsError> {
-        let rec = self.resolve_task_definition(&req.task_definition)?;
+        let rec = self.resolve_task_definition(&req.task_definition).await?;
         let mut out = json!({ "taskDefinition": rec.task_definition });
         if req
             .include
@@ -264,7 +268,7 @@ impl ControlPlane {
         Ok(out)
     }
 
-    pub(super) fn list_task_definitions(&self, req: ListRequest) -> Result<Value, AwsError> {
+    pub(super) async fn list_task_definitions(&self, req: ListRequest) -> Result<Value, AwsError> {
         let max = max_results(req.max_results)?;
         let token = decode_token(req.next_token.as_deref())?;
         let wanted = status_filter(req.status.as_deref());
@@ -276,6 +280,7 @@ impl ControlPlane {
         let mut items: Vec<(String, String)> = self
             .store
             .list_json::<TaskDefRecord>(TASKDEF, &prefix)
+            .await
             .map_err(store_err)?
             .into_iter()
             .map(|r| r.task_definition)
@@ -297,7 +302,7 @@ impl ControlPlane {
         Ok(json!({ "taskDefinitionArns": arns, "nextToken": next }))
     }
 
-    pub(super) fn list_task_definition_families(
+    pub(super) async fn list_task_definition_families(
         &self,
         req: ListRequest,
     ) -> Result<Value, AwsError> {
@@ -308,6 +313,7 @@ impl ControlPlane {
         let families: BTreeSet<String> = self
             .store
             .list_json::<TaskDefRecord>(TASKDEF, &prefix)
+            .await
             .map_err(store_err)?
             .into_iter()
             .map(|r| r.task_definition)
@@ -319,7 +325,7 @@ impl ControlPlane {
         Ok(json!({ "families": families, "nextToken": next }))
     }
 
-    pub(super) fn deregister_task_definition(
+    pub(super) async fn deregister_task_definition(
         &self,
         req: TaskDefinitionRequest,
     ) -> Result<Value, AwsError> {
@@ -331,26 +337,22 @@ impl ControlPlane {
             ));
         };
         let key = taskdef_key(&family, revision);
-        loop {
-            let (mut rec, rev) = self
-                .store
-                .get_json::<TaskDefRecord>(TASKDEF, &key)
-                .map_err(store_err)?
-                .ok_or_else(|| {
+        let rec = self
+            .store
+            .update(TASKDEF, &key, |rec: Option<TaskDefRecord>| {
+                let mut rec = rec.ok_or_else(|| {
                     AwsError::client_exception("The specified task definition does not exist.")
                 })?;
-            if rec.task_definition.status == TaskDefinitionStatus::Active {
+                if rec.task_definition.status != TaskDefinitionStatus::Active {
+                    return Ok(Update::Unchanged);
+                }
                 rec.task_definition.status = TaskDefinitionStatus::Inactive;
                 rec.task_definition.deregistered_at = Some(berth_core::epoch_now());
-            }
-            match self
-                .store
-                .put_json(TASKDEF, &key, &rec, Expect::Revision(rev))
-            {
-                Ok(()) => return Ok(json!({ "taskDefinition": rec.task_definition })),
-                Err(berth_store::StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(store_err(e)),
-            }
-        }
+                Ok(Update::Put(rec))
+            })
+            .await
+            .map_err(crate::update_err)?
+            .ok_or_else(not_found)?;
+        Ok(json!({ "taskDefinition": rec.task_definition }))
     }
 }

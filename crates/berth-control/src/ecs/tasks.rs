@@ -14,7 +14,7 @@ use berth_core::status::{
     ContainerStatus, DesiredStatus, HealthStatus, StopCode, TaskDefinitionStatus, TaskStatus,
 };
 use berth_core::{epoch_now, fargate};
-use berth_store::{Expect, Op, Store, StoreError, StoreExt};
+use berth_store::{Expect, Op, StoreError, StoreExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -416,7 +416,7 @@ impl ControlPlane {
 }
 
 impl ControlPlane {
-    pub(crate) fn load_task(
+    pub(crate) async fn load_task(
         &self,
         cluster: &str,
         id: &str,
@@ -424,13 +424,14 @@ impl ControlPlane {
         Ok(self
             .store
             .get_json::<TaskRecord>(TASK, &task_key(cluster, id))
+            .await
             .map_err(store_err)?
             .map(|(r, _)| r))
     }
 
-    pub(super) fn run_task(&self, req: RunTaskRequest) -> Result<Value, AwsError> {
+    pub(super) async fn run_task(&self, req: RunTaskRequest) -> Result<Value, AwsError> {
         let cluster = cluster_name(req.cluster.as_deref());
-        let cluster_rec = self.active_cluster(&cluster)?;
+        let cluster_rec = self.active_cluster(&cluster).await?;
         let count = req.count.unwrap_or(1);
         if !(1..=10).contains(&count) {
             return Err(AwsError::invalid_parameter(
@@ -440,7 +441,7 @@ impl ControlPlane {
         let TaskDefRecord {
             task_definition: td,
             tags: td_tags,
-        } = self.resolve_task_definition(&req.task_definition)?;
+        } = self.resolve_task_definition(&req.task_definition).await?;
         if td.status != TaskDefinitionStatus::Active {
             return Err(AwsError::client_exception("TaskDefinition is inactive"));
         }
@@ -556,14 +557,13 @@ impl ControlPlane {
             ops.push(Op::put(ACTIVE, &id, &cluster, Expect::Absent).map_err(store_err)?);
             tasks.push(rec.task);
         }
-        self.store.commit(ops).map_err(store_err)?;
-        self.bump();
+        self.store.commit(ops).await.map_err(store_err)?;
         Ok(json!({ "tasks": tasks, "failures": [] }))
     }
 
     /// Applies `f` to a task record under optimistic concurrency; returns the stored result.
     /// `f` returns false to leave the record unchanged.
-    fn update_task(
+    async fn update_task(
         &self,
         cluster: &str,
         id: &str,
@@ -574,6 +574,7 @@ impl ControlPlane {
             let Some((mut rec, rev)) = self
                 .store
                 .get_json::<TaskRecord>(TASK, &key)
+                .await
                 .map_err(store_err)?
             else {
                 return Ok(None);
@@ -587,9 +588,8 @@ impl ControlPlane {
             if rec.task.last_status == TaskStatus::Stopped {
                 ops.push(Op::delete(ACTIVE, id, Expect::Any));
             }
-            match self.store.commit(ops) {
-                Ok(()) => {
-                    self.bump();
+            match self.store.commit(ops).await {
+                Ok(_) => {
                     return Ok(Some(rec));
                 }
                 Err(StoreError::Conflict { .. }) => continue,
@@ -598,9 +598,9 @@ impl ControlPlane {
         }
     }
 
-    pub(super) fn stop_task(&self, req: StopTaskRequest) -> Result<Value, AwsError> {
+    pub(super) async fn stop_task(&self, req: StopTaskRequest) -> Result<Value, AwsError> {
         let cluster = cluster_name(req.cluster.as_deref());
-        self.active_cluster(&cluster)?;
+        self.active_cluster(&cluster).await?;
         let id = berth_core::arn::short_name(&req.task).to_string();
         let reason = req
             .reason
@@ -617,15 +617,18 @@ impl ControlPlane {
                 rec.task.stopped_reason = Some(reason.clone());
                 rec.user_stop_reason = Some(reason.clone());
                 true
-            })?
+            })
+            .await?
             .ok_or_else(|| AwsError::invalid_parameter("The referenced task was not found."))?;
-        self.wake_service_of(&cluster, &rec.task);
         Ok(json!({ "task": rec.task }))
     }
 
-    pub(super) fn describe_tasks(&self, req: DescribeTasksRequest) -> Result<Value, AwsError> {
+    pub(super) async fn describe_tasks(
+        &self,
+        req: DescribeTasksRequest,
+    ) -> Result<Value, AwsError> {
         let cluster = cluster_name(req.cluster.as_deref());
-        self.active_cluster(&cluster)?;
+        self.active_cluster(&cluster).await?;
         if req.tasks.len() > 100 {
             return Err(AwsError::invalid_parameter(
                 "tasks can have at most 100 items.",
@@ -639,7 +642,7 @@ impl ControlPlane {
         let mut failures = Vec::new();
         for t in &req.tasks {
             let id = berth_core::arn::short_name(t);
-            match self.load_task(&cluster, id)? {
+            match self.load_task(&cluster, id).await? {
                 Some(mut rec) => {
                     if !include_tags {
                         rec.task.tags = None;
@@ -660,9 +663,9 @@ impl ControlPlane {
         Ok(json!({ "tasks": tasks, "failures": failures }))
     }
 
-    pub(super) fn list_tasks(&self, req: ListRequest) -> Result<Value, AwsError> {
+    pub(super) async fn list_tasks(&self, req: ListRequest) -> Result<Value, AwsError> {
         let cluster = cluster_name(req.cluster.as_deref());
-        self.active_cluster(&cluster)?;
+        self.active_cluster(&cluster).await?;
         let max = max_results(req.max_results)?;
         let token = decode_token(req.next_token.as_deref())?;
         let desired = match req.desired_status.as_deref() {
@@ -675,7 +678,7 @@ impl ControlPlane {
         let service_group = match req.service_name.as_deref() {
             Some(svc) => {
                 let name = berth_core::arn::short_name(svc);
-                if self.load_service(&cluster, name)?.is_none() {
+                if self.load_service(&cluster, name).await?.is_none() {
                     return Err(super::services::service_not_found());
                 }
                 Some(format!("service:{name}"))
@@ -685,6 +688,7 @@ impl ControlPlane {
         let items: Vec<(String, String)> = self
             .store
             .list_json::<TaskRecord>(TASK, &format!("{cluster}/"))
+            .await
             .map_err(store_err)?
             .into_iter()
             .map(|r| r.task)
@@ -724,11 +728,11 @@ impl ControlPlane {
     }
 
     /// Every not-yet-STOPPED task placed on `instance`, with its desired status.
-    pub(crate) fn assigned_tasks(&self, instance: &str) -> Result<Vec<TaskRecord>, AwsError> {
+    pub(crate) async fn assigned_tasks(&self, instance: &str) -> Result<Vec<TaskRecord>, AwsError> {
         let mut out = Vec::new();
-        for r in self.store.list(ACTIVE, "").map_err(store_err)? {
+        for r in self.store.list(ACTIVE, "").await.map_err(store_err)? {
             let cluster: String = r.decode().map_err(store_err)?;
-            if let Some(rec) = self.load_task(&cluster, &r.key)? {
+            if let Some(rec) = self.load_task(&cluster, &r.key).await? {
                 if rec.instance == instance && rec.task.last_status != TaskStatus::Stopped {
                     out.push(rec);
                 }
@@ -739,80 +743,79 @@ impl ControlPlane {
 
     /// Folds an agent's report into the task: statuses only move forward, timestamps are set
     /// once, a stop asked for by StopTask keeps its UserInitiated code and reason.
-    pub(crate) fn apply_report(
+    pub(crate) async fn apply_report(
         &self,
         task_id: &str,
         report: &TaskStateReport,
     ) -> Result<bool, AwsError> {
-        let Some(r) = self.store.get(ACTIVE, task_id).map_err(store_err)? else {
+        let Some(r) = self.store.get(ACTIVE, task_id).await.map_err(store_err)? else {
             return Ok(false);
         };
         let cluster: String = r.decode().map_err(store_err)?;
-        let updated = self.update_task(&cluster, task_id, |rec| {
-            let t = &mut rec.task;
-            if t.last_status.is_terminal() {
-                return false;
-            }
-            t.last_status = t.last_status.next(report.last_status);
-            t.pull_started_at = t.pull_started_at.or(report.pull_started_at);
-            t.pull_stopped_at = t.pull_stopped_at.or(report.pull_stopped_at);
-            t.started_at = t.started_at.or(report.started_at);
-            for c in &report.containers {
-                if let Some(tc) = t.containers.iter_mut().find(|x| x.name == c.name) {
-                    tc.last_status = tc.last_status.next(c.last_status);
-                    tc.exit_code = c.exit_code.or(tc.exit_code);
-                    tc.reason = c.reason.clone().or(tc.reason.take());
-                    tc.runtime_id = c.runtime_id.clone().or(tc.runtime_id.take());
-                    tc.image_digest = c.image_digest.clone().or(tc.image_digest.take());
-                    if let Some(h) = c.health_status {
-                        tc.health_status = h;
+        let updated = self
+            .update_task(&cluster, task_id, |rec| {
+                let t = &mut rec.task;
+                if t.last_status.is_terminal() {
+                    return false;
+                }
+                t.last_status = t.last_status.next(report.last_status);
+                t.pull_started_at = t.pull_started_at.or(report.pull_started_at);
+                t.pull_stopped_at = t.pull_stopped_at.or(report.pull_stopped_at);
+                t.started_at = t.started_at.or(report.started_at);
+                for c in &report.containers {
+                    if let Some(tc) = t.containers.iter_mut().find(|x| x.name == c.name) {
+                        tc.last_status = tc.last_status.next(c.last_status);
+                        tc.exit_code = c.exit_code.or(tc.exit_code);
+                        tc.reason = c.reason.clone().or(tc.reason.take());
+                        tc.runtime_id = c.runtime_id.clone().or(tc.runtime_id.take());
+                        tc.image_digest = c.image_digest.clone().or(tc.image_digest.take());
+                        if let Some(h) = c.health_status {
+                            tc.health_status = h;
+                        }
                     }
                 }
-            }
-            if let Some(n) = &report.network {
-                apply_network(t, n);
-            }
-            for c in &report.containers {
-                if c.network_bindings.is_empty() {
-                    continue;
+                if let Some(n) = &report.network {
+                    apply_network(t, n);
                 }
-                if let Some(tc) = t.containers.iter_mut().find(|x| x.name == c.name) {
-                    tc.network_bindings = c
-                        .network_bindings
-                        .iter()
-                        .map(|b| {
-                            json!({"bindIP": "127.0.0.1", "containerPort": b.container_port,
+                for c in &report.containers {
+                    if c.network_bindings.is_empty() {
+                        continue;
+                    }
+                    if let Some(tc) = t.containers.iter_mut().find(|x| x.name == c.name) {
+                        tc.network_bindings = c
+                            .network_bindings
+                            .iter()
+                            .map(|b| {
+                                json!({"bindIP": "127.0.0.1", "containerPort": b.container_port,
                                    "hostPort": b.host_port, "protocol": b.protocol})
-                        })
-                        .collect();
+                            })
+                            .collect();
+                    }
                 }
-            }
-            t.health_status = task_health(&rec.spec, &t.containers);
-            if t.last_status.is_terminal() {
-                let now = epoch_now();
-                t.desired_status = DesiredStatus::Stopped;
-                t.stopped_at = Some(report.stopped_at.unwrap_or(now));
-                t.execution_stopped_at = t.stopped_at;
-                t.stopping_at = t.stopping_at.or(t.stopped_at);
-                if let Some(reason) = &rec.user_stop_reason {
-                    t.stop_code = Some(StopCode::UserInitiated);
-                    t.stopped_reason = Some(reason.clone());
-                } else if let Some(reason) = &rec.scheduler_stop_reason {
-                    t.stop_code = Some(StopCode::ServiceSchedulerInitiated);
-                    t.stopped_reason = Some(reason.clone());
-                } else {
-                    t.stop_code = report.stop_code;
-                    t.stopped_reason = report.stopped_reason.clone();
+                t.health_status = task_health(&rec.spec, &t.containers);
+                if t.last_status.is_terminal() {
+                    let now = epoch_now();
+                    t.desired_status = DesiredStatus::Stopped;
+                    t.stopped_at = Some(report.stopped_at.unwrap_or(now));
+                    t.execution_stopped_at = t.stopped_at;
+                    t.stopping_at = t.stopping_at.or(t.stopped_at);
+                    if let Some(reason) = &rec.user_stop_reason {
+                        t.stop_code = Some(StopCode::UserInitiated);
+                        t.stopped_reason = Some(reason.clone());
+                    } else if let Some(reason) = &rec.scheduler_stop_reason {
+                        t.stop_code = Some(StopCode::ServiceSchedulerInitiated);
+                        t.stopped_reason = Some(reason.clone());
+                    } else {
+                        t.stop_code = report.stop_code;
+                        t.stopped_reason = report.stopped_reason.clone();
+                    }
+                    for c in &mut t.containers {
+                        c.last_status = ContainerStatus::Stopped;
+                    }
                 }
-                for c in &mut t.containers {
-                    c.last_status = ContainerStatus::Stopped;
-                }
-            }
-            true
-        })?;
-        if let Some(rec) = &updated {
-            self.wake_service_of(&cluster, &rec.task);
-        }
+                true
+            })
+            .await?;
         Ok(updated.is_some())
     }
 }

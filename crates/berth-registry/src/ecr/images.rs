@@ -61,17 +61,18 @@ pub(super) struct ListImagesRequest {
 }
 
 /// `(image, tags)` for every image of `repo`, ordered by digest; tags sorted.
-pub(crate) fn images_with_tags(
+pub(crate) async fn images_with_tags(
     reg: &Registry,
     repo: &str,
 ) -> Result<Vec<(ImageRecord, Vec<String>)>, RegistryError> {
     let mut by_digest: HashMap<String, Vec<String>> = HashMap::new();
-    for (t, d) in reg.records().tags(repo)? {
+    for (t, d) in reg.records().tags(repo).await? {
         by_digest.entry(d).or_default().push(t);
     }
     Ok(reg
         .records()
-        .images(repo)?
+        .images(repo)
+        .await?
         .into_iter()
         .map(|i| {
             let t = by_digest.remove(&i.digest).unwrap_or_default();
@@ -80,12 +81,15 @@ pub(crate) fn images_with_tags(
         .collect())
 }
 
-pub(super) fn list_images(reg: &Registry, req: ListImagesRequest) -> Result<Value, RegistryError> {
+pub(super) async fn list_images(
+    reg: &Registry,
+    req: ListImagesRequest,
+) -> Result<Value, RegistryError> {
     let name = req.repository_name.unwrap_or_default();
-    reg.records().repository(&name)?;
+    reg.records().repository(&name).await?;
     let status = TagStatusFilter::status(req.filter)?;
     let mut ids = Vec::new();
-    for (image, tags) in images_with_tags(reg, &name)? {
+    for (image, tags) in images_with_tags(reg, &name).await? {
         if !TagStatusFilter::keeps(&status, !tags.is_empty()) {
             continue;
         }
@@ -132,7 +136,7 @@ pub(super) enum Resolved {
 }
 
 /// Resolves an ECR imageId (digest and/or tag) in `repo` (which must exist).
-pub(super) fn resolve_id(
+pub(super) async fn resolve_id(
     reg: &Registry,
     repo: &str,
     id: &ImageId,
@@ -142,7 +146,7 @@ pub(super) fn resolve_id(
     let by_digest = match id.image_digest.as_deref() {
         None => None,
         Some(d) => match Digest::parse(d) {
-            Ok(d) => Some(reg.records().image(repo, &d)?),
+            Ok(d) => Some(reg.records().image(repo, &d).await?),
             Err(_) => return Ok(Failure("InvalidImageDigest", "Invalid request parameters: image digest should satisfy the regex '[a-zA-Z0-9-_+.]+:[a-fA-F0-9]+'".into())),
         },
     };
@@ -154,8 +158,8 @@ pub(super) fn resolve_id(
                 "Invalid request parameters: image tag is invalid".into(),
             ))
         }
-        Some(t) => Some(match reg.records().tag(repo, t)? {
-            Some((d, _)) => reg.records().image(repo, &Digest::parse(&d)?)?,
+        Some(t) => Some(match reg.records().tag(repo, t).await? {
+            Some((d, _)) => reg.records().image(repo, &Digest::parse(&d)?).await?,
             None => None,
         }),
     };
@@ -219,14 +223,14 @@ pub(super) fn image_detail(
     v
 }
 
-pub(super) fn describe_images(
+pub(super) async fn describe_images(
     reg: &Registry,
     req: DescribeImagesRequest,
 ) -> Result<Value, RegistryError> {
     let name = req.repository_name.unwrap_or_default();
-    reg.records().repository(&name)?;
+    reg.records().repository(&name).await?;
     let status = TagStatusFilter::status(req.filter)?;
-    let all = images_with_tags(reg, &name)?;
+    let all = images_with_tags(reg, &name).await?;
     let selected: Vec<(ImageRecord, Vec<String>)> = match req.image_ids {
         None => all
             .into_iter()
@@ -235,7 +239,7 @@ pub(super) fn describe_images(
         Some(ids) => {
             let mut out: Vec<(ImageRecord, Vec<String>)> = Vec::new();
             for id in ids {
-                let image = match resolve_id(reg, &name, &id)? {
+                let image = match resolve_id(reg, &name, &id).await? {
                     Resolved::Found(i) => i,
                     Resolved::Failure("InvalidImageDigest" | "InvalidImageTag", m) => {
                         return Err(RegistryError::InvalidParameter(m))
@@ -259,7 +263,7 @@ pub(super) fn describe_images(
         }
     };
     let images: Vec<ImageRecord> = selected.iter().map(|(i, _)| i.clone()).collect();
-    let scans = reg.scans_of(&name, &images)?;
+    let scans = reg.scans_of(&name, &images).await?;
     let details: Vec<Value> = selected
         .iter()
         .map(|(i, tags)| image_detail(reg, &name, i, tags, scans.get(&i.digest)))
@@ -286,7 +290,7 @@ pub(super) async fn batch_get_image(
     req: BatchGetImageRequest,
 ) -> Result<Value, RegistryError> {
     let name = req.repository_name.unwrap_or_default();
-    reg.records().repository(&name)?;
+    reg.records().repository(&name).await?;
     if req.image_ids.is_empty() || req.image_ids.len() > 100 {
         return Err(invalid(
             "imageIds",
@@ -296,7 +300,7 @@ pub(super) async fn batch_get_image(
     let (mut images, mut failures) = (Vec::new(), Vec::new());
     for id in req.image_ids {
         let fail = |code: &str, reason: &str| json!({"imageId": id.json(), "failureCode": code, "failureReason": reason});
-        let image = match resolve_id(reg, &name, &id)? {
+        let image = match resolve_id(reg, &name, &id).await? {
             Resolved::Found(i) => i,
             Resolved::Failure(code, reason) => {
                 failures.push(fail(code, &reason));
@@ -345,7 +349,7 @@ pub(super) async fn put_image(
     req: PutImageRequest,
 ) -> Result<Value, RegistryError> {
     let name = req.repository_name.unwrap_or_default();
-    reg.records().repository(&name)?;
+    reg.records().repository(&name).await?;
     let manifest = req.image_manifest.unwrap_or_default();
     if manifest.is_empty() {
         return Err(invalid(
@@ -383,12 +387,13 @@ pub(super) async fn put_image(
             )));
         }
     }
-    if reg.records().image(&name, &digest)?.is_some() {
+    if reg.records().image(&name, &digest).await?.is_some() {
         let tag_there = match &req.image_tag {
             None => true,
             Some(t) => reg
                 .records()
-                .tag(&name, t)?
+                .tag(&name, t)
+                .await?
                 .is_some_and(|(d, _)| d == digest.to_string()),
         };
         if tag_there {
@@ -415,7 +420,8 @@ pub(super) async fn put_image(
         })?;
     let image = reg
         .records()
-        .image(&name, &pushed.digest)?
+        .image(&name, &pushed.digest)
+        .await?
         .ok_or_else(|| RegistryError::ManifestUnknown(pushed.digest.to_string()))?;
     let mut id = json!({"imageDigest": pushed.digest.to_string()});
     if let Some(t) = &req.image_tag {
@@ -438,12 +444,12 @@ pub(super) struct BatchDeleteImageRequest {
     image_ids: Vec<ImageId>,
 }
 
-pub(super) fn batch_delete_image(
+pub(super) async fn batch_delete_image(
     reg: &Registry,
     req: BatchDeleteImageRequest,
 ) -> Result<Value, RegistryError> {
     let name = req.repository_name.unwrap_or_default();
-    reg.records().repository(&name)?;
+    reg.records().repository(&name).await?;
     if req.image_ids.is_empty() || req.image_ids.len() > 100 {
         return Err(invalid(
             "imageIds",
@@ -452,7 +458,7 @@ pub(super) fn batch_delete_image(
     }
     let (mut deleted, mut failures) = (Vec::new(), Vec::new());
     for id in req.image_ids {
-        let image = match resolve_id(reg, &name, &id)? {
+        let image = match resolve_id(reg, &name, &id).await? {
             Resolved::Found(i) => i,
             Resolved::Failure(code, reason) => {
                 failures.push(
@@ -461,11 +467,12 @@ pub(super) fn batch_delete_image(
                 continue;
             }
         };
-        let parents = reg.index_parents(&name)?;
+        let parents = reg.index_parents(&name).await?;
         let referenced = parents.get(&image.digest).filter(|p| !p.is_empty());
         let tags: Vec<String> = reg
             .records()
-            .tags(&name)?
+            .tags(&name)
+            .await?
             .into_iter()
             .filter(|(_, d)| *d == image.digest)
             .map(|(t, _)| t)
@@ -522,7 +529,7 @@ pub(super) fn batch_delete_image(
                 }
             }
         }
-        reg.store.commit(ops)?;
+        reg.store.commit(ops).await?;
     }
     Ok(json!({"imageIds": deleted, "failures": failures}))
 }

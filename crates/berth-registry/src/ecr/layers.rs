@@ -37,7 +37,7 @@ pub(super) async fn batch_check(
     req: BatchCheckRequest,
 ) -> Result<Value, RegistryError> {
     let name = req.repository_name.unwrap_or_default();
-    reg.records().repository(&name)?;
+    reg.records().repository(&name).await?;
     if req.layer_digests.is_empty() || req.layer_digests.len() > 100 {
         return Err(invalid(
             "layerDigests",
@@ -50,7 +50,7 @@ pub(super) async fn batch_check(
             failures.push(json!({"layerDigest": d, "failureCode": "InvalidLayerDigest", "failureReason": "Invalid layer digest"}));
             continue;
         };
-        let linked = reg.records().blob_link(&name, &digest)?;
+        let linked = reg.records().blob_link(&name, &digest).await?;
         match (linked, reg.blobs.size(&digest).await?) {
             (Some(_), Some(size)) => layers.push(json!({
                 "layerDigest": d,
@@ -71,7 +71,7 @@ pub(super) struct InitiateRequest {
 
 pub(super) async fn initiate(reg: &Registry, req: InitiateRequest) -> Result<Value, RegistryError> {
     let name = req.repository_name.unwrap_or_default();
-    reg.records().repository(&name)?;
+    reg.records().repository(&name).await?;
     let id = reg.uploads.start(&name).await?;
     Ok(json!({"uploadId": id, "partSize": PART_SIZE}))
 }
@@ -97,7 +97,7 @@ pub(super) async fn upload_part(
     req: UploadPartRequest,
 ) -> Result<Value, RegistryError> {
     let name = req.repository_name.unwrap_or_default();
-    reg.records().repository(&name)?;
+    reg.records().repository(&name).await?;
     let id = req.upload_id.unwrap_or_default();
     let first = req
         .part_first_byte
@@ -150,7 +150,7 @@ pub(super) struct CompleteRequest {
 
 pub(super) async fn complete(reg: &Registry, req: CompleteRequest) -> Result<Value, RegistryError> {
     let name = req.repository_name.unwrap_or_default();
-    reg.records().repository(&name)?;
+    reg.records().repository(&name).await?;
     let id = req.upload_id.unwrap_or_default();
     let account = reg.scope.account.clone();
     let first =
@@ -177,7 +177,7 @@ pub(super) async fn complete(reg: &Registry, req: CompleteRequest) -> Result<Val
             "The layer upload with id '{id}' contains no data"
         )));
     }
-    if reg.records().blob_link(&name, &digest)?.is_some() && reg.blobs.touch(&digest)? {
+    if reg.records().blob_link(&name, &digest).await?.is_some() && reg.blobs.touch(&digest)? {
         drop(lease);
         reg.uploads.cancel(&id, &name).await?;
         return Err(RegistryError::LayerAlreadyExists(format!(
@@ -193,7 +193,7 @@ pub(super) async fn complete(reg: &Registry, req: CompleteRequest) -> Result<Val
         }
         Err(e) => return Err(e),
     };
-    reg.records().link_blob(&name, &digest, size)?;
+    reg.records().link_blob(&name, &digest, size).await?;
     Ok(json!({
         "registryId": account,
         "repositoryName": name,
@@ -214,7 +214,7 @@ pub(super) async fn download_url(
     req: DownloadUrlRequest,
 ) -> Result<Value, RegistryError> {
     let name = req.repository_name.unwrap_or_default();
-    reg.records().repository(&name)?;
+    reg.records().repository(&name).await?;
     let d = req.layer_digest.unwrap_or_default();
     let missing = || {
         RegistryError::LayersNotFound(format!(
@@ -228,7 +228,7 @@ pub(super) async fn download_url(
             "Member must satisfy regular expression pattern: [a-zA-Z0-9-_+.]+:[a-fA-F0-9]+",
         )
     })?;
-    if reg.records().blob_link(&name, &digest)?.is_none()
+    if reg.records().blob_link(&name, &digest).await?.is_none()
         || reg.blobs.size(&digest).await?.is_none()
     {
         return Err(missing());

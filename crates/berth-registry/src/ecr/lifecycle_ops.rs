@@ -58,9 +58,9 @@ fn policy_json(reg: &Registry, name: &str, p: &PolicyRecord) -> Value {
     v
 }
 
-pub(super) fn put(reg: &Registry, req: PolicyRequest) -> Result<Value, RegistryError> {
+pub(super) async fn put(reg: &Registry, req: PolicyRequest) -> Result<Value, RegistryError> {
     let name = req.repository_name.unwrap_or_default();
-    reg.records().repository(&name)?;
+    reg.records().repository(&name).await?;
     let text = req.lifecycle_policy_text.unwrap_or_default();
     validate(&text)?;
     let record = PolicyRecord {
@@ -68,48 +68,59 @@ pub(super) fn put(reg: &Registry, req: PolicyRequest) -> Result<Value, RegistryE
         last_evaluated_at: None,
     };
     reg.store
-        .put_json(KIND_LIFECYCLE, &name, &record, Expect::Any)?;
+        .put_json(KIND_LIFECYCLE, &name, &record, Expect::Any)
+        .await?;
     Ok(
         json!({"registryId": reg.scope.account, "repositoryName": name, "lifecyclePolicyText": text}),
     )
 }
 
-pub(super) fn get(reg: &Registry, req: PolicyRequest) -> Result<Value, RegistryError> {
+pub(super) async fn get(reg: &Registry, req: PolicyRequest) -> Result<Value, RegistryError> {
     let name = req.repository_name.unwrap_or_default();
-    reg.records().repository(&name)?;
+    reg.records().repository(&name).await?;
     let (p, _) = reg
         .store
-        .get_json::<PolicyRecord>(KIND_LIFECYCLE, &name)?
+        .get_json::<PolicyRecord>(KIND_LIFECYCLE, &name)
+        .await?
         .ok_or_else(|| not_found(reg, &name))?;
     Ok(policy_json(reg, &name, &p))
 }
 
-pub(super) fn delete(reg: &Registry, req: PolicyRequest) -> Result<Value, RegistryError> {
+pub(super) async fn delete(reg: &Registry, req: PolicyRequest) -> Result<Value, RegistryError> {
     let name = req.repository_name.unwrap_or_default();
-    reg.records().repository(&name)?;
+    reg.records().repository(&name).await?;
     let (p, rev) = reg
         .store
-        .get_json::<PolicyRecord>(KIND_LIFECYCLE, &name)?
+        .get_json::<PolicyRecord>(KIND_LIFECYCLE, &name)
+        .await?
         .ok_or_else(|| not_found(reg, &name))?;
-    match reg.store.commit(vec![Op::delete(
-        KIND_LIFECYCLE,
-        &name,
-        Expect::Revision(rev),
-    )]) {
-        Ok(()) => Ok(policy_json(reg, &name, &p)),
+    match reg
+        .store
+        .commit(vec![Op::delete(
+            KIND_LIFECYCLE,
+            &name,
+            Expect::Revision(rev),
+        )])
+        .await
+    {
+        Ok(_) => Ok(policy_json(reg, &name, &p)),
         Err(StoreError::Conflict { .. }) => Err(not_found(reg, &name)),
         Err(e) => Err(e.into()),
     }
 }
 
-pub(super) fn start_preview(reg: &Registry, req: PolicyRequest) -> Result<Value, RegistryError> {
+pub(super) async fn start_preview(
+    reg: &Registry,
+    req: PolicyRequest,
+) -> Result<Value, RegistryError> {
     let name = req.repository_name.unwrap_or_default();
-    reg.records().repository(&name)?;
+    reg.records().repository(&name).await?;
     let text = match req.lifecycle_policy_text {
         Some(t) => t,
         None => {
             reg.store
-                .get_json::<PolicyRecord>(KIND_LIFECYCLE, &name)?
+                .get_json::<PolicyRecord>(KIND_LIFECYCLE, &name)
+                .await?
                 .ok_or_else(|| not_found(reg, &name))?
                 .0
                 .lifecycle_policy_text
@@ -118,7 +129,7 @@ pub(super) fn start_preview(reg: &Registry, req: PolicyRequest) -> Result<Value,
     validate(&text)?;
     let policy = lifecycle::parse(&text).map_err(RegistryError::InvalidParameter)?;
     let now = berth_core::epoch_now();
-    let results = lifecycle::evaluate(&policy, &reg.lifecycle_candidates(&name)?, now)
+    let results = lifecycle::evaluate(&policy, &reg.lifecycle_candidates(&name).await?, now)
         .into_iter()
         .map(|(c, priority)| PreviewResult {
             image_digest: c.digest,
@@ -132,7 +143,8 @@ pub(super) fn start_preview(reg: &Registry, req: PolicyRequest) -> Result<Value,
         results,
     };
     reg.store
-        .put_json(KIND_LIFECYCLE_PREVIEW, &name, &record, Expect::Any)?;
+        .put_json(KIND_LIFECYCLE_PREVIEW, &name, &record, Expect::Any)
+        .await?;
     Ok(json!({
         "registryId": reg.scope.account,
         "repositoryName": name,
@@ -151,12 +163,15 @@ pub(super) struct GetPreviewRequest {
     filter: Option<super::images::TagStatusFilter>,
 }
 
-pub(super) fn get_preview(reg: &Registry, req: GetPreviewRequest) -> Result<Value, RegistryError> {
+pub(super) async fn get_preview(
+    reg: &Registry,
+    req: GetPreviewRequest,
+) -> Result<Value, RegistryError> {
     let name = req.repository_name.unwrap_or_default();
-    reg.records().repository(&name)?;
+    reg.records().repository(&name).await?;
     let (p, _) = reg
         .store
-        .get_json::<PreviewRecord>(KIND_LIFECYCLE_PREVIEW, &name)?
+        .get_json::<PreviewRecord>(KIND_LIFECYCLE_PREVIEW, &name).await?
         .ok_or_else(|| {
             RegistryError::LifecyclePreviewNotFound(format!(
                 "There is no lifecycle policy preview for the repository with name '{name}' in the registry with id '{}'",

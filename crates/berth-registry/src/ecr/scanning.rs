@@ -48,9 +48,13 @@ pub(super) struct StartImageScanRequest {
 }
 
 /// The image an `imageId` names, or `ImageNotFoundException` / `InvalidParameterException`.
-fn find_image(reg: &Registry, repo: &str, id: &ImageId) -> Result<ImageRecord, RegistryError> {
-    reg.records().repository(repo)?;
-    match resolve_id(reg, repo, id)? {
+async fn find_image(
+    reg: &Registry,
+    repo: &str,
+    id: &ImageId,
+) -> Result<ImageRecord, RegistryError> {
+    reg.records().repository(repo).await?;
+    match resolve_id(reg, repo, id).await? {
         Resolved::Found(i) => Ok(i),
         Resolved::Failure("ImageNotFound", _) => Err(RegistryError::ManifestUnknown(format!(
             "The image with imageId {{imageDigest:'{}', imageTag:'{}'}} does not exist within the repository with name '{repo}' in the registry with id '{}'",
@@ -70,7 +74,7 @@ fn image_id_json(id: &ImageId, image: &ImageRecord) -> Value {
     v
 }
 
-pub(super) fn start_image_scan(
+pub(super) async fn start_image_scan(
     reg: &Registry,
     req: StartImageScanRequest,
 ) -> Result<Value, RegistryError> {
@@ -78,8 +82,8 @@ pub(super) fn start_image_scan(
     let id = req
         .image_id
         .ok_or_else(|| super::invalid("imageId", "Member must not be null"))?;
-    let image = find_image(reg, &name, &id)?;
-    let rec = reg.start_scan(&name, &image)?;
+    let image = find_image(reg, &name, &id).await?;
+    let rec = reg.start_scan(&name, &image).await?;
     Ok(json!({
         "registryId": reg.scope.account,
         "repositoryName": name,
@@ -97,7 +101,7 @@ pub(super) struct DescribeFindingsRequest {
     max_results: Option<i64>,
 }
 
-pub(super) fn describe_image_scan_findings(
+pub(super) async fn describe_image_scan_findings(
     reg: &Registry,
     req: DescribeFindingsRequest,
 ) -> Result<Value, RegistryError> {
@@ -105,8 +109,8 @@ pub(super) fn describe_image_scan_findings(
     let id = req
         .image_id
         .ok_or_else(|| super::invalid("imageId", "Member must not be null"))?;
-    let image = find_image(reg, &name, &id)?;
-    let rec = reg.scan_of(&name, &image)?.ok_or_else(|| {
+    let image = find_image(reg, &name, &id).await?;
+    let rec = reg.scan_of(&name, &image).await?.ok_or_else(|| {
         RegistryError::ScanNotFound(format!(
             "Image scan does not exist for the image with '{{imageDigest:'{}', imageTag:'{}'}}' in the repository with name '{name}' in the registry with id '{}'",
             image.digest,

@@ -95,21 +95,25 @@ pub(super) fn validate_tags(tags: &[ResourceTag]) -> Result<(), RegistryError> {
 }
 
 /// Applies `f` to repository `name` and commits it under its revision (retrying on a race).
-fn update_repository(
+async fn update_repository(
     reg: &Registry,
     name: &str,
     f: impl Fn(&mut RepositoryRecord) -> Result<(), RegistryError>,
 ) -> Result<RepositoryRecord, RegistryError> {
     loop {
-        let (mut repo, rev) = reg.records().repository(name)?;
+        let (mut repo, rev) = reg.records().repository(name).await?;
         f(&mut repo)?;
-        match reg.store.commit(vec![Op::put(
-            KIND_REPOSITORY,
-            name,
-            &repo,
-            Expect::Revision(rev),
-        )?]) {
-            Ok(()) => return Ok(repo),
+        match reg
+            .store
+            .commit(vec![Op::put(
+                KIND_REPOSITORY,
+                name,
+                &repo,
+                Expect::Revision(rev),
+            )?])
+            .await
+        {
+            Ok(_) => return Ok(repo),
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -124,7 +128,7 @@ pub(super) struct PutTagMutabilityRequest {
     image_tag_mutability_exclusion_filters: Option<Vec<ExclusionFilter>>,
 }
 
-pub(super) fn put_tag_mutability(
+pub(super) async fn put_tag_mutability(
     reg: &Registry,
     req: PutTagMutabilityRequest,
 ) -> Result<Value, RegistryError> {
@@ -135,7 +139,8 @@ pub(super) fn put_tag_mutability(
         r.image_tag_mutability = mode.clone();
         r.exclusion_filters = filters.clone();
         Ok(())
-    })?;
+    })
+    .await?;
     let mut out = json!({
         "registryId": reg.scope.account,
         "repositoryName": name,
@@ -154,7 +159,7 @@ pub(super) struct PutScanningRequest {
     image_scanning_configuration: Option<super::ScanningConfiguration>,
 }
 
-pub(super) fn put_scanning(
+pub(super) async fn put_scanning(
     reg: &Registry,
     req: PutScanningRequest,
 ) -> Result<Value, RegistryError> {
@@ -165,7 +170,8 @@ pub(super) fn put_scanning(
     let repo = update_repository(reg, &name, |r| {
         r.scan_on_push = cfg.scan_on_push;
         Ok(())
-    })?;
+    })
+    .await?;
     Ok(json!({
         "registryId": reg.scope.account,
         "repositoryName": name,
@@ -187,9 +193,9 @@ fn policy_not_found(reg: &Registry, name: &str) -> RegistryError {
     ))
 }
 
-pub(super) fn set_policy(reg: &Registry, req: PolicyRequest) -> Result<Value, RegistryError> {
+pub(super) async fn set_policy(reg: &Registry, req: PolicyRequest) -> Result<Value, RegistryError> {
     let name = req.repository_name.unwrap_or_default();
-    reg.records().repository(&name)?;
+    reg.records().repository(&name).await?;
     let text = req.policy_text.unwrap_or_default();
     if text.len() > 10240 || !serde_json::from_str::<Value>(&text).is_ok_and(|v| v.is_object()) {
         return Err(invalid("PolicyText", "Invalid repository policy provided"));
@@ -198,34 +204,41 @@ pub(super) fn set_policy(reg: &Registry, req: PolicyRequest) -> Result<Value, Re
         policy_text: text.clone(),
     };
     reg.store
-        .put_json(KIND_POLICY, &name, &record, Expect::Any)?;
+        .put_json(KIND_POLICY, &name, &record, Expect::Any)
+        .await?;
     Ok(json!({"registryId": reg.scope.account, "repositoryName": name, "policyText": text}))
 }
 
-pub(super) fn get_policy(reg: &Registry, req: PolicyRequest) -> Result<Value, RegistryError> {
+pub(super) async fn get_policy(reg: &Registry, req: PolicyRequest) -> Result<Value, RegistryError> {
     let name = req.repository_name.unwrap_or_default();
-    reg.records().repository(&name)?;
+    reg.records().repository(&name).await?;
     let (p, _) = reg
         .store
-        .get_json::<PolicyText>(KIND_POLICY, &name)?
+        .get_json::<PolicyText>(KIND_POLICY, &name)
+        .await?
         .ok_or_else(|| policy_not_found(reg, &name))?;
     Ok(
         json!({"registryId": reg.scope.account, "repositoryName": name, "policyText": p.policy_text}),
     )
 }
 
-pub(super) fn delete_policy(reg: &Registry, req: PolicyRequest) -> Result<Value, RegistryError> {
+pub(super) async fn delete_policy(
+    reg: &Registry,
+    req: PolicyRequest,
+) -> Result<Value, RegistryError> {
     let name = req.repository_name.unwrap_or_default();
-    reg.records().repository(&name)?;
+    reg.records().repository(&name).await?;
     let (p, rev) = reg
         .store
-        .get_json::<PolicyText>(KIND_POLICY, &name)?
+        .get_json::<PolicyText>(KIND_POLICY, &name)
+        .await?
         .ok_or_else(|| policy_not_found(reg, &name))?;
     match reg
         .store
         .commit(vec![Op::delete(KIND_POLICY, &name, Expect::Revision(rev))])
+        .await
     {
-        Ok(()) => {}
+        Ok(_) => {}
         Err(StoreError::Conflict { .. }) => return Err(policy_not_found(reg, &name)),
         Err(e) => return Err(e.into()),
     }
@@ -256,7 +269,7 @@ pub(super) struct TagResourceRequest {
     tags: Vec<ResourceTag>,
 }
 
-pub(super) fn tag_resource(
+pub(super) async fn tag_resource(
     reg: &Registry,
     req: TagResourceRequest,
 ) -> Result<Value, RegistryError> {
@@ -270,7 +283,8 @@ pub(super) fn tag_resource(
             }
         }
         validate_tags(&r.tags)
-    })?;
+    })
+    .await?;
     Ok(json!({}))
 }
 
@@ -282,7 +296,7 @@ pub(super) struct UntagResourceRequest {
     tag_keys: Vec<String>,
 }
 
-pub(super) fn untag_resource(
+pub(super) async fn untag_resource(
     reg: &Registry,
     req: UntagResourceRequest,
 ) -> Result<Value, RegistryError> {
@@ -290,7 +304,8 @@ pub(super) fn untag_resource(
     update_repository(reg, &name, |r| {
         r.tags.retain(|t| !req.tag_keys.contains(&t.key));
         Ok(())
-    })?;
+    })
+    .await?;
     Ok(json!({}))
 }
 
@@ -300,9 +315,12 @@ pub(super) struct ListTagsRequest {
     resource_arn: Option<String>,
 }
 
-pub(super) fn list_tags(reg: &Registry, req: ListTagsRequest) -> Result<Value, RegistryError> {
+pub(super) async fn list_tags(
+    reg: &Registry,
+    req: ListTagsRequest,
+) -> Result<Value, RegistryError> {
     let name = repository_of_arn(reg, req.resource_arn.as_deref().unwrap_or(""))?;
-    let (repo, _) = reg.records().repository(&name)?;
+    let (repo, _) = reg.records().repository(&name).await?;
     Ok(json!({"tags": repo.tags}))
 }
 

@@ -271,6 +271,7 @@ async fn layer_api_put_image_describe_and_delete() {
     assert!(reg
         .records()
         .image("app", &Digest::parse(&digest).unwrap())
+        .await
         .unwrap()
         .is_some());
     ecr(
@@ -282,6 +283,7 @@ async fn layer_api_put_image_describe_and_delete() {
     assert!(reg
         .records()
         .image("app", &Digest::parse(&digest).unwrap())
+        .await
         .unwrap()
         .is_none());
     // By digest removes the image and its tags.
@@ -293,7 +295,7 @@ async fn layer_api_put_image_describe_and_delete() {
     );
     let r = ecr(&reg, "ListImages", json!({"repositoryName": "app"})).await;
     assert_eq!(r["imageIds"], json!([]));
-    assert!(reg.records().tags("app").unwrap().is_empty());
+    assert!(reg.records().tags("app").await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -602,7 +604,7 @@ async fn lifecycle_policy_ops_and_expiry() {
     .await;
     assert_eq!(r["previewResults"].as_array().unwrap().len(), 1);
     // Nothing was deleted by the preview.
-    assert_eq!(reg.records().images("app").unwrap().len(), 5);
+    assert_eq!(reg.records().images("app").await.unwrap().len(), 5);
 
     let r = ecr(
         &reg,
@@ -611,11 +613,12 @@ async fn lifecycle_policy_ops_and_expiry() {
     )
     .await;
     assert_eq!(r["lifecyclePolicyText"], KEEP_TWO_TAGGED);
-    let gone = reg.apply_lifecycle("app").unwrap();
+    let gone = reg.apply_lifecycle("app").await.unwrap();
     assert_eq!(gone.len(), 2);
     let left: Vec<String> = reg
         .records()
         .images("app")
+        .await
         .unwrap()
         .into_iter()
         .map(|i| i.digest)
@@ -633,9 +636,10 @@ async fn lifecycle_policy_ops_and_expiry() {
     assert!(reg
         .records()
         .image("app", &Digest::parse(&digests[1]).unwrap())
+        .await
         .unwrap()
         .is_none());
-    assert_eq!(reg.records().tags("app").unwrap().len(), 2);
+    assert_eq!(reg.records().tags("app").await.unwrap().len(), 2);
 
     let r = ecr(
         &reg,

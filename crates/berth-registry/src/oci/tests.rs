@@ -503,7 +503,7 @@ async fn manifests_tags_and_indexes() {
     )
     .await;
     assert_eq!(r.code(), "MANIFEST_BLOB_UNKNOWN");
-    assert!(reg.records().images("team/web").unwrap().is_empty());
+    assert!(reg.records().images("team/web").await.unwrap().is_empty());
 
     let md = Digest::of(&m).to_string();
     let r = call(
@@ -693,11 +693,13 @@ async fn manifests_tags_and_indexes() {
     assert!(reg
         .store
         .list(crate::records::KIND_TAG, "")
+        .await
         .unwrap()
         .is_empty());
     assert!(reg
         .store
         .list(crate::records::KIND_BLOB, "team/web@")
+        .await
         .unwrap()
         .is_empty());
 }
