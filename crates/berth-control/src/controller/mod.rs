@@ -7,6 +7,7 @@
 //! failed reconcile is retried with exponential backoff. When nothing changes the thread sleeps
 //! in `recv_timeout`, so idle services cost nothing but the resync.
 
+pub mod runtime;
 pub mod service;
 
 use std::collections::{BTreeSet, HashMap};
