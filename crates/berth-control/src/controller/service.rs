@@ -826,4 +826,6 @@ pub fn breaker_status(
 }
 
 #[cfg(test)]
+mod rollout_props;
+#[cfg(test)]
 mod tests;
