@@ -15,6 +15,7 @@ use berth_core::{epoch_now, fargate};
 use berth_store::{Expect, Op, Store, StoreError, StoreExt};
 use serde_json::{json, Value};
 
+use super::launch;
 use super::tasks::{NewTask, TaskRecord};
 use super::{cluster_name, decode_token, max_results, page, ACTIVE, SERVICE, TASK};
 use crate::controller::service::{
@@ -484,32 +485,12 @@ impl ControlPlane {
             .capacity_provider_strategy
             .clone()
             .filter(|c| !c.is_empty());
-        let launch_type = match (&req.launch_type, &cps) {
-            (Some(_), Some(_)) => {
-                return Err(AwsError::invalid_parameter(
-                    "Specifying both a launch type and capacity provider strategy is not supported. Remove one and try again.",
-                ))
-            }
-            (Some(l), None) => l.clone(),
-            _ => "FARGATE".to_string(),
-        };
-        if !matches!(launch_type.as_str(), "FARGATE" | "EC2" | "EXTERNAL") {
-            return Err(AwsError::invalid_parameter(format!(
-                "Invalid launchType: {launch_type}"
-            )));
-        }
-        if launch_type == "FARGATE" && !td.compatibilities.iter().any(|c| c == "FARGATE") {
-            return Err(AwsError::client(
-                "PlatformTaskDefinitionIncompatibilityException",
-                "The specified platform does not satisfy the task definition's required capabilities.",
-            ));
-        }
-        super::taskdef_rules::check_runnable(&td, &launch_type)?;
+        let launch_type = launch::launch_type(req.launch_type.as_deref(), cps.is_some())?;
         check_references(
             req.load_balancers.as_deref().unwrap_or_default(),
             req.service_registries.as_deref().unwrap_or_default(),
         )?;
-        validate_network(&td, req.network_configuration.as_ref())?;
+        launch::check_launch(&td, &launch_type, req.network_configuration.as_ref())?;
         let config = with_defaults(req.deployment_configuration.clone().unwrap_or_default());
         validate_percents(&config)?;
         let now = epoch_now();
@@ -683,14 +664,6 @@ impl ControlPlane {
             let td = match &new_td {
                 Some(td) => {
                     redeploy |= td.task_definition_arn != s.task_definition;
-                    let launch = s.launch_type.as_deref().unwrap_or("FARGATE");
-                    if launch == "FARGATE" && !td.compatibilities.iter().any(|c| c == "FARGATE") {
-                        return Err(AwsError::client(
-                            "PlatformTaskDefinitionIncompatibilityException",
-                            "The specified platform does not satisfy the task definition's required capabilities.",
-                        ));
-                    }
-                    super::taskdef_rules::check_runnable(td, launch)?;
                     td.clone()
                 }
                 None => {
@@ -698,8 +671,15 @@ impl ControlPlane {
                         .task_definition
                 }
             };
+            if new_td.is_some() || req.network_configuration.is_some() {
+                let launch = s.launch_type.as_deref().unwrap_or("FARGATE");
+                let network = req
+                    .network_configuration
+                    .as_ref()
+                    .or(s.network_configuration.as_ref());
+                launch::check_launch(&td, launch, network)?;
+            }
             if let Some(n) = &req.network_configuration {
-                validate_network(&td, Some(n))?;
                 redeploy |= s.network_configuration.as_ref() != Some(n);
                 s.network_configuration = Some(n.clone());
             }
@@ -1182,22 +1162,6 @@ fn validate_percents(c: &DeploymentConfiguration) -> Result<(), AwsError> {
         return Err(AwsError::invalid_parameter(
             "maximumPercent must be between 100 and 200 (or above 0 with a minimumHealthyPercent of 0).",
         ));
-    }
-    Ok(())
-}
-
-fn validate_network(
-    td: &TaskDefinition,
-    net: Option<&NetworkConfiguration>,
-) -> Result<(), AwsError> {
-    let vpc = net.and_then(|n| n.awsvpc_configuration.as_ref());
-    if td.network_mode.as_deref() == Some("awsvpc") && vpc.is_none() {
-        return Err(AwsError::invalid_parameter(
-            "Network Configuration must be provided when networkMode 'awsvpc' is specified.",
-        ));
-    }
-    if vpc.is_some_and(|v| v.subnets.is_empty()) {
-        return Err(AwsError::invalid_parameter("subnets can not be empty."));
     }
     Ok(())
 }
