@@ -306,7 +306,7 @@ impl Reporter {
                         }
                     };
                     tokio::join!(persist, post);
-                    if report.last_status == "STOPPED" && !rx.has_changed().unwrap_or(false) {
+                    if report.last_status.is_terminal() && !rx.has_changed().unwrap_or(false) {
                         return;
                     }
                 }

@@ -3,6 +3,8 @@
 //! exited), SUCCESS (it exited 0), HEALTHY (its health check passed).
 
 use berth_api::agent::ContainerSpec;
+use berth_core::status::ContainerCondition::{self, Complete, Healthy, Start, Success};
+use berth_core::status::HealthStatus;
 
 /// Where a container is in its life, as far as ordering cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +33,7 @@ pub fn decide(
     idx: usize,
     containers: &[ContainerSpec],
     phases: &[Phase],
-    health: &[&str],
+    health: &[HealthStatus],
 ) -> Decision {
     let mut wait = false;
     for d in &containers[idx].depends_on {
@@ -42,27 +44,29 @@ pub fn decide(
             ));
         };
         let name = &d.container_name;
-        let ok = match (d.condition.as_str(), phases[j]) {
+        let ok = match (d.condition.parse::<ContainerCondition>(), phases[j]) {
             (_, Phase::NotStarted) => {
                 return Decision::Never(format!("dependency {name} did not start"))
             }
-            ("START", Phase::Running | Phase::Exited(_)) => true,
-            ("COMPLETE", Phase::Exited(_)) => true,
-            ("SUCCESS", Phase::Exited(0)) => true,
-            ("SUCCESS", Phase::Exited(c)) => {
+            (Err(_), _) => {
+                return Decision::Never(format!("unknown dependency condition {}", d.condition))
+            }
+            (Ok(Start), Phase::Running | Phase::Exited(_)) => true,
+            (Ok(Complete), Phase::Exited(_)) => true,
+            (Ok(Success), Phase::Exited(0)) => true,
+            (Ok(Success), Phase::Exited(c)) => {
                 return Decision::Never(format!(
                     "dependency {name} exited with code {c} (condition SUCCESS)"
                 ))
             }
-            ("HEALTHY", Phase::Exited(_)) => {
+            (Ok(Healthy), Phase::Exited(_)) => {
                 return Decision::Never(format!("dependency {name} exited before becoming healthy"))
             }
-            ("HEALTHY", Phase::Running) if health[j] == crate::health::HEALTHY => true,
-            ("HEALTHY", Phase::Running) if health[j] == crate::health::UNHEALTHY => {
+            (Ok(Healthy), Phase::Running) if health[j] == HealthStatus::Healthy => true,
+            (Ok(Healthy), Phase::Running) if health[j] == HealthStatus::Unhealthy => {
                 return Decision::Never(format!("dependency {name} is unhealthy"))
             }
-            ("START" | "COMPLETE" | "SUCCESS" | "HEALTHY", _) => false,
-            (other, _) => return Decision::Never(format!("unknown dependency condition {other}")),
+            (Ok(_), _) => false,
         };
         wait |= !ok;
     }
@@ -95,30 +99,55 @@ mod tests {
     #[test]
     fn conditions() {
         let cs = vec![c("db", &[]), c("app", &[("db", "HEALTHY")])];
-        let h = |s: &'static str| vec![s, "UNKNOWN"];
+        let h = |s: HealthStatus| vec![s, HealthStatus::Unknown];
         assert_eq!(
-            decide(0, &cs, &[Phase::Pending, Phase::Pending], &h("UNKNOWN")),
+            decide(
+                0,
+                &cs,
+                &[Phase::Pending, Phase::Pending],
+                &h(HealthStatus::Unknown)
+            ),
             Decision::Start
         );
         assert_eq!(
-            decide(1, &cs, &[Phase::Running, Phase::Pending], &h("UNKNOWN")),
+            decide(
+                1,
+                &cs,
+                &[Phase::Running, Phase::Pending],
+                &h(HealthStatus::Unknown)
+            ),
             Decision::Wait
         );
         assert_eq!(
-            decide(1, &cs, &[Phase::Running, Phase::Pending], &h("HEALTHY")),
+            decide(
+                1,
+                &cs,
+                &[Phase::Running, Phase::Pending],
+                &h(HealthStatus::Healthy)
+            ),
             Decision::Start
         );
         assert!(matches!(
-            decide(1, &cs, &[Phase::Running, Phase::Pending], &h("UNHEALTHY")),
+            decide(
+                1,
+                &cs,
+                &[Phase::Running, Phase::Pending],
+                &h(HealthStatus::Unhealthy)
+            ),
             Decision::Never(_)
         ));
         assert!(matches!(
-            decide(1, &cs, &[Phase::Exited(0), Phase::Pending], &h("UNKNOWN")),
+            decide(
+                1,
+                &cs,
+                &[Phase::Exited(0), Phase::Pending],
+                &h(HealthStatus::Unknown)
+            ),
             Decision::Never(_)
         ));
 
         let cs = vec![c("init", &[]), c("app", &[("init", "SUCCESS")])];
-        let h = vec!["UNKNOWN", "UNKNOWN"];
+        let h = vec![HealthStatus::Unknown; 2];
         assert_eq!(
             decide(1, &cs, &[Phase::Running, Phase::Pending], &h),
             Decision::Wait
@@ -137,7 +166,7 @@ mod tests {
             c("b", &[("a", "START")]),
             c("x", &[("a", "COMPLETE")]),
         ];
-        let h = vec!["UNKNOWN"; 3];
+        let h = vec![HealthStatus::Unknown; 3];
         let p = [Phase::Starting, Phase::Pending, Phase::Pending];
         assert_eq!(decide(1, &cs, &p, &h), Decision::Wait);
         let p = [Phase::Running, Phase::Pending, Phase::Pending];
@@ -149,8 +178,13 @@ mod tests {
         assert!(matches!(decide(1, &cs, &p, &h), Decision::Never(_)));
         let cs = vec![c("a", &[("ghost", "START")])];
         assert!(matches!(
-            decide(0, &cs, &[Phase::Pending], &["UNKNOWN"]),
+            decide(0, &cs, &[Phase::Pending], &[HealthStatus::Unknown]),
             Decision::Never(_)
         ));
+        let cs = vec![c("a", &[]), c("b", &[("a", "LATER")])];
+        assert_eq!(
+            decide(1, &cs, &[Phase::Running, Phase::Pending], &h),
+            Decision::Never("unknown dependency condition LATER".into())
+        );
     }
 }

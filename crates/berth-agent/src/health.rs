@@ -7,17 +7,14 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use berth_api::agent::HealthCheckSpec;
+use berth_core::status::HealthStatus;
 use tokio::sync::mpsc;
-
-pub const UNKNOWN: &str = "UNKNOWN";
-pub const HEALTHY: &str = "HEALTHY";
-pub const UNHEALTHY: &str = "UNHEALTHY";
 
 /// Health of one container between probes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct State {
-    /// `UNKNOWN`, `HEALTHY` or `UNHEALTHY`.
-    pub status: &'static str,
+    /// `UNKNOWN` until the first success or the failure limit.
+    pub status: HealthStatus,
     /// Consecutive failures counted so far.
     pub failures: u32,
 }
@@ -25,7 +22,7 @@ pub struct State {
 impl State {
     pub fn new() -> State {
         State {
-            status: UNKNOWN,
+            status: HealthStatus::Unknown,
             failures: 0,
         }
     }
@@ -34,17 +31,17 @@ impl State {
     pub fn next(self, ok: bool, in_start_period: bool, retries: u32) -> State {
         if ok {
             return State {
-                status: HEALTHY,
+                status: HealthStatus::Healthy,
                 failures: 0,
             };
         }
-        if in_start_period && self.status != HEALTHY {
+        if in_start_period && self.status != HealthStatus::Healthy {
             return self;
         }
         let failures = self.failures + 1;
         State {
             status: if failures >= retries.max(1) {
-                UNHEALTHY
+                HealthStatus::Unhealthy
             } else {
                 self.status
             },
@@ -100,7 +97,7 @@ pub fn spawn(
     hc: HealthCheckSpec,
     started: Instant,
     initial: State,
-    tx: mpsc::UnboundedSender<(usize, &'static str)>,
+    tx: mpsc::UnboundedSender<(usize, HealthStatus)>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let args = probe_args(&hc.command)?;
     Some(tokio::spawn(async move {
@@ -131,14 +128,14 @@ mod tests {
         let s = s.next(false, true, 2);
         assert_eq!(s, State::new());
         let s = s.next(false, false, 2);
-        assert_eq!((s.status, s.failures), (UNKNOWN, 1));
+        assert_eq!((s.status, s.failures), (HealthStatus::Unknown, 1));
         let s = s.next(false, false, 2);
-        assert_eq!((s.status, s.failures), (UNHEALTHY, 2));
+        assert_eq!((s.status, s.failures), (HealthStatus::Unhealthy, 2));
         let s = s.next(true, false, 2);
-        assert_eq!((s.status, s.failures), (HEALTHY, 0));
+        assert_eq!((s.status, s.failures), (HealthStatus::Healthy, 0));
         // Once healthy, failures count even inside the start period.
         let s = s.next(false, true, 1);
-        assert_eq!(s.status, UNHEALTHY);
+        assert_eq!(s.status, HealthStatus::Unhealthy);
     }
 
     #[test]

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_core::status::{DesiredStatus, StopCode, TaskStatus};
+
 mod bundle;
 mod cgroups;
 mod control;
@@ -450,14 +452,14 @@ pub async fn run(mut config: AgentConfig) -> Result<(), AgentError> {
         for ta in a.tasks {
             let id = ta.spec.task_id.clone();
             listed.insert(id.clone());
-            let want_running = ta.desired_status == "RUNNING";
+            let want_running = ta.desired_status == DesiredStatus::Running;
             match tasks.get(&id) {
                 Some(h) => {
                     if !want_running && !h.done.load(Ordering::SeqCst) {
                         let _ = h.stop.send(true);
                     }
                 }
-                None if ta.last_status == "RUNNING" => {
+                None if ta.last_status == TaskStatus::Running => {
                     // Running here before, but nothing of it survived (no task directory).
                     tracing::warn!(task = %id, "a task this node ran is gone; reporting it stopped");
                     let (stop, _) = tokio::sync::watch::channel(true);
@@ -470,9 +472,9 @@ pub async fn run(mut config: AgentConfig) -> Result<(), AgentError> {
                     );
                     let reporter = control::Reporter::start(agent.control.clone(), id, None);
                     let r = berth_api::agent::TaskStateReport {
-                        last_status: "STOPPED".into(),
+                        last_status: TaskStatus::Stopped,
                         stopped_at: Some(berth_core::epoch_now()),
-                        stop_code: Some("EssentialContainerExited".into()),
+                        stop_code: Some(StopCode::EssentialContainerExited),
                         stopped_reason: Some(task::LOST_REASON.into()),
                         ..Default::default()
                     };

@@ -29,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use berth_api::agent::{TaskSpec, TaskStateReport};
+use berth_core::status::{ContainerStatus, DesiredStatus, TaskStatus};
 use serde_json::{json, Value};
 
 use crate::cgroups::Layout;
@@ -135,7 +136,11 @@ impl Metadata {
             spec.task_id.clone(),
             Entry {
                 spec: spec.clone(),
-                report: report.cloned().unwrap_or_default(),
+                // Nothing reported yet: the task is PENDING on this instance.
+                report: report.cloned().unwrap_or_else(|| TaskStateReport {
+                    last_status: TaskStatus::Pending,
+                    ..Default::default()
+                }),
                 net: None,
                 ephemeral_used: 0,
             },
@@ -166,7 +171,7 @@ impl Metadata {
         let tasks = self.tasks.lock().unwrap();
         tasks
             .values()
-            .filter(|e| e.report.last_status == "RUNNING")
+            .filter(|e| e.report.last_status == TaskStatus::Running)
             .map(|e| {
                 let c = &e.spec.containers;
                 let cpu_sum: u32 = c.iter().map(|c| c.cpu).sum();
@@ -239,8 +244,8 @@ impl Metadata {
                 "com.amazonaws.ecs.task-definition-family": e.spec.family,
                 "com.amazonaws.ecs.task-definition-version": e.spec.revision.to_string(),
             },
-            "DesiredStatus": "RUNNING",
-            "KnownStatus": r.map(|r| r.last_status.clone()).unwrap_or_else(|| "PENDING".into()),
+            "DesiredStatus": DesiredStatus::Running,
+            "KnownStatus": r.map_or(ContainerStatus::Pending, |r| r.last_status),
             "Limits": {"CPU": c.cpu, "Memory": c.memory.or(e.spec.memory)},
             "CreatedAt": iso(e.report.pull_stopped_at),
             "StartedAt": iso(e.report.started_at),
@@ -251,7 +256,7 @@ impl Metadata {
         if let Some(code) = r.and_then(|r| r.exit_code) {
             doc["ExitCode"] = json!(code);
         }
-        if let Some(h) = r.and_then(|r| r.health_status.clone()) {
+        if let Some(h) = r.and_then(|r| r.health_status) {
             doc["Health"] = json!({"status": h});
         }
         if let Some(l) = &c.log {
@@ -275,8 +280,8 @@ impl Metadata {
             "TaskARN": e.spec.task_arn,
             "Family": e.spec.family,
             "Revision": e.spec.revision.to_string(),
-            "DesiredStatus": "RUNNING",
-            "KnownStatus": if e.report.last_status.is_empty() { "PENDING".to_string() } else { e.report.last_status.clone() },
+            "DesiredStatus": DesiredStatus::Running,
+            "KnownStatus": e.report.last_status,
             "Limits": {
                 "CPU": e.spec.cpu.map(|c| c as f64 / 1024.0),
                 "Memory": e.spec.memory,

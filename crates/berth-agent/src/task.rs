@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use berth_api::agent::{ContainerStateReport, TaskSpec, TaskStateReport};
 use berth_core::epoch_now;
+use berth_core::status::{ContainerStatus, HealthStatus, StopCode, TaskStatus};
 use tokio::sync::{mpsc, watch};
 
 use crate::bundle::{self, remove_task_dir, unmount_all};
@@ -70,7 +71,7 @@ fn region_of(spec: &TaskSpec) -> String {
 
 fn stopped_report(spec: &TaskSpec, base: &TaskStateReport) -> TaskStateReport {
     let mut r = base.clone();
-    r.last_status = "STOPPED".into();
+    r.last_status = TaskStatus::Stopped;
     r.stopped_at = Some(epoch_now());
     if r.containers.len() != spec.containers.len() {
         r.containers = spec
@@ -83,20 +84,20 @@ fn stopped_report(spec: &TaskSpec, base: &TaskStateReport) -> TaskStateReport {
             .collect();
     }
     for c in &mut r.containers {
-        c.last_status = "STOPPED".into();
+        c.last_status = ContainerStatus::Stopped;
     }
     r
 }
 
 fn pending_report(spec: &TaskSpec) -> TaskStateReport {
     TaskStateReport {
-        last_status: "PENDING".into(),
+        last_status: TaskStatus::Pending,
         containers: spec
             .containers
             .iter()
             .map(|c| ContainerStateReport {
                 name: c.name.clone(),
-                last_status: "PENDING".into(),
+                last_status: ContainerStatus::Pending,
                 ..Default::default()
             })
             .collect(),
@@ -147,7 +148,7 @@ pub async fn run_task(agent: Arc<Agent>, spec: TaskSpec, mut stop: watch::Receiv
     let mut report = pending_report(&spec);
     let fail = |report: &TaskStateReport, reason: String, per_container: Vec<Option<String>>| {
         let mut r = stopped_report(&spec, report);
-        r.stop_code = Some("TaskFailedToStart".into());
+        r.stop_code = Some(StopCode::TaskFailedToStart);
         r.stopped_reason = Some(reason);
         for (c, why) in r.containers.iter_mut().zip(per_container) {
             if why.is_some() {
@@ -509,7 +510,7 @@ impl Supervisor {
         self.reports.send(&self.report);
     }
 
-    fn health_strs(&self) -> Vec<&'static str> {
+    fn health_statuses(&self) -> Vec<HealthStatus> {
         self.health.iter().map(|h| h.status).collect()
     }
 
@@ -533,13 +534,13 @@ impl Supervisor {
                 let _ = etx.send(ShimEvent::Closed);
             });
         }
-        let (htx, mut hrx) = mpsc::unbounded_channel::<(usize, &'static str)>();
+        let (htx, mut hrx) = mpsc::unbounded_channel::<(usize, HealthStatus)>();
         let mut tailers: HashMap<usize, Tailer> = HashMap::new();
         let mut checkers: Vec<tokio::task::JoinHandle<()>> = Vec::new();
         let mut timers: Vec<tokio::task::JoinHandle<()>> = Vec::new();
         let mut relays: Vec<tokio::task::JoinHandle<()>> = Vec::new();
         let mut stopping = false;
-        let mut stop_code: Option<String> = None;
+        let mut stop_code: Option<StopCode> = None;
         let mut stopped_reason: Option<String> = None;
         let mut start_error: Option<String> = None;
         // The sampler's stop request for a task over its ephemeral storage.
@@ -602,7 +603,7 @@ impl Supervisor {
         loop {
             // Start what may start; give up on what never can.
             if !stopping {
-                let hs = self.health_strs();
+                let hs = self.health_statuses();
                 for idx in 0..n {
                     if self.phases[idx] != Phase::Pending {
                         continue;
@@ -636,7 +637,7 @@ impl Supervisor {
                                 Some(format!("DependencyError: {why}"));
                             if self.spec.containers[idx].essential && !stopping {
                                 stopping = true;
-                                stop_code = Some("TaskFailedToStart".into());
+                                stop_code = Some(StopCode::TaskFailedToStart);
                                 stopped_reason = Some(format!(
                                     "Essential container {} could not start: {why}",
                                     self.spec.containers[idx].name
@@ -648,7 +649,7 @@ impl Supervisor {
                 }
             }
             // The task runs once nothing is being started and nothing startable waits.
-            if self.report.last_status == "PENDING"
+            if self.report.last_status == TaskStatus::Pending
                 && !stopping
                 && !self.phases.contains(&Phase::Starting)
                 && self
@@ -656,7 +657,7 @@ impl Supervisor {
                     .iter()
                     .any(|p| matches!(p, Phase::Running | Phase::Exited(_)))
             {
-                self.report.last_status = "RUNNING".into();
+                self.report.last_status = TaskStatus::Running;
                 self.report.started_at = Some(epoch_now());
                 self.send();
                 tracing::info!(task = %self.spec.task_id, "running");
@@ -700,19 +701,19 @@ impl Supervisor {
                                 tailers.insert(rec.idx, t);
                             }
                         }
-                        if self.report.last_status == "PENDING" && !stopping {
-                            self.report.last_status = "RUNNING".into();
+                        if self.report.last_status == TaskStatus::Pending && !stopping {
+                            self.report.last_status = TaskStatus::Running;
                             self.report.started_at = Some(epoch_now());
                             for (i, p) in self.phases.iter().enumerate() {
                                 if matches!(p, Phase::Running | Phase::Starting) {
-                                    self.report.containers[i].last_status = "RUNNING".into();
+                                    self.report.containers[i].last_status = ContainerStatus::Running;
                                 }
                             }
                             self.send();
                         }
                         if self.on_exit(rec) && !stopping {
                             stopping = true;
-                            stop_code = Some("EssentialContainerExited".into());
+                            stop_code = Some(StopCode::EssentialContainerExited);
                             stopped_reason = Some(ESSENTIAL_EXITED.into());
                             timers = self.begin_stop(&tx).await;
                         } else if !stopping {
@@ -728,7 +729,7 @@ impl Supervisor {
                             match *p {
                                 Phase::Running | Phase::Starting => {
                                     *p = Phase::Exited(137);
-                                    self.report.containers[idx].last_status = "STOPPED".into();
+                                    self.report.containers[idx].last_status = ContainerStatus::Stopped;
                                     self.report.containers[idx].reason = Some(LOST_REASON.into());
                                 }
                                 Phase::Pending => *p = Phase::NotStarted,
@@ -736,7 +737,7 @@ impl Supervisor {
                             }
                         }
                         if !stopping {
-                            stop_code = Some("EssentialContainerExited".into());
+                            stop_code = Some(StopCode::EssentialContainerExited);
                             stopped_reason = Some(LOST_REASON.into());
                         }
                         stopping = true;
@@ -753,10 +754,10 @@ impl Supervisor {
                         self.phases[idx] = Phase::Running;
                         let c = &self.spec.containers[idx];
                         let cr = &mut self.report.containers[idx];
-                        cr.last_status = "RUNNING".into();
+                        cr.last_status = ContainerStatus::Running;
                         cr.runtime_id = Some(container_id(&self.spec.task_id, &c.name));
                         if c.health_check.is_some() {
-                            cr.health_status = Some(health::UNKNOWN.into());
+                            cr.health_status = Some(HealthStatus::Unknown);
                         }
                         if let Some(t) = self.tailer(idx) {
                             tailers.insert(idx, t);
@@ -766,7 +767,7 @@ impl Supervisor {
                         }
                         if stopping {
                             let _ = self.conn.kill(idx, nix::libc::SIGKILL).await;
-                        } else if self.report.last_status == "RUNNING" {
+                        } else if self.report.last_status == TaskStatus::Running {
                             self.send();
                         }
                     }
@@ -788,7 +789,7 @@ impl Supervisor {
                         start_error.get_or_insert(msg.clone());
                         if !stopping && self.spec.containers[idx].essential {
                             stopping = true;
-                            stop_code = Some("TaskFailedToStart".into());
+                            stop_code = Some(StopCode::TaskFailedToStart);
                             stopped_reason = Some(msg);
                             timers = self.begin_stop(&tx).await;
                         }
@@ -802,10 +803,10 @@ impl Supervisor {
                 Some((idx, status)) = hrx.recv() => {
                     if self.phases[idx] == Phase::Running {
                         self.health[idx].status = status;
-                        self.report.containers[idx].health_status = Some(status.to_string());
-                        let _ = statefile::write(&shim::container_dir(&self.task_dir, idx).join("health"), status.as_bytes());
+                        self.report.containers[idx].health_status = Some(status);
+                        let _ = statefile::write(&shim::container_dir(&self.task_dir, idx).join("health"), status.as_str().as_bytes());
                         tracing::info!(task = %self.spec.task_id, container = %self.spec.containers[idx].name, "health {status}");
-                        if self.report.last_status == "RUNNING" {
+                        if self.report.last_status == TaskStatus::Running {
                             self.send();
                         }
                     }
@@ -814,7 +815,7 @@ impl Supervisor {
                     let why = evicted.borrow_and_update().clone();
                     if let Some(why) = why {
                         stopping = true;
-                        stop_code = Some("EssentialContainerExited".into());
+                        stop_code = Some(StopCode::EssentialContainerExited);
                         stopped_reason = Some(why);
                         timers = self.begin_stop(&tx).await;
                         // Like a hard eviction: no grace period.
@@ -844,14 +845,14 @@ impl Supervisor {
             && start_error.is_some()
             && !self.phases.iter().any(|p| matches!(p, Phase::Exited(_)))
         {
-            stop_code = Some("TaskFailedToStart".into());
+            stop_code = Some(StopCode::TaskFailedToStart);
             stopped_reason = start_error;
         }
         if stop_code.is_none()
             && self.phases.iter().any(|p| matches!(p, Phase::Exited(_)))
             && !*stop.borrow()
         {
-            stop_code = Some("EssentialContainerExited".into());
+            stop_code = Some(StopCode::EssentialContainerExited);
             stopped_reason = Some(ESSENTIAL_EXITED.into());
         }
         r.stop_code = stop_code;
@@ -869,7 +870,7 @@ impl Supervisor {
         }
         self.phases[idx] = Phase::Exited(rec.code);
         let cr = &mut self.report.containers[idx];
-        cr.last_status = "STOPPED".into();
+        cr.last_status = ContainerStatus::Stopped;
         cr.exit_code = Some(rec.code);
         if rec.oom {
             cr.reason = Some(OOM_REASON.into());
@@ -890,7 +891,7 @@ impl Supervisor {
     fn checker(
         &self,
         idx: usize,
-        htx: &mpsc::UnboundedSender<(usize, &'static str)>,
+        htx: &mpsc::UnboundedSender<(usize, HealthStatus)>,
     ) -> Option<tokio::task::JoinHandle<()>> {
         let c = &self.spec.containers[idx];
         let hc = c.health_check.clone()?;
@@ -1013,7 +1014,7 @@ pub async fn recover(
         } else {
             None
         };
-        if report.last_status == "STOPPED" {
+        if report.last_status == TaskStatus::Stopped {
             // The final report was written, maybe not delivered: undo what is left, send it.
             tracing::info!(task = %spec.task_id, "sending the final report of a stopped task again");
             cleanup(agent, &spec, &dir, conn.as_ref().map(|c| &c.0)).await;
@@ -1035,7 +1036,7 @@ pub async fn recover(
             match phase {
                 Phase::Exited(_) => {
                     let rec = exit.expect("an exit record");
-                    cr.last_status = "STOPPED".into();
+                    cr.last_status = ContainerStatus::Stopped;
                     cr.exit_code = Some(rec.code);
                     if rec.oom {
                         cr.reason = Some(OOM_REASON.into());
@@ -1043,22 +1044,19 @@ pub async fn recover(
                     cr.runtime_id = Some(container_id(&spec.task_id, &spec.containers[idx].name));
                 }
                 Phase::Running => {
-                    cr.last_status = "RUNNING".into();
+                    cr.last_status = ContainerStatus::Running;
                     cr.runtime_id = Some(container_id(&spec.task_id, &spec.containers[idx].name));
                     let cdir = shim::container_dir(&dir, idx);
                     if let Ok(h) = std::fs::read_to_string(cdir.join("health")) {
-                        health[idx].status = match h.trim() {
-                            "HEALTHY" => health::HEALTHY,
-                            "UNHEALTHY" => health::UNHEALTHY,
-                            _ => health::UNKNOWN,
-                        };
+                        health[idx].status = h.trim().parse().unwrap_or(HealthStatus::Unknown);
                     }
                 }
                 _ => {}
             }
             phases.push(phase);
         }
-        let handed = report.last_status == "RUNNING" || phases.iter().any(|p| *p != Phase::Pending);
+        let handed = report.last_status == TaskStatus::Running
+            || phases.iter().any(|p| *p != Phase::Pending);
         if !handed {
             // Nothing ran yet (the agent went away while pulling or preparing): undo it all;
             // the task is still assigned, so it is started again from the beginning.
@@ -1091,7 +1089,7 @@ pub async fn recover(
                 .iter()
                 .zip(&phases)
                 .any(|(c, p)| c.essential && matches!(p, Phase::Exited(_)));
-            r.stop_code = Some("EssentialContainerExited".into());
+            r.stop_code = Some(StopCode::EssentialContainerExited);
             r.stopped_reason = Some(if essential_exited {
                 ESSENTIAL_EXITED.into()
             } else {

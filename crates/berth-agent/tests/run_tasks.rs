@@ -18,6 +18,7 @@ use berth_api::agent::{
     Assignments, ContainerSpec, LogBatch, LogDestination, LogLine, TaskAssignment, TaskSpec,
     TaskStateReport,
 };
+use berth_core::status::{DesiredStatus, StopCode, TaskStatus};
 use sha2::{Digest, Sha256};
 
 #[derive(Default)]
@@ -117,7 +118,7 @@ impl S {
     async fn wait_report(
         &self,
         task: &str,
-        status: &str,
+        status: TaskStatus,
         timeout: Duration,
     ) -> (TaskStateReport, Instant) {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -298,7 +299,7 @@ fn task(id: &str, containers: Vec<ContainerSpec>, memory: Option<u32>) -> TaskAs
             containers,
             ..Default::default()
         },
-        desired_status: "RUNNING".into(),
+        desired_status: DesiredStatus::Running,
         ..Default::default()
     }
 }
@@ -503,7 +504,9 @@ async fn scenario(runtime: &str, prefix: &str) {
         &t1,
     );
     s.set_tasks(vec![task(&t1, vec![c], Some(512))]);
-    let (running, _) = s.wait_report(&t1, "RUNNING", Duration::from_secs(60)).await;
+    let (running, _) = s
+        .wait_report(&t1, TaskStatus::Running, Duration::from_secs(60))
+        .await;
     assert!(running.containers[0]
         .image_digest
         .as_deref()
@@ -518,12 +521,11 @@ async fn scenario(runtime: &str, prefix: &str) {
             && running.pull_stopped_at.is_some()
             && running.started_at.is_some()
     );
-    let (stopped, _) = s.wait_report(&t1, "STOPPED", Duration::from_secs(30)).await;
+    let (stopped, _) = s
+        .wait_report(&t1, TaskStatus::Stopped, Duration::from_secs(30))
+        .await;
     assert_eq!(stopped.containers[0].exit_code, Some(3));
-    assert_eq!(
-        stopped.stop_code.as_deref(),
-        Some("EssentialContainerExited")
-    );
+    assert_eq!(stopped.stop_code, Some(StopCode::EssentialContainerExited));
     assert_eq!(
         stopped.stopped_reason.as_deref(),
         Some("Essential container in task exited")
@@ -549,7 +551,9 @@ async fn scenario(runtime: &str, prefix: &str) {
     c.memory = Some(64);
     c.user = Some("nobody".into());
     s.set_tasks(vec![task(&t2, vec![c], Some(512))]);
-    let (stopped, _) = s.wait_report(&t2, "STOPPED", Duration::from_secs(30)).await;
+    let (stopped, _) = s
+        .wait_report(&t2, TaskStatus::Stopped, Duration::from_secs(30))
+        .await;
     assert_eq!(stopped.containers[0].exit_code, Some(0));
     assert_eq!(
         s.log_lines(&format!("ecs/mem/{t2}")),
@@ -574,10 +578,13 @@ async fn scenario(runtime: &str, prefix: &str) {
             vec![container("q", &image, "true", &t)],
             Some(512),
         )]);
-        let (_, at) = s.wait_report(&t, "RUNNING", Duration::from_secs(30)).await;
+        let (_, at) = s
+            .wait_report(&t, TaskStatus::Running, Duration::from_secs(30))
+            .await;
         let served = *s.st.lock().unwrap().served.get(&v).unwrap();
         times.push(at.duration_since(served));
-        s.wait_report(&t, "STOPPED", Duration::from_secs(30)).await;
+        s.wait_report(&t, TaskStatus::Stopped, Duration::from_secs(30))
+            .await;
         assert_eq!(
             s.st.lock().unwrap().manifest_requests - before,
             1,
@@ -602,12 +609,15 @@ async fn scenario(runtime: &str, prefix: &str) {
     side.stop_timeout = 1;
     let a = task(&t4, vec![c, side], Some(512));
     s.set_tasks(vec![a.clone()]);
-    s.wait_report(&t4, "RUNNING", Duration::from_secs(30)).await;
+    s.wait_report(&t4, TaskStatus::Running, Duration::from_secs(30))
+        .await;
     let mut stop = a.clone();
-    stop.desired_status = "STOPPED".into();
+    stop.desired_status = DesiredStatus::Stopped;
     let asked = Instant::now();
     s.set_tasks(vec![stop]);
-    let (stopped, at) = s.wait_report(&t4, "STOPPED", Duration::from_secs(30)).await;
+    let (stopped, at) = s
+        .wait_report(&t4, TaskStatus::Stopped, Duration::from_secs(30))
+        .await;
     let took = at.duration_since(asked);
     eprintln!("[{runtime}] stop with stop_timeout 2 took {took:?}");
     assert!(
@@ -628,8 +638,10 @@ async fn scenario(runtime: &str, prefix: &str) {
         vec![container("x", &missing, "true", &t5)],
         None,
     )]);
-    let (stopped, _) = s.wait_report(&t5, "STOPPED", Duration::from_secs(30)).await;
-    assert_eq!(stopped.stop_code.as_deref(), Some("TaskFailedToStart"));
+    let (stopped, _) = s
+        .wait_report(&t5, TaskStatus::Stopped, Duration::from_secs(30))
+        .await;
+    assert_eq!(stopped.stop_code, Some(StopCode::TaskFailedToStart));
     let reason = stopped.stopped_reason.unwrap();
     assert_eq!(
         reason,
@@ -654,20 +666,21 @@ async fn scenario(runtime: &str, prefix: &str) {
         task(&t6, vec![long], Some(512)),
         task(&t7, vec![brief], Some(512)),
     ]);
-    s.wait_report(&t6, "RUNNING", Duration::from_secs(30)).await;
-    s.wait_report(&t7, "RUNNING", Duration::from_secs(30)).await;
+    s.wait_report(&t6, TaskStatus::Running, Duration::from_secs(30))
+        .await;
+    s.wait_report(&t7, TaskStatus::Running, Duration::from_secs(30))
+        .await;
     // (A kill between a log delivery and its position write would send those lines again.)
     tokio::time::sleep(Duration::from_millis(300)).await;
     agent.shutdown_background();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(data_dir.join("tasks").join(&t6).exists());
     let agent = start_agent(cfg.clone());
-    let (stopped, _) = s.wait_report(&t7, "STOPPED", Duration::from_secs(30)).await;
+    let (stopped, _) = s
+        .wait_report(&t7, TaskStatus::Stopped, Duration::from_secs(30))
+        .await;
     assert_eq!(stopped.containers[0].exit_code, Some(7), "{stopped:?}");
-    assert_eq!(
-        stopped.stop_code.as_deref(),
-        Some("EssentialContainerExited")
-    );
+    assert_eq!(stopped.stop_code, Some(StopCode::EssentialContainerExited));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !s.st
@@ -675,7 +688,7 @@ async fn scenario(runtime: &str, prefix: &str) {
             .unwrap()
             .reports
             .iter()
-            .any(|(id, r, _)| id == &t6 && r.last_status == "STOPPED"),
+            .any(|(id, r, _)| id == &t6 && r.last_status == TaskStatus::Stopped),
         "the re-adopted task must keep running"
     );
     assert_eq!(
@@ -688,9 +701,11 @@ async fn scenario(runtime: &str, prefix: &str) {
     );
     let mut stop = task(&t6, vec![], Some(512));
     stop.spec.containers = vec![container("long", &image, "", &t6)];
-    stop.desired_status = "STOPPED".into();
+    stop.desired_status = DesiredStatus::Stopped;
     s.set_tasks(vec![stop]);
-    let (stopped, _) = s.wait_report(&t6, "STOPPED", Duration::from_secs(30)).await;
+    let (stopped, _) = s
+        .wait_report(&t6, TaskStatus::Stopped, Duration::from_secs(30))
+        .await;
     assert_eq!(stopped.containers[0].exit_code, Some(137), "{stopped:?}");
     s.set_tasks(vec![]);
     assert_clean(runtime, &data_dir, &t6);

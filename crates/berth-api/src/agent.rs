@@ -31,6 +31,7 @@
 //!
 //! Time values are epoch seconds as `f64`, like the ECS API's timestamps.
 
+use berth_core::status::{ContainerStatus, DesiredStatus, HealthStatus, StopCode, TaskStatus};
 use serde::{Deserialize, Serialize};
 
 /// The `Authorization` scheme of the join token and of agent credentials.
@@ -73,12 +74,13 @@ pub struct Assignments {
 pub struct TaskAssignment {
     pub spec: TaskSpec,
     /// `RUNNING` or `STOPPED` (ECS `desiredStatus`).
-    pub desired_status: String,
+    pub desired_status: DesiredStatus,
     /// The task's `lastStatus` as the control plane knows it (`PROVISIONING`, `PENDING`,
     /// `RUNNING`): a restarted agent that does not have a task it was already running
     /// reports it lost instead of starting it again.
+    /// Absent from older control planes: then PROVISIONING (not yet running).
     #[serde(default)]
-    pub last_status: String,
+    pub last_status: TaskStatus,
 }
 
 /// A task fully resolved for running: overrides applied, images as written in the task
@@ -255,14 +257,14 @@ pub struct LogDestination {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct TaskStateReport {
     /// `PENDING`, `RUNNING` or `STOPPED`.
-    pub last_status: String,
+    pub last_status: TaskStatus,
     pub pull_started_at: Option<f64>,
     pub pull_stopped_at: Option<f64>,
     pub started_at: Option<f64>,
     pub stopped_at: Option<f64>,
     /// Set with STOPPED: `TaskFailedToStart` or `EssentialContainerExited` (the control plane
     /// replaces it with `UserInitiated` when the stop was asked for).
-    pub stop_code: Option<String>,
+    pub stop_code: Option<StopCode>,
     /// Set with STOPPED, e.g. `Essential container in task exited` or
     /// `CannotPullContainerError: ...`.
     pub stopped_reason: Option<String>,
@@ -291,7 +293,7 @@ pub struct NetworkReport {
 pub struct ContainerStateReport {
     pub name: String,
     /// `PENDING`, `RUNNING` or `STOPPED`.
-    pub last_status: String,
+    pub last_status: ContainerStatus,
     pub exit_code: Option<i32>,
     pub reason: Option<String>,
     /// The OCI runtime's container id.
@@ -300,7 +302,7 @@ pub struct ContainerStateReport {
     pub image_digest: Option<String>,
     /// `HEALTHY`, `UNHEALTHY` or `UNKNOWN` (containers with a health check only).
     #[serde(default)]
-    pub health_status: Option<String>,
+    pub health_status: Option<HealthStatus>,
     /// Ports published for this container (ECS `networkBindings`).
     #[serde(default)]
     pub network_bindings: Vec<PortMappingSpec>,

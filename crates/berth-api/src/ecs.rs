@@ -4,6 +4,11 @@
 
 use std::collections::BTreeMap;
 
+use berth_core::status::{
+    CircuitBreakerStatus, ClusterStatus, ContainerStatus, DeploymentStatus, DesiredStatus,
+    HealthStatus, RolloutState, ServiceDeploymentStatus, ServiceStatus, StopCode,
+    TaskDefinitionStatus, TaskStatus,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -151,7 +156,7 @@ pub struct TaskDefinition {
     pub network_mode: Option<String>,
     pub revision: u32,
     pub volumes: Vec<Value>,
-    pub status: String,
+    pub status: TaskDefinitionStatus,
     pub requires_attributes: Vec<Value>,
     pub placement_constraints: Vec<Value>,
     pub compatibilities: Vec<String>,
@@ -176,7 +181,7 @@ pub struct TaskDefinition {
 pub struct Cluster {
     pub cluster_arn: String,
     pub cluster_name: String,
-    pub status: String,
+    pub status: ClusterStatus,
     pub registered_container_instances_count: i64,
     pub running_tasks_count: i64,
     pub pending_tasks_count: i64,
@@ -223,14 +228,14 @@ pub struct Container {
     pub image_digest: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime_id: Option<String>,
-    pub last_status: String,
+    pub last_status: ContainerStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub network_bindings: Vec<Value>,
     pub network_interfaces: Vec<NetworkInterface>,
-    pub health_status: String,
+    pub health_status: HealthStatus,
     pub cpu: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
@@ -301,12 +306,12 @@ pub struct Task {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
     pub created_at: f64,
-    pub desired_status: String,
+    pub desired_status: DesiredStatus,
     pub enable_execute_command: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    pub health_status: String,
-    pub last_status: String,
+    pub health_status: HealthStatus,
+    pub last_status: TaskStatus,
     pub launch_type: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
@@ -324,7 +329,7 @@ pub struct Task {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started_by: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub stop_code: Option<String>,
+    pub stop_code: Option<StopCode>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -528,7 +533,7 @@ pub struct DeploymentConfiguration {
 #[serde(rename_all = "camelCase")]
 pub struct Deployment {
     pub id: String,
-    pub status: String,
+    pub status: DeploymentStatus,
     pub task_definition: String,
     pub desired_count: i64,
     pub pending_count: i64,
@@ -544,7 +549,7 @@ pub struct Deployment {
     pub platform_family: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_configuration: Option<NetworkConfiguration>,
-    pub rollout_state: String,
+    pub rollout_state: RolloutState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout_state_reason: Option<String>,
 }
@@ -578,7 +583,7 @@ pub struct Service {
     pub cluster_arn: String,
     pub load_balancers: Vec<Value>,
     pub service_registries: Vec<Value>,
-    pub status: String,
+    pub status: ServiceStatus,
     pub desired_count: i64,
     pub running_count: i64,
     pub pending_count: i64,
@@ -780,7 +785,7 @@ pub struct ServiceDeploymentBrief {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<f64>,
     pub target_service_revision_arn: String,
-    pub status: String,
+    pub status: ServiceDeploymentStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_reason: Option<String>,
 }
@@ -800,7 +805,7 @@ pub struct ServiceRevisionSummary {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceDeploymentCircuitBreaker {
-    pub status: String,
+    pub status: CircuitBreakerStatus,
     pub failure_count: i64,
     pub threshold: i64,
 }
@@ -832,7 +837,7 @@ pub struct ServiceDeployment {
     pub updated_at: f64,
     pub source_service_revisions: Vec<ServiceRevisionSummary>,
     pub target_service_revision: ServiceRevisionSummary,
-    pub status: String,
+    pub status: ServiceDeploymentStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

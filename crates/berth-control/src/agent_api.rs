@@ -159,8 +159,8 @@ async fn assignments(
                 tasks: tasks
                     .into_iter()
                     .map(|r| TaskAssignment {
-                        desired_status: r.task.desired_status.clone(),
-                        last_status: r.task.last_status.clone(),
+                        desired_status: r.task.desired_status,
+                        last_status: r.task.last_status,
                         spec: r.spec,
                     })
                     .collect(),

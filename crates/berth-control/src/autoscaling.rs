@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use berth_api::proto::{parse_body, AwsError};
 use berth_core::epoch_now;
+use berth_core::status::ServiceStatus;
 use berth_store::metrics::MetricKind;
 use berth_store::{Expect, Store, StoreExt};
 use serde_json::{json, Value};
@@ -262,7 +263,10 @@ impl ControlPlane {
         }
     }
 
-    fn service_state(&self, resource_id: &str) -> Result<Option<(i64, String)>, AwsError> {
+    fn service_state(
+        &self,
+        resource_id: &str,
+    ) -> Result<Option<(i64, Option<ServiceStatus>)>, AwsError> {
         let (c, svc) = parse_resource(resource_id).unwrap_or_default();
         Ok(self
             .store
@@ -271,7 +275,7 @@ impl ControlPlane {
             .map(|(v, _)| {
                 (
                     v["service"]["desiredCount"].as_i64().unwrap_or(0),
-                    v["service"]["status"].as_str().unwrap_or("").to_string(),
+                    v["service"]["status"].as_str().and_then(|s| s.parse().ok()),
                 )
             }))
     }
@@ -290,7 +294,7 @@ impl ControlPlane {
             Some(_) => return Err(validation("Tags must be a map of strings")),
         };
         match self.service_state(&id)? {
-            Some((_, st)) if st == "ACTIVE" => {}
+            Some((_, Some(ServiceStatus::Active))) => {}
             _ => return Err(validation(format!("ECS service doesn't exist: {id}"))),
         }
         let existing = self
@@ -626,7 +630,7 @@ impl ControlPlane {
         let Some((current, status)) = self.service_state(id)? else {
             return Ok(());
         };
-        if status != "ACTIVE" {
+        if status != Some(ServiceStatus::Active) {
             return Ok(());
         }
         let now = epoch_now();

@@ -27,6 +27,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
+use berth_core::status::ScanStatus;
 use berth_store::{Expect, Op, Store, StoreExt};
 use serde::{Deserialize, Serialize};
 
@@ -68,7 +69,7 @@ pub struct Finding {
 #[serde(rename_all = "camelCase")]
 pub struct ScanRecord {
     /// ECR `ScanStatus`: `IN_PROGRESS`, `COMPLETE`, `FAILED` or `UNSUPPORTED_IMAGE`.
-    pub status: String,
+    pub status: ScanStatus,
     pub description: String,
     /// The scanned image's `pushedAt`: a record whose image was deleted and pushed again is
     /// stale and ignored.
@@ -289,7 +290,7 @@ impl Registry {
     }
 
     fn live(&self, key: &str, mut r: ScanRecord) -> ScanRecord {
-        if r.status == "IN_PROGRESS"
+        if r.status == ScanStatus::InProgress
             && !self
                 .scanner
                 .running
@@ -297,7 +298,7 @@ impl Registry {
                 .unwrap_or_else(|e| e.into_inner())
                 .contains(key)
         {
-            r.status = "FAILED".into();
+            r.status = ScanStatus::Failed;
             r.description =
                 "The scan was interrupted by a restart of the registry; start it again".into();
         }
@@ -311,7 +312,7 @@ impl Registry {
         let key = format!("{repo}@{}", image.digest);
         let now = berth_core::epoch_now();
         let mut rec = ScanRecord {
-            status: "IN_PROGRESS".into(),
+            status: ScanStatus::InProgress,
             description: "The scan is in progress".into(),
             image_pushed_at: image.pushed_at,
             started_at: now,
@@ -354,14 +355,14 @@ impl Registry {
                 | "application/vnd.docker.container.image.v1+json"
         );
         let finished = if !self.scanner.db_dir.as_deref().is_some_and(has_records) {
-            Some(("FAILED", NO_DATABASE.to_string()))
+            Some((ScanStatus::Failed, NO_DATABASE.to_string()))
         } else if !image_config {
-            Some(("UNSUPPORTED_IMAGE", format!("UnsupportedImageError: the image is an artifact (config media type {config_type:?}), not a container image")))
+            Some((ScanStatus::UnsupportedImage, format!("UnsupportedImageError: the image is an artifact (config media type {config_type:?}), not a container image")))
         } else {
             None
         };
         if let Some((status, description)) = finished {
-            rec.status = status.into();
+            rec.status = status;
             rec.description = description;
             rec.completed_at = Some(now);
             self.store
@@ -397,17 +398,17 @@ impl Registry {
             rec.completed_at = Some(berth_core::epoch_now());
             match outcome {
                 Outcome::Complete(findings, updated) => {
-                    rec.status = "COMPLETE".into();
+                    rec.status = ScanStatus::Complete;
                     rec.description = "The scan was completed successfully.".into();
                     rec.findings = findings;
                     rec.source_updated_at = updated;
                 }
                 Outcome::Unsupported(d) => {
-                    rec.status = "UNSUPPORTED_IMAGE".into();
+                    rec.status = ScanStatus::UnsupportedImage;
                     rec.description = d;
                 }
                 Outcome::Failed(d) => {
-                    rec.status = "FAILED".into();
+                    rec.status = ScanStatus::Failed;
                     rec.description = d;
                 }
             }

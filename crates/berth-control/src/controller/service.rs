@@ -26,7 +26,10 @@ use berth_api::ecs::{
     Deployment, DeploymentConfiguration, Rollback, Service, ServiceDeployment,
     ServiceDeploymentCircuitBreaker, ServiceEvent, ServiceRevision, ServiceRevisionSummary,
 };
-use berth_core::status::stop_code;
+use berth_core::status::{
+    CircuitBreakerStatus, DeploymentStatus, DesiredStatus, HealthStatus, RolloutState,
+    ServiceDeploymentStatus, ServiceStatus, StopCode, TaskStatus,
+};
 use serde::{Deserialize, Serialize};
 
 /// Service events kept per service (ECS returns at most 100).
@@ -108,13 +111,13 @@ pub struct ServiceRecord {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observed {
     pub id: String,
-    pub last_status: String,
-    pub desired_status: String,
+    pub last_status: TaskStatus,
+    pub desired_status: DesiredStatus,
     /// Task `healthStatus` (HEALTHY, UNHEALTHY, UNKNOWN).
-    pub health_status: String,
+    pub health_status: HealthStatus,
     /// Whether an essential container has a health check (then only HEALTHY counts as healthy).
     pub has_health_check: bool,
-    pub stop_code: Option<String>,
+    pub stop_code: Option<StopCode>,
     /// Task `startedAt` (epoch seconds), once RUNNING.
     pub started_at: Option<f64>,
 }
@@ -126,19 +129,19 @@ pub const STABILIZE_SECS: f64 = 1.0;
 
 impl Observed {
     fn stopped(&self) -> bool {
-        self.last_status == "STOPPED"
+        self.last_status == TaskStatus::Stopped
     }
     /// Wanted and not yet stopped.
     fn live(&self) -> bool {
-        self.desired_status != "STOPPED" && !self.stopped()
+        self.desired_status != DesiredStatus::Stopped && !self.stopped()
     }
     fn healthy(&self, now: f64) -> bool {
         self.live()
-            && self.last_status == "RUNNING"
+            && self.last_status == TaskStatus::Running
             && if self.has_health_check {
-                self.health_status == "HEALTHY"
+                self.health_status == HealthStatus::Healthy
             } else {
-                self.health_status != "UNHEALTHY" && self.stable_in(now) <= 0.0
+                self.health_status != HealthStatus::Unhealthy && self.stable_in(now) <= 0.0
             }
     }
     /// Seconds until a RUNNING task without a health check has been up for [`STABILIZE_SECS`].
@@ -232,9 +235,9 @@ pub fn counts(rec: &ServiceRecord, obs: &[Observed], deployment: Option<&str>) -
             if o.stopped() {
                 continue;
             }
-            if o.last_status == "RUNNING" {
+            if o.last_status == TaskStatus::Running {
                 running += 1;
-            } else if o.desired_status != "STOPPED" {
+            } else if o.desired_status != DesiredStatus::Stopped {
                 pending += 1;
             }
         }
@@ -284,14 +287,14 @@ pub fn reconcile(
 ) -> Plan {
     let mut r = before.clone();
     let mut plan = Plan::default();
-    if r.service.status == "INACTIVE" {
+    if r.service.status == ServiceStatus::Inactive {
         if r.inactive_at.is_some_and(|t| now - t > INACTIVE_RETENTION) {
             plan.delete = true;
         }
         plan.record = r;
         return plan;
     }
-    let draining = r.service.status == "DRAINING";
+    let draining = r.service.status == ServiceStatus::Draining;
     let desired = if draining {
         0
     } else {
@@ -362,14 +365,16 @@ fn bucket(r: &ServiceRecord, obs: &HashMap<&str, &Observed>, now: f64) -> Bucket
             continue;
         };
         if o.stopped() {
-            let code = o.stop_code.as_deref().unwrap_or("");
-            if code != stop_code::SERVICE_SCHEDULER_INITIATED && code != stop_code::USER_INITIATED {
+            if !matches!(
+                o.stop_code,
+                Some(StopCode::ServiceSchedulerInitiated | StopCode::UserInitiated)
+            ) {
                 b.failed.push(t.deployment.clone());
             }
             continue;
         }
         b.kept.push(t.clone());
-        if o.live() && o.health_status == "UNHEALTHY" {
+        if o.live() && o.health_status == HealthStatus::Unhealthy {
             let left = o.started_at.map_or(0.0, |s| s + grace - now);
             if left > 0.0 {
                 b.grace_ends = Some(b.grace_ends.map_or(left, |g| g.min(left)));
@@ -440,7 +445,7 @@ fn trip_breaker(
     };
     if !cb.enable
         || draining
-        || p.d.rollout_state != "IN_PROGRESS"
+        || p.d.rollout_state != RolloutState::InProgress
         || p.d.failed_tasks < failure_threshold(desired)
     {
         return;
@@ -448,7 +453,7 @@ fn trip_breaker(
     let reason = "tasks failed to start.";
     {
         let d = &mut r.deployments[0];
-        d.d.rollout_state = "FAILED".into();
+        d.d.rollout_state = RolloutState::Failed;
         d.d.rollout_state_reason = Some(format!("ECS deployment circuit breaker: {reason}"));
         d.d.updated_at = now;
     }
@@ -483,7 +488,7 @@ fn trip_breaker(
     let rolled = cb.rollback && !is_rollback && start_rollback(r, reason_sd, now, new_id).is_some();
     if rolled {
         if let Some(s) = sd_mut(r, &p.sd_arn) {
-            s.sd.deployment_circuit_breaker.status = "TRIGGERED".into();
+            s.sd.deployment_circuit_breaker.status = CircuitBreakerStatus::Triggered;
         }
         let id = r.deployments[0].d.id.clone();
         post(
@@ -496,12 +501,12 @@ fn trip_breaker(
         r.deployments[0].halted = true;
         if let Some(s) = sd_mut(r, &p.sd_arn) {
             s.sd.status = if cb.rollback {
-                "ROLLBACK_FAILED".into()
+                ServiceDeploymentStatus::RollbackFailed
             } else {
-                "STOPPED".into()
+                ServiceDeploymentStatus::Stopped
             };
             s.sd.status_reason = Some(format!("ECS deployment circuit breaker: {reason}"));
-            s.sd.deployment_circuit_breaker.status = "TRIGGERED".into();
+            s.sd.deployment_circuit_breaker.status = CircuitBreakerStatus::Triggered;
             s.sd.stopped_at = Some(now);
             s.sd.finished_at = Some(now);
             s.sd.updated_at = now;
@@ -687,7 +692,7 @@ fn bookkeeping(
     }
     let stopped_running: Vec<String> = stop
         .iter()
-        .filter(|(id, _)| find(id).is_some_and(|o| o.last_status == "RUNNING"))
+        .filter(|(id, _)| find(id).is_some_and(|o| o.last_status == TaskStatus::Running))
         .map(|(id, _)| format!("(task {id})"))
         .collect();
     if !stopped_running.is_empty() {
@@ -751,7 +756,7 @@ fn bookkeeping(
             .filter(|t| !stopping.contains(t.id.as_str()))
             .filter(|t| find(&t.id).is_some_and(|o| o.healthy(now)))
             .count() as i64;
-        let done = p.d.rollout_state == "IN_PROGRESS"
+        let done = p.d.rollout_state == RolloutState::InProgress
             && r.deployments.len() == 1
             && primary_healthy == desired
             && alive(r, &p.d.id) == desired
@@ -781,7 +786,7 @@ fn bookkeeping(
         && stop.is_empty()
         && pending == 0
         && running == desired
-        && r.deployments[0].d.rollout_state != "IN_PROGRESS"
+        && r.deployments[0].d.rollout_state != RolloutState::InProgress
         && !draining;
     if stable && !r.steady {
         post(
@@ -793,7 +798,7 @@ fn bookkeeping(
     }
     r.steady = stable;
     if draining && r.tasks.is_empty() {
-        r.service.status = "INACTIVE".into();
+        r.service.status = ServiceStatus::Inactive;
         r.inactive_at = Some(now);
         for d in &mut r.deployments {
             d.d.desired_count = 0;
@@ -810,7 +815,7 @@ fn complete(
     new_id: &mut dyn FnMut(IdKind) -> String,
 ) {
     let d = &mut r.deployments[0];
-    d.d.rollout_state = "COMPLETED".into();
+    d.d.rollout_state = RolloutState::Completed;
     d.d.rollout_state_reason = Some(format!("ECS deployment {} completed.", p.d.id));
     d.d.updated_at = now;
     r.last_completed = Some(r.deployments[0].clone());
@@ -818,12 +823,14 @@ fn complete(
     r.next_launch_at = 0.0;
     if let Some(s) = sd_mut(r, &p.sd_arn) {
         if s.rollback_deployment_id.as_deref() == Some(p.d.id.as_str()) {
-            s.sd.status = "ROLLBACK_SUCCESSFUL".into();
-        } else if s.sd.status == "IN_PROGRESS" || s.sd.status == "PENDING" {
-            s.sd.status = "SUCCESSFUL".into();
+            s.sd.status = ServiceDeploymentStatus::RollbackSuccessful;
+        } else if s.sd.status == ServiceDeploymentStatus::InProgress
+            || s.sd.status == ServiceDeploymentStatus::Pending
+        {
+            s.sd.status = ServiceDeploymentStatus::Successful;
             s.sd.status_reason = None;
-            if s.sd.deployment_circuit_breaker.status == "MONITORING" {
-                s.sd.deployment_circuit_breaker.status = "MONITORING_COMPLETE".into();
+            if s.sd.deployment_circuit_breaker.status == CircuitBreakerStatus::Monitoring {
+                s.sd.deployment_circuit_breaker.status = CircuitBreakerStatus::MonitoringComplete;
             }
         }
         s.sd.finished_at = Some(now);
@@ -847,7 +854,7 @@ fn complete(
 fn settle_in(obs: &[Observed], now: f64) -> Option<f64> {
     let settle = obs
         .iter()
-        .filter(|o| o.live() && o.last_status == "RUNNING" && !o.has_health_check)
+        .filter(|o| o.live() && o.last_status == TaskStatus::Running && !o.has_health_check)
         .map(|o| o.stable_in(now))
         .filter(|t| *t > 0.0)
         .fold(f64::INFINITY, f64::min);
@@ -869,21 +876,21 @@ pub fn start_rollback(
     let id = format!("ecs-svc/{}", new_id(IdKind::Deployment));
     let mut d = last.clone();
     d.d.id = id.clone();
-    d.d.status = "PRIMARY".into();
+    d.d.status = DeploymentStatus::Primary;
     d.d.desired_count = r.service.desired_count;
     d.d.failed_tasks = 0;
     d.d.pending_count = 0;
     d.d.running_count = 0;
     d.d.created_at = now;
     d.d.updated_at = now;
-    d.d.rollout_state = "IN_PROGRESS".into();
+    d.d.rollout_state = RolloutState::InProgress;
     d.d.rollout_state_reason = Some(format!("ECS deployment {id} in progress."));
     d.sd_arn = p.sd_arn.clone();
     d.halted = false;
-    r.deployments[0].d.status = "ACTIVE".into();
+    r.deployments[0].d.status = DeploymentStatus::Active;
     r.deployments[0].halted = true;
-    if r.deployments[0].d.rollout_state == "IN_PROGRESS" {
-        r.deployments[0].d.rollout_state = "FAILED".into();
+    if r.deployments[0].d.rollout_state == RolloutState::InProgress {
+        r.deployments[0].d.rollout_state = RolloutState::Failed;
         r.deployments[0].d.rollout_state_reason = Some(reason.to_string());
         r.deployments[0].d.updated_at = now;
     }
@@ -892,7 +899,7 @@ pub fn start_rollback(
     // The launch throttle stays: the rollback's tasks start no faster than the failures allow.
     r.steady = false;
     if let Some(s) = sd_mut(r, &p.sd_arn) {
-        s.sd.status = "ROLLBACK_IN_PROGRESS".into();
+        s.sd.status = ServiceDeploymentStatus::RollbackInProgress;
         s.sd.status_reason = Some(reason.to_string());
         s.sd.updated_at = now;
         s.sd.rollback = Some(Rollback {
@@ -941,7 +948,11 @@ pub fn breaker_status(
         .as_ref()
         .is_some_and(|b| b.enable);
     ServiceDeploymentCircuitBreaker {
-        status: if enabled { "MONITORING" } else { "DISABLED" }.into(),
+        status: if enabled {
+            CircuitBreakerStatus::Monitoring
+        } else {
+            CircuitBreakerStatus::Disabled
+        },
         failure_count: 0,
         threshold: if enabled {
             failure_threshold(desired)

@@ -5,6 +5,7 @@ use berth_api::ecs::{
     ListRequest,
 };
 use berth_api::proto::AwsError;
+use berth_core::status::{ClusterStatus, TaskStatus};
 use berth_store::{Expect, Store, StoreExt};
 use serde_json::{json, Value};
 
@@ -27,7 +28,7 @@ impl ControlPlane {
             .get_json::<Cluster>(CLUSTER, name)
             .map_err(store_err)?
         {
-            Some((c, _)) if c.status == "ACTIVE" => Ok(c),
+            Some((c, _)) if c.status == ClusterStatus::Active => Ok(c),
             _ => Err(AwsError::client(
                 "ClusterNotFoundException",
                 "Cluster not found.",
@@ -45,8 +46,8 @@ impl ControlPlane {
             }
             let id = r.key;
             if let Some(t) = self.load_task(&cluster, &id)? {
-                match t.task.last_status.as_str() {
-                    "RUNNING" => running += 1,
+                match t.task.last_status {
+                    TaskStatus::Running => running += 1,
                     _ => pending += 1,
                 }
             }
@@ -73,7 +74,7 @@ impl ControlPlane {
                 .get_json::<Cluster>(CLUSTER, &name)
                 .map_err(store_err)?;
             let expect = match &existing {
-                Some((c, _)) if c.status == "ACTIVE" => {
+                Some((c, _)) if c.status == ClusterStatus::Active => {
                     // CreateCluster is idempotent for an existing ACTIVE cluster.
                     return Ok(json!({ "cluster": self.with_counts(c.clone(), false)? }));
                 }
@@ -83,7 +84,7 @@ impl ControlPlane {
             let cluster = Cluster {
                 cluster_arn: self.scope.cluster(&name),
                 cluster_name: name.clone(),
-                status: "ACTIVE".into(),
+                status: ClusterStatus::Active,
                 tags: req.tags.clone().or(Some(vec![])),
                 settings: req.settings.clone().unwrap_or_else(|| {
                     vec![json!({"name": "containerInsights", "value": "disabled"})]
@@ -141,7 +142,7 @@ impl ControlPlane {
             .list_json::<Cluster>(CLUSTER, "")
             .map_err(store_err)?
             .into_iter()
-            .filter(|c| c.status == "ACTIVE")
+            .filter(|c| c.status == ClusterStatus::Active)
             .map(|c| (c.cluster_name.clone(), c.cluster_arn))
             .collect();
         let (arns, next) = page(items, token, max);
@@ -156,7 +157,7 @@ impl ControlPlane {
                 .get_json::<Cluster>(CLUSTER, &name)
                 .map_err(store_err)?
             {
-                Some((c, rev)) if c.status == "ACTIVE" => (c, rev),
+                Some((c, rev)) if c.status == ClusterStatus::Active => (c, rev),
                 _ => {
                     return Err(AwsError::client(
                         "ClusterNotFoundException",
@@ -177,7 +178,7 @@ impl ControlPlane {
                     "The Cluster cannot be deleted while Tasks are active.",
                 ));
             }
-            c.status = "INACTIVE".into();
+            c.status = ClusterStatus::Inactive;
             match self
                 .store
                 .put_json(CLUSTER, &name, &c, Expect::Revision(rev))
@@ -191,6 +192,6 @@ impl ControlPlane {
 }
 
 fn counted_inactive(mut c: Cluster) -> Cluster {
-    c.status = "INACTIVE".into();
+    c.status = ClusterStatus::Inactive;
     c
 }

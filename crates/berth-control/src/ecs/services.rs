@@ -11,6 +11,10 @@ use berth_api::ecs::{
     TaskOverride, UpdateServiceRequest,
 };
 use berth_api::proto::AwsError;
+use berth_core::status::{
+    DeploymentStatus, DesiredStatus, RolloutState, ServiceDeploymentStatus, ServiceStatus,
+    StopCode, TaskDefinitionStatus,
+};
 use berth_core::{epoch_now, fargate};
 use berth_store::{Expect, Op, Store, StoreError, StoreExt};
 use serde_json::{json, Value};
@@ -177,7 +181,7 @@ impl ControlPlane {
             .list_json::<ServiceRecord>(SERVICE, &format!("{cluster}/"))
             .map_err(store_err)?
             .iter()
-            .filter(|r| r.service.status != "INACTIVE")
+            .filter(|r| r.service.status != ServiceStatus::Inactive)
             .count() as i64)
     }
 
@@ -309,13 +313,12 @@ impl ControlPlane {
             else {
                 continue;
             };
-            if t.task.desired_status == "STOPPED" {
+            if t.task.desired_status == DesiredStatus::Stopped {
                 continue;
             }
-            t.task.desired_status = "STOPPED".into();
+            t.task.desired_status = DesiredStatus::Stopped;
             t.task.stopping_at = Some(epoch_now());
-            t.task.stop_code =
-                Some(berth_core::status::stop_code::SERVICE_SCHEDULER_INITIATED.into());
+            t.task.stop_code = Some(StopCode::ServiceSchedulerInitiated);
             t.task.stopped_reason = Some(reason.clone());
             t.scheduler_stop_reason = Some(reason.clone());
             t.task.version += 1;
@@ -342,7 +345,7 @@ impl ControlPlane {
         let sd_arn = self.service_deployment_arn(cluster, name);
         let d = Deployment {
             id: id.clone(),
-            status: "PRIMARY".into(),
+            status: DeploymentStatus::Primary,
             task_definition: td.task_definition_arn.clone(),
             desired_count: service.desired_count,
             pending_count: 0,
@@ -354,7 +357,7 @@ impl ControlPlane {
             platform_version: service.platform_version.clone(),
             platform_family: service.platform_family.clone(),
             network_configuration: network.clone(),
-            rollout_state: "IN_PROGRESS".into(),
+            rollout_state: RolloutState::InProgress,
             rollout_state_reason: Some(format!("ECS deployment {id} in progress.")),
         };
         let revision = ServiceRevision {
@@ -393,7 +396,7 @@ impl ControlPlane {
                 running_task_count: 0,
                 pending_task_count: 0,
             },
-            status: "IN_PROGRESS".into(),
+            status: ServiceDeploymentStatus::InProgress,
             status_reason: None,
             lifecycle_stage: Some("RECONCILE_SERVICE".into()),
             deployment_configuration: service.deployment_configuration.clone(),
@@ -429,7 +432,7 @@ impl ControlPlane {
         let r = self
             .resolve_task_definition(reference)
             .map_err(|_| AwsError::invalid_parameter("TaskDefinition not found."))?;
-        if r.task_definition.status != "ACTIVE" {
+        if r.task_definition.status != TaskDefinitionStatus::Active {
             return Err(AwsError::invalid_parameter("TaskDefinition is inactive"));
         }
         Ok(r)
@@ -501,7 +504,7 @@ impl ControlPlane {
             cluster_arn: cluster_rec.cluster_arn.clone(),
             load_balancers: req.load_balancers.clone().unwrap_or_default(),
             service_registries: req.service_registries.clone().unwrap_or_default(),
-            status: "ACTIVE".into(),
+            status: ServiceStatus::Active,
             desired_count: desired,
             running_count: 0,
             pending_count: 0,
@@ -558,12 +561,12 @@ impl ControlPlane {
         };
         let key = format!("{cluster}/{name}");
         let expect = match self.load_service_rev(&cluster, &name)? {
-            Some((old, _)) if old.service.status == "ACTIVE" => {
+            Some((old, _)) if old.service.status == ServiceStatus::Active => {
                 return Err(AwsError::invalid_parameter(
                     "Creation of service was not idempotent.",
                 ))
             }
-            Some((old, _)) if old.service.status == "DRAINING" => {
+            Some((old, _)) if old.service.status == ServiceStatus::Draining => {
                 return Err(AwsError::invalid_parameter(
                     "Unable to Start a service that is still Draining.",
                 ))
@@ -608,7 +611,7 @@ impl ControlPlane {
             let (mut rec, rev) = self
                 .load_service_rev(&cluster, &name)?
                 .ok_or_else(service_not_found)?;
-            if rec.service.status != "ACTIVE" {
+            if rec.service.status != ServiceStatus::Active {
                 return Err(service_not_active());
             }
             let now = epoch_now();
@@ -704,10 +707,12 @@ impl ControlPlane {
                 );
                 for old in &mut rec.service_deployments {
                     if matches!(
-                        old.sd.status.as_str(),
-                        "PENDING" | "IN_PROGRESS" | "ROLLBACK_IN_PROGRESS"
+                        old.sd.status,
+                        ServiceDeploymentStatus::Pending
+                            | ServiceDeploymentStatus::InProgress
+                            | ServiceDeploymentStatus::RollbackInProgress
                     ) {
-                        old.sd.status = "STOPPED".into();
+                        old.sd.status = ServiceDeploymentStatus::Stopped;
                         old.sd.status_reason =
                             Some("Service deployment stopped by a newer deployment.".into());
                         old.sd.stopped_at = Some(now);
@@ -716,7 +721,7 @@ impl ControlPlane {
                     }
                 }
                 for d in &mut rec.deployments {
-                    d.d.status = "ACTIVE".into();
+                    d.d.status = DeploymentStatus::Active;
                     d.d.updated_at = now;
                 }
                 rec.service.task_definition = td.task_definition_arn.clone();
@@ -757,19 +762,19 @@ impl ControlPlane {
             let (mut rec, rev) = self
                 .load_service_rev(&cluster, &name)?
                 .ok_or_else(service_not_found)?;
-            match rec.service.status.as_str() {
-                "INACTIVE" => return Err(service_not_found()),
-                "DRAINING" => {
+            match rec.service.status {
+                ServiceStatus::Inactive => return Err(service_not_found()),
+                ServiceStatus::Draining => {
                     return Ok(json!({ "service": self.service_view(&cluster, &rec, false)? }))
                 }
-                _ => {}
+                ServiceStatus::Active => {}
             }
             if rec.service.desired_count > 0 && !req.force.unwrap_or(false) {
                 return Err(AwsError::invalid_parameter(
                     "The service cannot be stopped while it is scaled above 0.",
                 ));
             }
-            rec.service.status = "DRAINING".into();
+            rec.service.status = ServiceStatus::Draining;
             rec.service.desired_count = 0;
             rec.steady = false;
             match self.store.put_json(
@@ -826,7 +831,7 @@ impl ControlPlane {
             .map_err(store_err)?
             .into_iter()
             .map(|r| r.service)
-            .filter(|s| s.status != "INACTIVE")
+            .filter(|s| s.status != ServiceStatus::Inactive)
             .filter(|s| {
                 req.launch_type
                     .as_ref()
@@ -861,7 +866,7 @@ impl ControlPlane {
             .filter(|(_, s)| {
                 req.status
                     .as_ref()
-                    .is_none_or(|st| st.is_empty() || st.contains(&s.sd.status))
+                    .is_none_or(|st| st.is_empty() || st.iter().any(|x| x == s.sd.status.as_str()))
             })
             .filter(|(_, s)| after.is_none_or(|a| s.sd.created_at >= a))
             .filter(|(_, s)| before.is_none_or(|b| s.sd.created_at <= b))
@@ -876,7 +881,7 @@ impl ControlPlane {
                         created_at: s.sd.created_at,
                         finished_at: s.sd.finished_at,
                         target_service_revision_arn: s.sd.target_service_revision.arn.clone(),
-                        status: s.sd.status.clone(),
+                        status: s.sd.status,
                         status_reason: s.sd.status_reason.clone(),
                     },
                 )
@@ -994,7 +999,7 @@ impl ControlPlane {
                 .deployments
                 .first()
                 .is_some_and(|d| d.d.id == sd.deployment_id);
-            if !matches!(sd.sd.status.as_str(), "PENDING" | "IN_PROGRESS") || !is_primary {
+            if !sd.sd.status.is_rolling_forward() || !is_primary {
                 return Err(AwsError::client(
                     "ConflictException",
                     "The service deployment is not in a state that can be stopped.",
@@ -1012,11 +1017,11 @@ impl ControlPlane {
             if !rolled {
                 let d = &mut rec.deployments[0];
                 d.halted = true;
-                d.d.rollout_state = "FAILED".into();
+                d.d.rollout_state = RolloutState::Failed;
                 d.d.rollout_state_reason = Some("Service deployment stopped.".into());
                 d.d.updated_at = now;
                 let s = &mut rec.service_deployments[idx].sd;
-                s.status = "STOPPED".into();
+                s.status = ServiceDeploymentStatus::Stopped;
                 s.status_reason =
                     Some("Service deployment stopped by StopServiceDeployment.".into());
                 s.stopped_at = Some(now);
@@ -1043,15 +1048,15 @@ impl ControlPlane {
 pub(crate) fn observed(tr: &TaskRecord) -> Observed {
     Observed {
         id: tr.spec.task_id.clone(),
-        last_status: tr.task.last_status.clone(),
-        desired_status: tr.task.desired_status.clone(),
-        health_status: tr.task.health_status.clone(),
+        last_status: tr.task.last_status,
+        desired_status: tr.task.desired_status,
+        health_status: tr.task.health_status,
         has_health_check: tr
             .spec
             .containers
             .iter()
             .any(|c| c.essential && c.health_check.is_some()),
-        stop_code: tr.task.stop_code.clone(),
+        stop_code: tr.task.stop_code,
         started_at: tr.task.started_at,
     }
 }

@@ -3,6 +3,7 @@
 
 use berth_api::ecs::{Cluster, Tag, TagsRequest};
 use berth_api::proto::AwsError;
+use berth_core::status::{ClusterStatus, ServiceStatus};
 use berth_store::{Expect, StoreError, StoreExt};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{json, Value};
@@ -95,7 +96,7 @@ impl ControlPlane {
                 &name,
                 cluster_not_found,
                 |c| {
-                    if c.status != "ACTIVE" {
+                    if c.status != ClusterStatus::Active {
                         return None;
                     }
                     Some(c.tags.get_or_insert_with(Vec::new))
@@ -121,7 +122,7 @@ impl ControlPlane {
                 &key,
                 not_found,
                 |r| {
-                    if r.service.status == "INACTIVE" {
+                    if r.service.status == ServiceStatus::Inactive {
                         return None;
                     }
                     Some(r.service.tags.get_or_insert_with(Vec::new))

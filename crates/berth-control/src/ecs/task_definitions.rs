@@ -9,6 +9,7 @@ use berth_api::ecs::{
 };
 use berth_api::proto::AwsError;
 use berth_core::fargate;
+use berth_core::status::{TaskDefinitionFamilyStatus, TaskDefinitionStatus};
 use berth_store::{Expect, Store, StoreExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -25,6 +26,17 @@ pub(crate) struct TaskDefRecord {
 
 pub(crate) fn taskdef_key(family: &str, revision: u32) -> String {
     format!("{family}:{revision:010}")
+}
+
+/// The `status` filter of ListTaskDefinitions and ListTaskDefinitionFamilies: ACTIVE when
+/// absent, `ALL` (botocore `TaskDefinitionFamilyStatus`) matches every task definition, a
+/// `TaskDefinitionStatus` matches its own, and any other value matches nothing (it is not
+/// rejected).
+fn status_filter(status: Option<&str>) -> impl Fn(TaskDefinitionStatus) -> bool {
+    let status = status.unwrap_or(TaskDefinitionStatus::Active.as_str());
+    let all = status.parse() == Ok(TaskDefinitionFamilyStatus::All);
+    let want = status.parse::<TaskDefinitionStatus>().ok();
+    move |s| all || want == Some(s)
 }
 
 fn valid_family(f: &str) -> bool {
@@ -165,7 +177,7 @@ impl ControlPlane {
                 .map_err(store_err)?
                 .into_iter()
                 .rev()
-                .find(|r| r.task_definition.status == "ACTIVE")
+                .find(|r| r.task_definition.status == TaskDefinitionStatus::Active)
                 .ok_or_else(not_found),
         }
     }
@@ -205,7 +217,7 @@ impl ControlPlane {
             network_mode: Some(req.network_mode.clone().unwrap_or_else(|| "bridge".into())),
             revision,
             volumes: req.volumes.clone().unwrap_or_default(),
-            status: "ACTIVE".into(),
+            status: TaskDefinitionStatus::Active,
             requires_attributes: vec![],
             placement_constraints: req.placement_constraints.clone().unwrap_or_default(),
             compatibilities: if fargate_ok {
@@ -255,7 +267,7 @@ impl ControlPlane {
     pub(super) fn list_task_definitions(&self, req: ListRequest) -> Result<Value, AwsError> {
         let max = max_results(req.max_results)?;
         let token = decode_token(req.next_token.as_deref())?;
-        let status = req.status.as_deref().unwrap_or("ACTIVE");
+        let wanted = status_filter(req.status.as_deref());
         let prefix = req
             .family_prefix
             .as_deref()
@@ -267,7 +279,7 @@ impl ControlPlane {
             .map_err(store_err)?
             .into_iter()
             .map(|r| r.task_definition)
-            .filter(|t| status == "ALL" || t.status == status)
+            .filter(|t| wanted(t.status))
             .map(|t| (taskdef_key(&t.family, t.revision), t.task_definition_arn))
             .collect();
         if req.sort.as_deref() == Some("DESC") {
@@ -291,7 +303,7 @@ impl ControlPlane {
     ) -> Result<Value, AwsError> {
         let max = max_results(req.max_results)?;
         let token = decode_token(req.next_token.as_deref())?;
-        let status = req.status.as_deref().unwrap_or("ACTIVE");
+        let wanted = status_filter(req.status.as_deref());
         let prefix = req.family_prefix.clone().unwrap_or_default();
         let families: BTreeSet<String> = self
             .store
@@ -299,7 +311,7 @@ impl ControlPlane {
             .map_err(store_err)?
             .into_iter()
             .map(|r| r.task_definition)
-            .filter(|t| status == "ALL" || t.status == status)
+            .filter(|t| wanted(t.status))
             .map(|t| t.family)
             .collect();
         let items = families.into_iter().map(|f| (f.clone(), f)).collect();
@@ -327,8 +339,8 @@ impl ControlPlane {
                 .ok_or_else(|| {
                     AwsError::client_exception("The specified task definition does not exist.")
                 })?;
-            if rec.task_definition.status == "ACTIVE" {
-                rec.task_definition.status = "INACTIVE".into();
+            if rec.task_definition.status == TaskDefinitionStatus::Active {
+                rec.task_definition.status = TaskDefinitionStatus::Inactive;
                 rec.task_definition.deregistered_at = Some(berth_core::epoch_now());
             }
             match self

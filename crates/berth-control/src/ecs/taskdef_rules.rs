@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 
 use berth_api::ecs::{ContainerDefinition, RegisterTaskDefinitionRequest, TaskDefinition};
 use berth_api::proto::AwsError;
+use berth_core::status::ContainerCondition;
 use serde_json::Value;
 
 /// The only capability Fargate lets a container add (`linuxParameters.capabilities.add`).
@@ -141,10 +142,7 @@ fn check_dependencies(containers: &[ContainerDefinition]) -> Result<(), AwsError
                     "Invalid setting for container '{name}'. dependsOn references container '{dep}', which is not in the task definition."
                 )));
             }
-            if !matches!(
-                d.condition.as_str(),
-                "START" | "COMPLETE" | "SUCCESS" | "HEALTHY"
-            ) {
+            if d.condition.parse::<ContainerCondition>().is_err() {
                 return Err(err(format!(
                     "Invalid setting for container '{name}'. dependsOn condition '{}' is not one of START, COMPLETE, SUCCESS, HEALTHY.",
                     d.condition

@@ -10,7 +10,10 @@ use berth_api::ecs::{
     RunTaskRequest, StopTaskRequest, Task, TaskOverride,
 };
 use berth_api::proto::AwsError;
-use berth_core::{epoch_now, fargate, status};
+use berth_core::status::{
+    ContainerStatus, DesiredStatus, HealthStatus, StopCode, TaskDefinitionStatus, TaskStatus,
+};
+use berth_core::{epoch_now, fargate};
 use berth_store::{Expect, Op, Store, StoreError, StoreExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -235,20 +238,20 @@ fn volume_specs(volumes: &[Value]) -> Vec<VolumeSpec> {
 
 /// Task `healthStatus` from its essential containers that have a health check: UNHEALTHY if
 /// any is, HEALTHY if all are, UNKNOWN otherwise (ECS "Container health checks").
-fn task_health(spec: &TaskSpec, containers: &[Container]) -> String {
-    let checked: Vec<&str> = spec
+fn task_health(spec: &TaskSpec, containers: &[Container]) -> HealthStatus {
+    let checked: Vec<HealthStatus> = spec
         .containers
         .iter()
         .filter(|c| c.essential && c.health_check.is_some())
         .filter_map(|c| containers.iter().find(|x| x.name == c.name))
-        .map(|c| c.health_status.as_str())
+        .map(|c| c.health_status)
         .collect();
-    if checked.contains(&"UNHEALTHY") {
-        "UNHEALTHY".into()
-    } else if !checked.is_empty() && checked.iter().all(|h| *h == "HEALTHY") {
-        "HEALTHY".into()
+    if checked.contains(&HealthStatus::Unhealthy) {
+        HealthStatus::Unhealthy
+    } else if !checked.is_empty() && checked.iter().all(|h| *h == HealthStatus::Healthy) {
+        HealthStatus::Healthy
     } else {
-        "UNKNOWN".into()
+        HealthStatus::Unknown
     }
 }
 
@@ -333,8 +336,8 @@ impl ControlPlane {
                 task_arn: task_arn.clone(),
                 name: c.name.clone(),
                 image: c.image.clone(),
-                last_status: "PENDING".into(),
-                health_status: "UNKNOWN".into(),
+                last_status: ContainerStatus::Pending,
+                health_status: HealthStatus::Unknown,
                 cpu: c.cpu.to_string(),
                 memory: c.memory.map(|m| m.to_string()),
                 memory_reservation: c.memory_reservation.map(|m| m.to_string()),
@@ -364,11 +367,11 @@ impl ControlPlane {
             containers: api_containers,
             cpu: n.cpu.map(|c| c.to_string()),
             created_at: now,
-            desired_status: "RUNNING".into(),
+            desired_status: DesiredStatus::Running,
             enable_execute_command: n.enable_execute_command,
             group: Some(n.group.clone()),
-            health_status: "UNKNOWN".into(),
-            last_status: "PROVISIONING".into(),
+            health_status: HealthStatus::Unknown,
+            last_status: TaskStatus::Provisioning,
             launch_type: n.launch_type.to_string(),
             memory: n.memory.map(|m| m.to_string()),
             overrides: TaskOverride {
@@ -439,7 +442,7 @@ impl ControlPlane {
             task_definition: td,
             tags: td_tags,
         } = self.resolve_task_definition(&req.task_definition)?;
-        if td.status != "ACTIVE" {
+        if td.status != TaskDefinitionStatus::Active {
             return Err(AwsError::client_exception("TaskDefinition is inactive"));
         }
         let launch_type = launch::launch_type(
@@ -556,7 +559,7 @@ impl ControlPlane {
             rec.task.version += 1;
             let mut ops =
                 vec![Op::put(TASK, &key, &rec, Expect::Revision(rev)).map_err(store_err)?];
-            if rec.task.last_status == "STOPPED" {
+            if rec.task.last_status == TaskStatus::Stopped {
                 ops.push(Op::delete(ACTIVE, id, Expect::Any));
             }
             match self.store.commit(ops) {
@@ -580,12 +583,12 @@ impl ControlPlane {
             .unwrap_or_else(|| "Task stopped by user".to_string());
         let rec = self
             .update_task(&cluster, &id, |rec| {
-                if rec.task.desired_status == "STOPPED" {
+                if rec.task.desired_status == DesiredStatus::Stopped {
                     return false;
                 }
-                rec.task.desired_status = "STOPPED".into();
+                rec.task.desired_status = DesiredStatus::Stopped;
                 rec.task.stopping_at = Some(epoch_now());
-                rec.task.stop_code = Some(status::stop_code::USER_INITIATED.into());
+                rec.task.stop_code = Some(StopCode::UserInitiated);
                 rec.task.stopped_reason = Some(reason.clone());
                 rec.user_stop_reason = Some(reason.clone());
                 true
@@ -637,12 +640,12 @@ impl ControlPlane {
         self.active_cluster(&cluster)?;
         let max = max_results(req.max_results)?;
         let token = decode_token(req.next_token.as_deref())?;
-        let desired = req.desired_status.as_deref().unwrap_or("RUNNING");
-        if !matches!(desired, "RUNNING" | "PENDING" | "STOPPED") {
-            return Err(AwsError::invalid_parameter(format!(
-                "Invalid desiredStatus: {desired}"
-            )));
-        }
+        let desired = match req.desired_status.as_deref() {
+            None => DesiredStatus::Running,
+            Some(d) => d
+                .parse::<DesiredStatus>()
+                .map_err(|_| AwsError::invalid_parameter(format!("Invalid desiredStatus: {d}")))?,
+        };
         let family = req.family.as_deref();
         let service_group = match req.service_name.as_deref() {
             Some(svc) => {
@@ -661,7 +664,10 @@ impl ControlPlane {
             .into_iter()
             .map(|r| r.task)
             .filter(|t| match desired {
-                "PENDING" => t.desired_status == "RUNNING" && t.last_status != "RUNNING",
+                DesiredStatus::Pending => {
+                    t.desired_status == DesiredStatus::Running
+                        && t.last_status != TaskStatus::Running
+                }
                 d => t.desired_status == d,
             })
             .filter(|t| {
@@ -698,7 +704,7 @@ impl ControlPlane {
         for r in self.store.list(ACTIVE, "").map_err(store_err)? {
             let cluster: String = r.decode().map_err(store_err)?;
             if let Some(rec) = self.load_task(&cluster, &r.key)? {
-                if rec.instance == instance && rec.task.last_status != "STOPPED" {
+                if rec.instance == instance && rec.task.last_status != TaskStatus::Stopped {
                     out.push(rec);
                 }
             }
@@ -719,24 +725,22 @@ impl ControlPlane {
         let cluster: String = r.decode().map_err(store_err)?;
         let updated = self.update_task(&cluster, task_id, |rec| {
             let t = &mut rec.task;
-            if t.last_status == "STOPPED" {
+            if t.last_status.is_terminal() {
                 return false;
             }
-            t.last_status =
-                status::next_task_status(&t.last_status, &report.last_status).to_string();
+            t.last_status = t.last_status.next(report.last_status);
             t.pull_started_at = t.pull_started_at.or(report.pull_started_at);
             t.pull_stopped_at = t.pull_stopped_at.or(report.pull_stopped_at);
             t.started_at = t.started_at.or(report.started_at);
             for c in &report.containers {
                 if let Some(tc) = t.containers.iter_mut().find(|x| x.name == c.name) {
-                    tc.last_status =
-                        status::next_container_status(&tc.last_status, &c.last_status).to_string();
+                    tc.last_status = tc.last_status.next(c.last_status);
                     tc.exit_code = c.exit_code.or(tc.exit_code);
                     tc.reason = c.reason.clone().or(tc.reason.take());
                     tc.runtime_id = c.runtime_id.clone().or(tc.runtime_id.take());
                     tc.image_digest = c.image_digest.clone().or(tc.image_digest.take());
-                    if let Some(h) = &c.health_status {
-                        tc.health_status = h.clone();
+                    if let Some(h) = c.health_status {
+                        tc.health_status = h;
                     }
                 }
             }
@@ -759,24 +763,24 @@ impl ControlPlane {
                 }
             }
             t.health_status = task_health(&rec.spec, &t.containers);
-            if t.last_status == "STOPPED" {
+            if t.last_status.is_terminal() {
                 let now = epoch_now();
-                t.desired_status = "STOPPED".into();
+                t.desired_status = DesiredStatus::Stopped;
                 t.stopped_at = Some(report.stopped_at.unwrap_or(now));
                 t.execution_stopped_at = t.stopped_at;
                 t.stopping_at = t.stopping_at.or(t.stopped_at);
                 if let Some(reason) = &rec.user_stop_reason {
-                    t.stop_code = Some(status::stop_code::USER_INITIATED.into());
+                    t.stop_code = Some(StopCode::UserInitiated);
                     t.stopped_reason = Some(reason.clone());
                 } else if let Some(reason) = &rec.scheduler_stop_reason {
-                    t.stop_code = Some(status::stop_code::SERVICE_SCHEDULER_INITIATED.into());
+                    t.stop_code = Some(StopCode::ServiceSchedulerInitiated);
                     t.stopped_reason = Some(reason.clone());
                 } else {
-                    t.stop_code = report.stop_code.clone();
+                    t.stop_code = report.stop_code;
                     t.stopped_reason = report.stopped_reason.clone();
                 }
                 for c in &mut t.containers {
-                    c.last_status = "STOPPED".into();
+                    c.last_status = ContainerStatus::Stopped;
                 }
             }
             true

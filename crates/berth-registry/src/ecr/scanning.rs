@@ -10,6 +10,7 @@
 //!   value}]}]}, nextToken}` (findings only once `COMPLETE`; paginated by `maxResults` 1–1000 and
 //!   `nextToken`); an image never scanned is `ScanNotFoundException`.
 
+use berth_core::status::ScanStatus;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -26,7 +27,7 @@ pub(crate) fn status_json(r: &ScanRecord) -> Value {
 
 /// `imageScanFindingsSummary` (DescribeImages) of a complete scan.
 pub(crate) fn summary_json(r: &ScanRecord) -> Option<Value> {
-    if r.status != "COMPLETE" {
+    if r.status != ScanStatus::Complete {
         return None;
     }
     let mut v = json!({"findingSeverityCounts": r.severity_counts()});
@@ -119,7 +120,7 @@ pub(super) fn describe_image_scan_findings(
         "imageId": image_id_json(&id, &image),
         "imageScanStatus": status_json(&rec),
     });
-    if rec.status == "COMPLETE" {
+    if rec.status == ScanStatus::Complete {
         let all: Vec<Value> = rec
             .findings
             .iter()

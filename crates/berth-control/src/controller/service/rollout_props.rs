@@ -18,6 +18,10 @@ use proptest::prelude::*;
 
 use super::*;
 use berth_api::ecs::DeploymentCircuitBreaker;
+use berth_core::status::{
+    DeploymentStatus, DesiredStatus, HealthStatus, RolloutState, ServiceDeploymentStatus,
+    ServiceStatus, StopCode, TaskStatus,
+};
 
 /// Seconds between passes.
 const DT: f64 = 0.5;
@@ -144,14 +148,20 @@ fn ids() -> impl FnMut(IdKind) -> String {
     }
 }
 
-fn deployment(id: &str, td: &str, status: &str, desired: i64, rollout: &str) -> DeploymentState {
+fn deployment(
+    id: &str,
+    td: &str,
+    status: DeploymentStatus,
+    desired: i64,
+    rollout: RolloutState,
+) -> DeploymentState {
     DeploymentState {
         d: Deployment {
             id: id.into(),
-            status: status.into(),
+            status,
             task_definition: td.into(),
             desired_count: desired,
-            rollout_state: rollout.into(),
+            rollout_state: rollout,
             ..Default::default()
         },
         revision_arn: format!("rev/{id}"),
@@ -163,9 +173,13 @@ fn deployment(id: &str, td: &str, status: &str, desired: i64, rollout: &str) -> 
 fn running_task(id: &str, health_checks: bool) -> Observed {
     Observed {
         id: id.into(),
-        last_status: "RUNNING".into(),
-        desired_status: "RUNNING".into(),
-        health_status: if health_checks { "HEALTHY" } else { "UNKNOWN" }.into(),
+        last_status: TaskStatus::Running,
+        desired_status: DesiredStatus::Running,
+        health_status: if health_checks {
+            HealthStatus::Healthy
+        } else {
+            HealthStatus::Unknown
+        },
         has_health_check: health_checks,
         stop_code: None,
         started_at: Some(-1.0e9),
@@ -177,7 +191,7 @@ fn running_task(id: &str, health_checks: bool) -> Observed {
 fn start_state(s: &Scenario) -> (ServiceRecord, HashMap<String, SimTask>) {
     let mut r = ServiceRecord::default();
     r.service.service_name = "web".into();
-    r.service.status = "ACTIVE".into();
+    r.service.status = ServiceStatus::Active;
     r.service.desired_count = s.desired;
     r.service.task_definition = "td:2".into();
     r.service.health_check_grace_period_seconds = s.grace;
@@ -191,10 +205,22 @@ fn start_state(s: &Scenario) -> (ServiceRecord, HashMap<String, SimTask>) {
         }),
         ..Default::default()
     };
-    let old = deployment("ecs-svc/1", "td:1", "ACTIVE", s.desired, "COMPLETED");
+    let old = deployment(
+        "ecs-svc/1",
+        "td:1",
+        DeploymentStatus::Active,
+        s.desired,
+        RolloutState::Completed,
+    );
     r.last_completed = Some(old.clone());
     r.deployments = vec![
-        deployment("ecs-svc/2", "td:2", "PRIMARY", s.desired, "IN_PROGRESS"),
+        deployment(
+            "ecs-svc/2",
+            "td:2",
+            DeploymentStatus::Primary,
+            s.desired,
+            RolloutState::InProgress,
+        ),
         old,
     ];
     for id in ["ecs-svc/1", "ecs-svc/2"] {
@@ -202,11 +228,10 @@ fn start_state(s: &Scenario) -> (ServiceRecord, HashMap<String, SimTask>) {
             sd: ServiceDeployment {
                 service_deployment_arn: format!("sd/{id}"),
                 status: if id == "ecs-svc/2" {
-                    "IN_PROGRESS"
+                    ServiceDeploymentStatus::InProgress
                 } else {
-                    "SUCCESSFUL"
-                }
-                .into(),
+                    ServiceDeploymentStatus::Successful
+                },
                 deployment_circuit_breaker: breaker_status(
                     &r.service.deployment_configuration,
                     s.desired,
@@ -241,26 +266,26 @@ fn start_state(s: &Scenario) -> (ServiceRecord, HashMap<String, SimTask>) {
 /// Healthy as ECS counts it for minimumHealthyPercent: RUNNING, wanted, and HEALTHY (with a
 /// health check) or up for [`STABILIZE_SECS`] without turning UNHEALTHY.
 fn healthy(o: &Observed, now: f64) -> bool {
-    o.last_status == "RUNNING"
-        && o.desired_status == "RUNNING"
+    o.last_status == TaskStatus::Running
+        && o.desired_status == DesiredStatus::Running
         && if o.has_health_check {
-            o.health_status == "HEALTHY"
+            o.health_status == HealthStatus::Healthy
         } else {
-            o.health_status != "UNHEALTHY"
+            o.health_status != HealthStatus::Unhealthy
                 && o.started_at.is_some_and(|t| now - t >= STABILIZE_SECS)
         }
 }
 
 fn not_stopped(o: &Observed) -> bool {
-    o.last_status != "STOPPED"
+    o.last_status != TaskStatus::Stopped
 }
 
 /// A stop nobody asked for (the task failed), as opposed to the scheduler's or a user's.
 fn failed_stop(o: &Observed) -> bool {
-    o.last_status == "STOPPED"
+    o.last_status == TaskStatus::Stopped
         && !matches!(
-            o.stop_code.as_deref(),
-            Some(stop_code::SERVICE_SCHEDULER_INITIATED | stop_code::USER_INITIATED)
+            o.stop_code,
+            Some(StopCode::ServiceSchedulerInitiated | StopCode::UserInitiated)
         )
 }
 
@@ -268,25 +293,25 @@ fn failed_stop(o: &Observed) -> bool {
 fn advance(world: &mut HashMap<String, SimTask>, s: &Scenario, now: f64) {
     for t in world.values_mut() {
         let o = &mut t.o;
-        if o.last_status == "STOPPED" {
+        if o.last_status == TaskStatus::Stopped {
             continue;
         }
-        if o.desired_status == "STOPPED" {
-            o.last_status = "STOPPED".into();
-            o.stop_code = Some(stop_code::SERVICE_SCHEDULER_INITIATED.into());
+        if o.desired_status == DesiredStatus::Stopped {
+            o.last_status = TaskStatus::Stopped;
+            o.stop_code = Some(StopCode::ServiceSchedulerInitiated);
             continue;
         }
-        if o.last_status == "PENDING" {
+        if o.last_status == TaskStatus::Pending {
             t.pending_left -= 1;
             if t.pending_left > 0 {
                 continue;
             }
             if t.may_fail && t.fate.start_roll < s.start_fail {
-                o.last_status = "STOPPED".into();
-                o.desired_status = "STOPPED".into();
-                o.stop_code = Some(stop_code::TASK_FAILED_TO_START.into());
+                o.last_status = TaskStatus::Stopped;
+                o.desired_status = DesiredStatus::Stopped;
+                o.stop_code = Some(StopCode::TaskFailedToStart);
             } else {
-                o.last_status = "RUNNING".into();
+                o.last_status = TaskStatus::Running;
                 o.started_at = Some(now);
             }
             continue;
@@ -295,17 +320,17 @@ fn advance(world: &mut HashMap<String, SimTask>, s: &Scenario, now: f64) {
         let breaks = t.may_fail && t.fate.break_roll < s.break_rate;
         if breaks && t.running_passes == 1 + u32::from(t.fate.break_roll % 4) {
             if o.has_health_check {
-                o.health_status = "UNHEALTHY".into();
+                o.health_status = HealthStatus::Unhealthy;
             } else {
-                o.last_status = "STOPPED".into();
-                o.desired_status = "STOPPED".into();
-                o.stop_code = Some(stop_code::ESSENTIAL_CONTAINER_EXITED.into());
+                o.last_status = TaskStatus::Stopped;
+                o.desired_status = DesiredStatus::Stopped;
+                o.stop_code = Some(StopCode::EssentialContainerExited);
             }
         } else if o.has_health_check
-            && o.health_status == "UNKNOWN"
+            && o.health_status == HealthStatus::Unknown
             && t.running_passes > t.fate.to_healthy
         {
-            o.health_status = "HEALTHY".into();
+            o.health_status = HealthStatus::Healthy;
         }
     }
 }
@@ -370,7 +395,9 @@ fn simulate(s: &Scenario) -> Result<(), TestCaseError> {
         // Stops: only tasks of the service that are still wanted.
         for (id, _) in &plan.stop {
             let o = by_id.get(id.as_str());
-            prop_assert!(o.is_some_and(|o| o.desired_status == "RUNNING" && not_stopped(o)));
+            prop_assert!(
+                o.is_some_and(|o| o.desired_status == DesiredStatus::Running && not_stopped(o))
+            );
         }
 
         // The failure count of the deployment that was primary, counted here.
@@ -394,7 +421,7 @@ fn simulate(s: &Scenario) -> Result<(), TestCaseError> {
             || sick > 0
             || obs
                 .iter()
-                .any(|o| failed_stop(o) || o.health_status == "UNHEALTHY");
+                .any(|o| failed_stop(o) || o.health_status == HealthStatus::Unhealthy);
         let failed = before_primary.d.failed_tasks + folded + sick;
         if let Some(d) = after
             .deployments
@@ -404,9 +431,9 @@ fn simulate(s: &Scenario) -> Result<(), TestCaseError> {
             prop_assert_eq!(d.d.failed_tasks, failed, "pass {}", pass);
         }
         // The breaker trips exactly when an IN_PROGRESS primary reaches the threshold.
-        if before_primary.d.rollout_state == "IN_PROGRESS" && !before_primary.halted {
+        if before_primary.d.rollout_state == RolloutState::InProgress && !before_primary.halted {
             let tripped = after.deployments[0].d.id != before_primary.d.id
-                || after.deployments[0].d.rollout_state == "FAILED";
+                || after.deployments[0].d.rollout_state == RolloutState::Failed;
             let should = s.breaker.is_some() && failed >= threshold;
             prop_assert_eq!(
                 tripped,
@@ -421,7 +448,7 @@ fn simulate(s: &Scenario) -> Result<(), TestCaseError> {
         // Apply the plan to the world.
         for (id, _) in &plan.stop {
             if let Some(t) = world.get_mut(id) {
-                t.o.desired_status = "STOPPED".into();
+                t.o.desired_status = DesiredStatus::Stopped;
             }
         }
         let failing = pass < s.failure_passes;
@@ -433,9 +460,9 @@ fn simulate(s: &Scenario) -> Result<(), TestCaseError> {
                 SimTask {
                     o: Observed {
                         id: id.clone(),
-                        last_status: "PENDING".into(),
-                        desired_status: "RUNNING".into(),
-                        health_status: "UNKNOWN".into(),
+                        last_status: TaskStatus::Pending,
+                        desired_status: DesiredStatus::Running,
+                        health_status: HealthStatus::Unknown,
                         has_health_check: s.health_checks,
                         stop_code: None,
                         started_at: None,
@@ -466,7 +493,7 @@ fn simulate(s: &Scenario) -> Result<(), TestCaseError> {
         // Convergence once failures are over and no task launched during them is left.
         let p = &r.deployments[0];
         let done = r.deployments.len() == 1
-            && p.d.rollout_state == "COMPLETED"
+            && p.d.rollout_state == RolloutState::Completed
             && r.tasks.len() as i64 == desired
             && r.tasks.iter().all(|t| {
                 t.deployment == p.d.id
