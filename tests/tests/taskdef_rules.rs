@@ -118,7 +118,9 @@ fn fargate_task_definitions_cannot_reach_the_host() {
             "awsvpcConfiguration={subnets=[subnet-12345678]}",
         ])
         .unwrap_err();
-    assert!(e.contains("PlatformTaskDefinitionIncompatibility"), "{e}");
+    // ECS answers CreateService as it answers RunTask.
+    assert!(e.contains("InvalidParameterException"), "{e}");
+    assert!(e.contains("does not support launch_type FARGATE"), "{e}");
     // An EC2-only setting berth cannot honour is refused at launch, not ignored.
     let mut ec2_pid = fargate_taskdef("ec2pid", "busybox", json!({}));
     ec2_pid

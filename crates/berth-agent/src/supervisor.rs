@@ -31,7 +31,6 @@ pub const OOM_REASON: &str = "OutOfMemoryError: Container killed due to memory u
 /// Seconds between SIGTERM and SIGKILL when a container sets no `stopTimeout` (ECS default).
 const DEFAULT_STOP_TIMEOUT: u32 = 30;
 
-
 /// The `stopCode` the agent reports for `code`: none for [`StopCode::UserInitiated`] (the
 /// control plane records its own code for the stops it asked for).
 fn reported_code(code: StopCode) -> Option<StopCode> {

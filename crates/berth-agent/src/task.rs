@@ -857,7 +857,8 @@ pub async fn recover(
             }
             phases.push(phase);
         }
-        let handed = report.last_status == TaskStatus::Running || phases.iter().any(|p| *p != Phase::Pending);
+        let handed = report.last_status == TaskStatus::Running
+            || phases.iter().any(|p| *p != Phase::Pending);
         if !handed {
             // Nothing ran yet (the agent went away while pulling or preparing): undo it all;
             // the task is still assigned, so it is started again from the beginning.

@@ -103,11 +103,17 @@ fn a_task_runs_and_stops_when_its_essential_container_exits() {
     assert_eq!(fx.last(), Some(&Effect::RemoveState));
     let r = final_report(&fx);
     assert_eq!(r.last_status.as_str(), "STOPPED");
-    assert_eq!(r.stop_code.map(|v| v.as_str()), Some("EssentialContainerExited"));
+    assert_eq!(
+        r.stop_code.map(|v| v.as_str()),
+        Some("EssentialContainerExited")
+    );
     assert_eq!(r.stopped_reason.as_deref(), Some(ESSENTIAL_EXITED));
     assert_eq!(r.containers[0].exit_code, Some(3));
     assert_eq!(r.containers[1].exit_code, Some(137));
-    assert!(r.containers.iter().all(|c| c.last_status.as_str() == "STOPPED"));
+    assert!(r
+        .containers
+        .iter()
+        .all(|c| c.last_status.as_str() == "STOPPED"));
     assert_eq!(st.stage, Stage::Done);
     // Nothing happens after the end.
     let (_, fx) = feed(st, [Event::StopRequested, exited(0, 1), Event::ShimLost]);
@@ -291,7 +297,10 @@ fn an_essential_container_that_exits_at_once_is_reported_running_then_stopped() 
     let r = final_report(&fx);
     assert_eq!(r.last_status.as_str(), "STOPPED");
     assert_eq!(r.containers[0].exit_code, Some(0));
-    assert_eq!(r.stop_code.map(|v| v.as_str()), Some("EssentialContainerExited"));
+    assert_eq!(
+        r.stop_code.map(|v| v.as_str()),
+        Some("EssentialContainerExited")
+    );
 }
 
 #[test]
@@ -303,7 +312,10 @@ fn a_lost_shim_and_an_eviction_stop_the_task() {
     );
     let (_, fx) = feed(st, [Event::ShimLost]);
     let r = final_report(&fx);
-    assert_eq!(r.stop_code.map(|v| v.as_str()), Some("EssentialContainerExited"));
+    assert_eq!(
+        r.stop_code.map(|v| v.as_str()),
+        Some("EssentialContainerExited")
+    );
     assert_eq!(r.stopped_reason.as_deref(), Some(LOST_REASON));
     assert_eq!(r.containers[0].reason.as_deref(), Some(LOST_REASON));
 
@@ -322,7 +334,10 @@ fn a_lost_shim_and_an_eviction_stop_the_task() {
     );
     let (_, fx) = feed(st, [exited(0, 137)]);
     let r = final_report(&fx);
-    assert_eq!(r.stop_code.map(|v| v.as_str()), Some("EssentialContainerExited"));
+    assert_eq!(
+        r.stop_code.map(|v| v.as_str()),
+        Some("EssentialContainerExited")
+    );
     assert_eq!(r.stopped_reason.as_deref(), Some("over its storage"));
 }
 
@@ -503,7 +518,9 @@ fn random_event_sequences_keep_the_invariants() {
         let r = &finals[0];
         assert_eq!(r.last_status.as_str(), "STOPPED", "seed {seed}");
         assert!(
-            r.containers.iter().all(|c| c.last_status.as_str() == "STOPPED"),
+            r.containers
+                .iter()
+                .all(|c| c.last_status.as_str() == "STOPPED"),
             "seed {seed}"
         );
         match &first_cause {
@@ -555,7 +572,10 @@ fn a_shim_found_gone_after_a_restart_ends_the_task_with_what_the_disk_recorded()
     assert_eq!(fx.first(), Some(&Effect::CleanUp));
     assert_eq!(st.stage, Stage::Done);
     let r = final_report(&fx);
-    assert_eq!(r.stop_code.map(|v| v.as_str()), Some("EssentialContainerExited"));
+    assert_eq!(
+        r.stop_code.map(|v| v.as_str()),
+        Some("EssentialContainerExited")
+    );
     assert_eq!(r.stopped_reason.as_deref(), Some(ESSENTIAL_EXITED));
     assert_eq!(r.containers[0].exit_code, Some(4));
     assert_eq!(r.containers[0].reason, None);

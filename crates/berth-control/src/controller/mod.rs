@@ -9,6 +9,7 @@
 //! When nothing changes the task waits on the watches, so idle services cost nothing but the
 //! resync.
 
+pub mod runtime;
 pub mod service;
 
 use std::collections::{BTreeSet, HashMap};

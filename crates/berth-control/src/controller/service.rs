@@ -274,6 +274,11 @@ fn id_set(pairs: &[(String, String)]) -> HashSet<&str> {
 }
 
 /// One reconcile of a service. `new_id` mints task ids, event ids and deployment numbers.
+///
+/// Nomad's reconciler shape: [`bucket`] sorts what the tasks look like now, the failures it
+/// found are counted and the circuit breaker judged ([`count_failures`], [`trip_breaker`]),
+/// [`decide`] (pure) says what to stop and how many to start, and [`bookkeeping`] records
+/// the outcome: events, deployment counts and states, completion and steady state.
 pub fn reconcile(
     before: &ServiceRecord,
     obs: &[Observed],
@@ -281,13 +286,7 @@ pub fn reconcile(
     new_id: &mut dyn FnMut(IdKind) -> String,
 ) -> Plan {
     let mut r = before.clone();
-    let name = r.service.service_name.clone();
     let mut plan = Plan::default();
-    let event = |r: &mut ServiceRecord, msg: String, new_id: &mut dyn FnMut(IdKind) -> String| {
-        let id = new_id(IdKind::Event);
-        push_event(&mut r.service, msg, now, id);
-    };
-
     if r.service.status == ServiceStatus::Inactive {
         if r.inactive_at.is_some_and(|t| now - t > INACTIVE_RETENTION) {
             plan.delete = true;
@@ -302,164 +301,271 @@ pub fn reconcile(
         r.service.desired_count.max(0)
     };
     let by_id = index(obs);
-    let find = |id: &str| by_id.get(id).copied();
 
-    // 1. Fold stopped tasks: forget them; a stop nobody asked for is a failure.
-    let mut kept = Vec::new();
-    for t in std::mem::take(&mut r.tasks) {
-        let Some(o) = find(&t.id) else { continue };
-        if !o.stopped() {
-            kept.push(t);
-            continue;
-        }
-        if !matches!(
-            o.stop_code,
-            Some(StopCode::ServiceSchedulerInitiated | StopCode::UserInitiated)
-        ) {
-            if let Some(d) = r.deployments.iter_mut().find(|d| d.d.id == t.deployment) {
-                d.d.failed_tasks += 1;
-                d.d.updated_at = now;
-            }
-            count_failure(&mut r, now);
-        }
+    let mut b = bucket(&r, &by_id, now);
+    r.tasks = std::mem::take(&mut b.kept);
+    count_failures(&mut r, before, &b, now, new_id);
+    trip_breaker(&mut r, desired, draining, now, new_id);
+    let d = decide(&r, &by_id, &b, desired, draining, now);
+    let started = launch(&mut r, d.to_start, new_id);
+    let seen = Seen { obs, by_id: &by_id };
+    bookkeeping(
+        &mut r, &seen, &d.stop, &started, desired, draining, now, new_id,
+    );
+
+    plan.requeue_after = d.requeue_after;
+    for q in [settle_in(obs, now), b.grace_ends].into_iter().flatten() {
+        plan.requeue_after = Some(plan.requeue_after.map_or(q, |p| p.min(q)));
     }
-    r.tasks = kept;
+    plan.start = started;
+    plan.stop = d.stop;
+    plan.record = r;
+    plan
+}
 
-    // 2. Unhealthy tasks are stopped (and count as failures), except during the service's
-    // healthCheckGracePeriodSeconds after the task started (then looked at again when it ends).
+/// The observed tasks, as given and by id.
+struct Seen<'a> {
+    obs: &'a [Observed],
+    by_id: &'a HashMap<&'a str, &'a Observed>,
+}
+
+/// Posts a service event (see [`push_event`]) with a fresh id.
+fn post(r: &mut ServiceRecord, msg: String, now: f64, new_id: &mut dyn FnMut(IdKind) -> String) {
+    let id = new_id(IdKind::Event);
+    push_event(&mut r.service, msg, now, id);
+}
+
+/// The service's tasks as one pass sees them (Nomad's buckets).
+#[derive(Debug, Default)]
+struct Buckets {
+    /// Owned tasks that are still there (not STOPPED), in their order. An owned task with no
+    /// task record left is forgotten.
+    kept: Vec<OwnedTask>,
+    /// One deployment id per owned task that stopped without the scheduler or a user asking
+    /// (its essential container exited, it failed to start): a failure.
+    failed: Vec<String>,
+    /// Live tasks UNHEALTHY past the health check grace period: (task id, deployment id).
+    /// They are stopped, and each is a failure.
+    unhealthy: Vec<(String, String)>,
+    /// Seconds until the earliest grace period of an UNHEALTHY task ends.
+    grace_ends: Option<f64>,
+}
+
+/// Sorts the owned tasks of `r` by what `obs` says of them at `now`. Pure.
+fn bucket(r: &ServiceRecord, obs: &HashMap<&str, &Observed>, now: f64) -> Buckets {
+    // UNHEALTHY is ignored for healthCheckGracePeriodSeconds after the task started.
     let grace = r
         .service
         .health_check_grace_period_seconds
         .unwrap_or(0)
         .max(0) as f64;
-    let mut stop: Vec<(String, String)> = Vec::new();
-    let mut grace_ends: Option<f64> = None;
+    let mut b = Buckets::default();
     for t in &r.tasks {
-        let Some(o) = find(&t.id) else { continue };
+        let Some(o) = obs.get(t.id.as_str()) else {
+            continue;
+        };
+        if o.stopped() {
+            if !matches!(
+                o.stop_code,
+                Some(StopCode::ServiceSchedulerInitiated | StopCode::UserInitiated)
+            ) {
+                b.failed.push(t.deployment.clone());
+            }
+            continue;
+        }
+        b.kept.push(t.clone());
         if o.live() && o.health_status == HealthStatus::Unhealthy {
             let left = o.started_at.map_or(0.0, |s| s + grace - now);
             if left > 0.0 {
-                grace_ends = Some(grace_ends.map_or(left, |g: f64| g.min(left)));
-                continue;
+                b.grace_ends = Some(b.grace_ends.map_or(left, |g| g.min(left)));
+            } else {
+                b.unhealthy.push((t.id.clone(), t.deployment.clone()));
             }
-            stop.push((t.id.clone(), "Task failed container health checks".into()));
         }
     }
-    // Each task's deployment (the task list does not change until launches below).
-    let dep_of: HashMap<String, String> = r
-        .tasks
-        .iter()
-        .map(|t| (t.id.clone(), t.deployment.clone()))
-        .collect();
-    for (id, _) in &stop {
-        let dep = dep_of.get(id).cloned().unwrap_or_default();
-        if let Some(d) = r.deployments.iter_mut().find(|d| d.d.id == dep) {
+    b
+}
+
+/// Counts the failures `b` found: each adds to its deployment's `failedTasks` and to the
+/// launch throttle; an UNHEALTHY task gets its event, and repeated failures the "unable to
+/// consistently start tasks" one.
+fn count_failures(
+    r: &mut ServiceRecord,
+    before: &ServiceRecord,
+    b: &Buckets,
+    now: f64,
+    new_id: &mut dyn FnMut(IdKind) -> String,
+) {
+    let name = r.service.service_name.clone();
+    let unhealthy = b.unhealthy.iter().map(|(id, dep)| (Some(id), dep));
+    for (task, dep) in b.failed.iter().map(|dep| (None, dep)).chain(unhealthy) {
+        if let Some(d) = r.deployments.iter_mut().find(|d| &d.d.id == dep) {
             d.d.failed_tasks += 1;
             d.d.updated_at = now;
         }
-        count_failure(&mut r, now);
-        event(
-            &mut r,
-            format!("(service {name}) (task {id}) failed container health checks."),
-            new_id,
-        );
+        count_failure(r, now);
+        if let Some(id) = task {
+            post(
+                r,
+                format!("(service {name}) (task {id}) failed container health checks."),
+                now,
+                new_id,
+            );
+        }
     }
     if r.launch_failures >= 3 && r.launch_failures > before.launch_failures {
-        event(
-            &mut r,
+        post(
+            r,
             format!("(service {name}) is unable to consistently start tasks successfully. For more information, see the Troubleshooting section of the Amazon ECS Developer Guide."),
+            now,
             new_id,
         );
     }
+}
 
-    // 3. Circuit breaker on the primary deployment.
+/// The circuit breaker on the PRIMARY deployment: past its threshold of failed tasks the
+/// deployment FAILS and, with `rollback`, is rolled back to the last COMPLETED deployment;
+/// otherwise (or when the failing deployment is itself a rollback) it launches nothing more.
+fn trip_breaker(
+    r: &mut ServiceRecord,
+    desired: i64,
+    draining: bool,
+    now: f64,
+    new_id: &mut dyn FnMut(IdKind) -> String,
+) {
+    let name = r.service.service_name.clone();
     let cb = r
         .service
         .deployment_configuration
         .deployment_circuit_breaker
         .clone()
         .unwrap_or_default();
-    let threshold = failure_threshold(desired);
-    if let Some(p) = r.deployments.first().cloned() {
-        if cb.enable
-            && !draining
-            && p.d.rollout_state == RolloutState::InProgress
-            && p.d.failed_tasks >= threshold
-        {
-            let reason = "tasks failed to start.";
-            {
-                let d = &mut r.deployments[0];
-                d.d.rollout_state = RolloutState::Failed;
-                d.d.rollout_state_reason =
-                    Some(format!("ECS deployment circuit breaker: {reason}"));
-                d.d.updated_at = now;
-            }
-            event(
-                &mut r,
-                format!(
-                    "(service {name}) (deployment {}) deployment failed: {reason}",
-                    p.d.id
-                ),
-                new_id,
-            );
-            let reason_sd = "Service deployment rolled back because the circuit breaker threshold was exceeded.";
-            // A rollback that fails too ends the service deployment ROLLBACK_FAILED: rolling
-            // back again would start the same failing tasks without end.
-            let is_rollback = r
-                .service_deployments
-                .iter()
-                .any(|s| s.rollback_deployment_id.as_deref() == Some(p.d.id.as_str()));
-            if is_rollback {
-                event(
-                    &mut r,
-                    format!(
-                        "(service {name}) (deployment {}) rollback failed: {reason} No further tasks are started until a new deployment (UpdateService) is made.",
-                        p.d.id
-                    ),
-                    new_id,
-                );
-            }
-            let rolled = cb.rollback
-                && !is_rollback
-                && start_rollback(&mut r, reason_sd, now, new_id).is_some();
-            if rolled {
-                let sd_arn = p.sd_arn.clone();
-                if let Some(s) = sd_mut(&mut r, &sd_arn) {
-                    s.sd.deployment_circuit_breaker.status = CircuitBreakerStatus::Triggered;
-                }
-                let id = r.deployments[0].d.id.clone();
-                event(
-                    &mut r,
-                    format!("(service {name}) rolling back to deployment {id}."),
-                    new_id,
-                );
+    let Some(p) = r.deployments.first().cloned() else {
+        return;
+    };
+    if !cb.enable
+        || draining
+        || p.d.rollout_state != RolloutState::InProgress
+        || p.d.failed_tasks < failure_threshold(desired)
+    {
+        return;
+    }
+    let reason = "tasks failed to start.";
+    {
+        let d = &mut r.deployments[0];
+        d.d.rollout_state = RolloutState::Failed;
+        d.d.rollout_state_reason = Some(format!("ECS deployment circuit breaker: {reason}"));
+        d.d.updated_at = now;
+    }
+    post(
+        r,
+        format!(
+            "(service {name}) (deployment {}) deployment failed: {reason}",
+            p.d.id
+        ),
+        now,
+        new_id,
+    );
+    let reason_sd =
+        "Service deployment rolled back because the circuit breaker threshold was exceeded.";
+    // A rollback that fails too ends the service deployment ROLLBACK_FAILED: rolling back
+    // again would start the same failing tasks without end.
+    let is_rollback = r
+        .service_deployments
+        .iter()
+        .any(|s| s.rollback_deployment_id.as_deref() == Some(p.d.id.as_str()));
+    if is_rollback {
+        post(
+            r,
+            format!(
+                "(service {name}) (deployment {}) rollback failed: {reason} No further tasks are started until a new deployment (UpdateService) is made.",
+                p.d.id
+            ),
+            now,
+            new_id,
+        );
+    }
+    let rolled = cb.rollback && !is_rollback && start_rollback(r, reason_sd, now, new_id).is_some();
+    if rolled {
+        if let Some(s) = sd_mut(r, &p.sd_arn) {
+            s.sd.deployment_circuit_breaker.status = CircuitBreakerStatus::Triggered;
+        }
+        let id = r.deployments[0].d.id.clone();
+        post(
+            r,
+            format!("(service {name}) rolling back to deployment {id}."),
+            now,
+            new_id,
+        );
+    } else {
+        r.deployments[0].halted = true;
+        if let Some(s) = sd_mut(r, &p.sd_arn) {
+            s.sd.status = if cb.rollback {
+                ServiceDeploymentStatus::RollbackFailed
             } else {
-                r.deployments[0].halted = true;
-                let sd_arn = p.sd_arn.clone();
-                if let Some(s) = sd_mut(&mut r, &sd_arn) {
-                    s.sd.status = if cb.rollback {
-                        ServiceDeploymentStatus::RollbackFailed
-                    } else {
-                        ServiceDeploymentStatus::Stopped
-                    };
-                    s.sd.status_reason = Some(format!("ECS deployment circuit breaker: {reason}"));
-                    s.sd.deployment_circuit_breaker.status = CircuitBreakerStatus::Triggered;
-                    s.sd.stopped_at = Some(now);
-                    s.sd.finished_at = Some(now);
-                    s.sd.updated_at = now;
-                }
-            }
+                ServiceDeploymentStatus::Stopped
+            };
+            s.sd.status_reason = Some(format!("ECS deployment circuit breaker: {reason}"));
+            s.sd.deployment_circuit_breaker.status = CircuitBreakerStatus::Triggered;
+            s.sd.stopped_at = Some(now);
+            s.sd.finished_at = Some(now);
+            s.sd.updated_at = now;
         }
     }
+}
 
-    // 4. Rolling replacement within minimumHealthyPercent / maximumPercent.
+/// What one pass does to the tasks.
+#[derive(Debug, Default, PartialEq)]
+struct Decision {
+    /// Tasks to stop: (task id, stopped reason).
+    stop: Vec<(String, String)>,
+    /// New tasks for the PRIMARY deployment.
+    to_start: i64,
+    /// Look again after this many seconds (launch throttling, batches).
+    requeue_after: Option<f64>,
+}
+
+/// The rolling replacement (pure): UNHEALTHY tasks go; the PRIMARY deployment is scaled in to
+/// `desired` (pending tasks first, then the newest); older deployments lose their pending and
+/// unhealthy tasks at once and their healthy ones while `minimumHealthyPercent` of desired
+/// stay healthy; the PRIMARY is brought up to `desired` within `maximumPercent` (stopping
+/// tasks count), unless it is halted, the service drains, launches are throttled, or more than
+/// [`MAX_LAUNCHES_PER_PASS`] would start.
+fn decide(
+    r: &ServiceRecord,
+    obs: &HashMap<&str, &Observed>,
+    b: &Buckets,
+    desired: i64,
+    draining: bool,
+    now: f64,
+) -> Decision {
+    let find = |id: &str| obs.get(id).copied();
+    let mut d = Decision {
+        stop: b
+            .unhealthy
+            .iter()
+            .map(|(id, _)| (id.clone(), "Task failed container health checks".into()))
+            .collect(),
+        ..Decision::default()
+    };
     let (max_pct, min_pct) = percents(&r.service.deployment_configuration);
     let max_total = (desired * max_pct.max(0)) / 100;
     let min_healthy = (desired * min_pct.max(0) + 99) / 100;
     let primary_id = r.deployments.first().map(|d| d.d.id.clone());
     let primary_halted = r.deployments.first().is_some_and(|d| d.halted);
+    let dep_of: HashMap<&str, &str> = r
+        .tasks
+        .iter()
+        .map(|t| (t.id.as_str(), t.deployment.as_str()))
+        .collect();
+    let scaling = |id: &str| {
+        format!(
+            "Scaling activity initiated by (deployment {})",
+            dep_of.get(id).copied().unwrap_or_default()
+        )
+    };
     // Tasks still wanted, per deployment, after the stops decided so far.
-    let live_of = |r: &ServiceRecord, stop: &[(String, String)], primary: bool| -> Vec<String> {
+    let live_of = |stop: &[(String, String)], primary: bool| -> Vec<String> {
         let stopping = id_set(stop);
         r.tasks
             .iter()
@@ -470,7 +576,7 @@ pub fn reconcile(
     };
     let healthy = |id: &String| find(id).is_some_and(|o| o.healthy(now));
     // Scale-in of the primary: pending tasks first, then the newest.
-    let mut primary_live = live_of(&r, &stop, true);
+    let mut primary_live = live_of(&d.stop, true);
     if primary_live.len() as i64 > desired {
         let excess = primary_live.len() - desired as usize;
         let mut order: Vec<String> = primary_live
@@ -484,37 +590,23 @@ pub fn reconcile(
             primary_id.clone().unwrap_or_default()
         );
         for id in order.into_iter().take(excess) {
-            stop.push((id, reason.clone()));
+            d.stop.push((id, reason.clone()));
         }
-        primary_live = live_of(&r, &stop, true);
+        primary_live = live_of(&d.stop, true);
     }
     // Old deployments: pending/unhealthy tasks go at once, healthy ones while enough remain.
-    let old_live = live_of(&r, &stop, false);
+    let old_live = live_of(&d.stop, false);
     let mut healthy_total = primary_live.iter().filter(|i| healthy(i)).count() as i64
         + old_live.iter().filter(|i| healthy(i)).count() as i64;
     for id in old_live.iter().filter(|i| !healthy(i)) {
-        let dep = dep_of.get(id).cloned();
-        stop.push((
-            id.clone(),
-            format!(
-                "Scaling activity initiated by (deployment {})",
-                dep.unwrap_or_default()
-            ),
-        ));
+        d.stop.push((id.clone(), scaling(id)));
     }
     for id in old_live.iter().filter(|i| healthy(i)) {
         if healthy_total - 1 < min_healthy {
             break;
         }
         healthy_total -= 1;
-        let dep = dep_of.get(id).cloned();
-        stop.push((
-            id.clone(),
-            format!(
-                "Scaling activity initiated by (deployment {})",
-                dep.unwrap_or_default()
-            ),
-        ));
+        d.stop.push((id.clone(), scaling(id)));
     }
     // Launches for the primary, within maximumPercent (stopping tasks still count).
     let existing = r
@@ -522,48 +614,79 @@ pub fn reconcile(
         .iter()
         .filter(|t| find(&t.id).is_some_and(|o| !o.stopped()))
         .count() as i64;
-    let mut to_start = (desired - primary_live.len() as i64)
+    d.to_start = (desired - primary_live.len() as i64)
         .min(max_total.max(desired.min(1)) - existing)
         .max(0);
     if primary_halted || draining {
-        to_start = 0;
+        d.to_start = 0;
     }
-    if to_start > 0 && now < r.next_launch_at {
-        plan.requeue_after = Some(r.next_launch_at - now);
-        to_start = 0;
+    if d.to_start > 0 && now < r.next_launch_at {
+        d.requeue_after = Some(r.next_launch_at - now);
+        d.to_start = 0;
     }
     // Large scale-outs go in batches, so one service's pass stays short and the services
-    // queued behind it on the controller thread are not held up.
-    if to_start > MAX_LAUNCHES_PER_PASS {
-        to_start = MAX_LAUNCHES_PER_PASS;
-        plan.requeue_after = Some(
-            plan.requeue_after
+    // queued behind it on the controller are not held up.
+    if d.to_start > MAX_LAUNCHES_PER_PASS {
+        d.to_start = MAX_LAUNCHES_PER_PASS;
+        d.requeue_after = Some(
+            d.requeue_after
                 .map_or(BATCH_REQUEUE, |q| q.min(BATCH_REQUEUE)),
         );
     }
-    let mut started = Vec::new();
-    if let Some(pid) = &primary_id {
-        for _ in 0..to_start {
+    d
+}
+
+/// Adds `n` new tasks of the PRIMARY deployment to `r`; returns them as (task id, deployment).
+fn launch(
+    r: &mut ServiceRecord,
+    n: i64,
+    new_id: &mut dyn FnMut(IdKind) -> String,
+) -> Vec<(String, String)> {
+    let Some(pid) = r.deployments.first().map(|d| d.d.id.clone()) else {
+        return Vec::new();
+    };
+    (0..n)
+        .map(|_| {
             let id = new_id(IdKind::Task);
             r.tasks.push(OwnedTask {
                 id: id.clone(),
                 deployment: pid.clone(),
             });
-            started.push((id, pid.clone()));
-        }
-    }
+            (id, pid.clone())
+        })
+        .collect()
+}
+
+/// Records a pass's outcome in `r`: the started/stopped events, each deployment's desired
+/// count, drained deployments leaving, the PRIMARY's completion (and its service
+/// deployment's), failure counts of service deployments, the steady-state event, and the end
+/// of a DRAINING service.
+#[allow(clippy::too_many_arguments)]
+fn bookkeeping(
+    r: &mut ServiceRecord,
+    seen: &Seen,
+    stop: &[(String, String)],
+    started: &[(String, String)],
+    desired: i64,
+    draining: bool,
+    now: f64,
+    new_id: &mut dyn FnMut(IdKind) -> String,
+) {
+    let name = r.service.service_name.clone();
+    let find = |id: &str| seen.by_id.get(id).copied();
     if !started.is_empty() {
         let list: Vec<String> = started
             .iter()
             .map(|(id, _)| format!("(task {id})"))
             .collect();
-        event(
-            &mut r,
+        post(
+            r,
             format!(
                 "(service {name}) has started {} tasks: {}.",
                 started.len(),
                 list.join(" ")
             ),
+            now,
             new_id,
         );
     }
@@ -573,61 +696,59 @@ pub fn reconcile(
         .map(|(id, _)| format!("(task {id})"))
         .collect();
     if !stopped_running.is_empty() {
-        event(
-            &mut r,
+        post(
+            r,
             format!(
                 "(service {name}) has stopped {} running tasks: {}.",
                 stopped_running.len(),
                 stopped_running.join(" ")
             ),
+            now,
             new_id,
         );
     }
 
-    // 5. Deployment bookkeeping: desired counts, drained deployments leave, completion.
-    let alive =
-        |r: &ServiceRecord, dep: &str, stop: &[(String, String)], started: &[(String, String)]| {
-            let (stopping, started) = (id_set(stop), id_set(started));
-            r.tasks
-                .iter()
-                .filter(|t| t.deployment == dep)
-                .filter(|t| {
-                    started.contains(t.id.as_str())
-                        || find(&t.id)
-                            .is_some_and(|o| o.live() && !stopping.contains(t.id.as_str()))
-                })
-                .count() as i64
-        };
-    let exists = |r: &ServiceRecord, dep: &str, started: &[(String, String)]| {
-        let started = id_set(started);
+    // Desired counts; drained deployments leave.
+    let (stopping, starting) = (id_set(stop), id_set(started));
+    let alive = |r: &ServiceRecord, dep: &str| {
+        r.tasks
+            .iter()
+            .filter(|t| t.deployment == dep)
+            .filter(|t| {
+                starting.contains(t.id.as_str())
+                    || find(&t.id).is_some_and(|o| o.live() && !stopping.contains(t.id.as_str()))
+            })
+            .count() as i64
+    };
+    let exists = |r: &ServiceRecord, dep: &str| {
         r.tasks.iter().any(|t| {
             t.deployment == dep
-                && (started.contains(t.id.as_str()) || find(&t.id).is_some_and(|o| !o.stopped()))
+                && (starting.contains(t.id.as_str()) || find(&t.id).is_some_and(|o| !o.stopped()))
         })
     };
     for i in 0..r.deployments.len() {
-        let id = r.deployments[i].d.id.clone();
         let want = if i == 0 {
             desired
         } else {
-            alive(&r, &id, &stop, &started)
+            alive(r, &r.deployments[i].d.id)
         };
-        if r.deployments[i].d.desired_count != want {
-            r.deployments[i].d.desired_count = want;
-            r.deployments[i].d.updated_at = now;
+        let d = &mut r.deployments[i].d;
+        if d.desired_count != want {
+            d.desired_count = want;
+            d.updated_at = now;
         }
     }
     let mut i = 1;
     while i < r.deployments.len() {
-        let id = r.deployments[i].d.id.clone();
-        if exists(&r, &id, &started) {
+        if exists(r, &r.deployments[i].d.id) {
             i += 1;
         } else {
             r.deployments.remove(i);
         }
     }
+
+    // Completion of the PRIMARY.
     if let Some(p) = r.deployments.first().cloned() {
-        let stopping = id_set(&stop);
         let primary_healthy = r
             .tasks
             .iter()
@@ -638,43 +759,10 @@ pub fn reconcile(
         let done = p.d.rollout_state == RolloutState::InProgress
             && r.deployments.len() == 1
             && primary_healthy == desired
-            && alive(&r, &p.d.id, &stop, &started) == desired
+            && alive(r, &p.d.id) == desired
             && !draining;
         if done {
-            let d = &mut r.deployments[0];
-            d.d.rollout_state = RolloutState::Completed;
-            d.d.rollout_state_reason = Some(format!("ECS deployment {} completed.", p.d.id));
-            d.d.updated_at = now;
-            r.last_completed = Some(r.deployments[0].clone());
-            r.launch_failures = 0;
-            r.next_launch_at = 0.0;
-            let sd_arn = p.sd_arn.clone();
-            let pid = p.d.id.clone();
-            if let Some(s) = sd_mut(&mut r, &sd_arn) {
-                if s.rollback_deployment_id.as_deref() == Some(pid.as_str()) {
-                    s.sd.status = ServiceDeploymentStatus::RollbackSuccessful;
-                } else if s.sd.status == ServiceDeploymentStatus::InProgress
-                    || s.sd.status == ServiceDeploymentStatus::Pending
-                {
-                    s.sd.status = ServiceDeploymentStatus::Successful;
-                    s.sd.status_reason = None;
-                    if s.sd.deployment_circuit_breaker.status == CircuitBreakerStatus::Monitoring {
-                        s.sd.deployment_circuit_breaker.status =
-                            CircuitBreakerStatus::MonitoringComplete;
-                    }
-                }
-                s.sd.finished_at = Some(now);
-                s.sd.updated_at = now;
-                s.sd.lifecycle_stage = None;
-            }
-            event(
-                &mut r,
-                format!(
-                    "(service {name}) (deployment {}) deployment completed.",
-                    p.d.id
-                ),
-                new_id,
-            );
+            complete(r, &p, now, new_id);
         }
     }
     // Service deployments: failure counts follow their deployment.
@@ -687,12 +775,11 @@ pub fn reconcile(
         }
     }
 
-    // 6. Steady state, and the end of a DRAINING service.
+    // Steady state, and the end of a DRAINING service.
     let (pending, running) = {
         let mut tmp = r.clone();
-        let started = id_set(&started);
-        tmp.tasks.retain(|t| !started.contains(t.id.as_str()));
-        counts(&tmp, obs, None)
+        tmp.tasks.retain(|t| !starting.contains(t.id.as_str()));
+        counts(&tmp, seen.obs, None)
     };
     let stable = r.deployments.len() == 1
         && started.is_empty()
@@ -702,9 +789,10 @@ pub fn reconcile(
         && r.deployments[0].d.rollout_state != RolloutState::InProgress
         && !draining;
     if stable && !r.steady {
-        event(
-            &mut r,
+        post(
+            r,
             format!("(service {name}) has reached a steady state."),
+            now,
             new_id,
         );
     }
@@ -716,24 +804,61 @@ pub fn reconcile(
             d.d.desired_count = 0;
         }
     }
+}
 
-    // Look again when a RUNNING task becomes stable (it may then complete the deployment).
+/// Marks the PRIMARY deployment `p` COMPLETED (and its service deployment SUCCESSFUL, or
+/// ROLLBACK_SUCCESSFUL for a rollback); it becomes what a later rollback restores.
+fn complete(
+    r: &mut ServiceRecord,
+    p: &DeploymentState,
+    now: f64,
+    new_id: &mut dyn FnMut(IdKind) -> String,
+) {
+    let d = &mut r.deployments[0];
+    d.d.rollout_state = RolloutState::Completed;
+    d.d.rollout_state_reason = Some(format!("ECS deployment {} completed.", p.d.id));
+    d.d.updated_at = now;
+    r.last_completed = Some(r.deployments[0].clone());
+    r.launch_failures = 0;
+    r.next_launch_at = 0.0;
+    if let Some(s) = sd_mut(r, &p.sd_arn) {
+        if s.rollback_deployment_id.as_deref() == Some(p.d.id.as_str()) {
+            s.sd.status = ServiceDeploymentStatus::RollbackSuccessful;
+        } else if s.sd.status == ServiceDeploymentStatus::InProgress
+            || s.sd.status == ServiceDeploymentStatus::Pending
+        {
+            s.sd.status = ServiceDeploymentStatus::Successful;
+            s.sd.status_reason = None;
+            if s.sd.deployment_circuit_breaker.status == CircuitBreakerStatus::Monitoring {
+                s.sd.deployment_circuit_breaker.status = CircuitBreakerStatus::MonitoringComplete;
+            }
+        }
+        s.sd.finished_at = Some(now);
+        s.sd.updated_at = now;
+        s.sd.lifecycle_stage = None;
+    }
+    let name = r.service.service_name.clone();
+    post(
+        r,
+        format!(
+            "(service {name}) (deployment {}) deployment completed.",
+            p.d.id
+        ),
+        now,
+        new_id,
+    );
+}
+
+/// Seconds until the first RUNNING task without a health check becomes stable (it may then
+/// complete the deployment), if any is still settling.
+fn settle_in(obs: &[Observed], now: f64) -> Option<f64> {
     let settle = obs
         .iter()
         .filter(|o| o.live() && o.last_status == TaskStatus::Running && !o.has_health_check)
         .map(|o| o.stable_in(now))
         .filter(|t| *t > 0.0)
         .fold(f64::INFINITY, f64::min);
-    if settle.is_finite() {
-        plan.requeue_after = Some(plan.requeue_after.map_or(settle, |q| q.min(settle)));
-    }
-    if let Some(g) = grace_ends {
-        plan.requeue_after = Some(plan.requeue_after.map_or(g, |q| q.min(g)));
-    }
-    plan.start = started;
-    plan.stop = stop;
-    plan.record = r;
-    plan
+    settle.is_finite().then_some(settle)
 }
 
 /// Rolls the PRIMARY deployment back to the last COMPLETED one: a new PRIMARY deployment with
@@ -837,5 +962,7 @@ pub fn breaker_status(
     }
 }
 
+#[cfg(test)]
+mod rollout_props;
 #[cfg(test)]
 mod tests;

@@ -8,6 +8,7 @@
 //! (the service, its deployments, revisions, service deployments and owned task ids).
 
 mod clusters;
+mod launch;
 pub(crate) mod services;
 mod tags;
 mod task_definitions;

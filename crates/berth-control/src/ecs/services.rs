@@ -1,31 +1,41 @@
 //! CreateService, UpdateService, DeleteService, DescribeServices, ListServices,
 //! ListServiceDeployments, DescribeServiceDeployments, DescribeServiceRevisions,
-//! StopServiceDeployment (ECS API reference), and the IO half of the service controller:
-//! observing a service's tasks, committing a [`Plan`] atomically.
+//! StopServiceDeployment (ECS API reference). Split by job: the handlers here, the
+//! controller's IO half in [`controller`] (observing a service's tasks, committing a
+//! [`Plan`](crate::controller::service::Plan) atomically), the API view in [`view`], request
+//! checks in [`validate`].
+
+mod controller;
+mod validate;
+mod view;
 
 use berth_api::ecs::{
-    CreateServiceRequest, DeleteServiceRequest, Deployment, DeploymentConfiguration,
-    DescribeServiceArnsRequest, DescribeServicesRequest, Failure, ListRequest,
-    ListServiceDeploymentsRequest, NetworkConfiguration, Service, ServiceDeployment,
-    ServiceDeploymentBrief, ServiceRevision, StopServiceDeploymentRequest, TaskDefinition,
-    TaskOverride, UpdateServiceRequest,
+    CreateServiceRequest, DeleteServiceRequest, Deployment, DescribeServiceArnsRequest,
+    DescribeServicesRequest, Failure, ListRequest, ListServiceDeploymentsRequest,
+    NetworkConfiguration, Service, ServiceDeployment, ServiceDeploymentBrief, ServiceRevision,
+    StopServiceDeploymentRequest, TaskDefinition, UpdateServiceRequest,
 };
 use berth_api::proto::AwsError;
+use berth_core::epoch_now;
 use berth_core::status::{
-    DeploymentStatus, DesiredStatus, RolloutState, ServiceDeploymentStatus, ServiceStatus,
-    StopCode, TaskDefinitionStatus,
+    DeploymentStatus, RolloutState, ServiceDeploymentStatus, ServiceStatus, TaskDefinitionStatus,
 };
-use berth_core::{epoch_now, fargate};
-use berth_store::{Expect, Op, StoreError, StoreExt};
+use berth_store::{Expect, StoreError, StoreExt};
 use serde_json::{json, Value};
 
-use super::tasks::{NewTask, TaskRecord};
-use super::{cluster_name, decode_token, max_results, page, ACTIVE, SERVICE, TASK};
+use super::launch;
+use super::{cluster_name, decode_token, max_results, page, SERVICE};
 use crate::controller::service::{
-    breaker_status, counts, reconcile, revision_summary, start_rollback, DeploymentState, IdKind,
-    Observed, Plan, SdState, ServiceRecord, MAX_HISTORY,
+    breaker_status, revision_summary, start_rollback, DeploymentState, Observed, SdState,
+    ServiceRecord, MAX_HISTORY,
 };
 use crate::{store_err, ControlPlane};
+use controller::id_gen;
+use validate::MAX_SERVICES_PER_CLUSTER;
+use validate::{
+    check_desired_quota, check_references, valid_service_name, validate_percents, with_defaults,
+};
+use view::{live_sd, view};
 
 /// `ServiceNotFoundException` ("Service not found.").
 pub(crate) fn service_not_found() -> AwsError {
@@ -36,30 +46,10 @@ fn service_not_active() -> AwsError {
     AwsError::client("ServiceNotActiveException", "Service was not ACTIVE.")
 }
 
-fn valid_service_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
-fn new_task_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
-}
-
 /// A deployment number like ECS's (`ecs-svc/1113266061326586537`): 19 random digits.
 fn deployment_number() -> String {
     let r = uuid::Uuid::new_v4().as_u128() as u64;
     (1_000_000_000_000_000_000u64 + r % 8_000_000_000_000_000_000u64).to_string()
-}
-
-fn id_gen(kind: IdKind) -> String {
-    match kind {
-        IdKind::Task => new_task_id(),
-        IdKind::Event => uuid::Uuid::new_v4().to_string(),
-        IdKind::Deployment => deployment_number(),
-    }
 }
 
 fn include_tags(include: &Option<Vec<String>>) -> bool {
@@ -73,50 +63,6 @@ fn parse_sub_arn<'a>(arn: &'a str, kind: &str) -> Option<(&'a str, &'a str, &'a 
     let rest = arn.split_once(&format!(":{kind}/"))?.1;
     let mut it = rest.splitn(3, '/');
     Some((it.next()?, it.next()?, it.next()?))
-}
-
-/// ECS's service quota "Tasks per service" (not adjustable here).
-pub(crate) const MAX_TASKS_PER_SERVICE: i64 = 5000;
-
-/// ECS's service quota "Services per cluster".
-pub(crate) const MAX_SERVICES_PER_CLUSTER: usize = 5000;
-
-/// `desiredCount` within [`MAX_TASKS_PER_SERVICE`]; `InvalidParameterException` otherwise.
-fn check_desired_quota(desired: i64) -> Result<(), AwsError> {
-    if desired > MAX_TASKS_PER_SERVICE {
-        return Err(AwsError::invalid_parameter(format!(
-            "desiredCount {desired} exceeds the limit of {MAX_TASKS_PER_SERVICE} tasks per service."
-        )));
-    }
-    Ok(())
-}
-
-/// The load balancers and service registries a CreateService/UpdateService request names must
-/// exist, as ECS checks them (`InvalidParameterException`). berth has no ELBv2 or Cloud Map yet,
-/// so every reference is unknown and refused rather than accepted and silently ignored.
-fn check_references(load_balancers: &[Value], registries: &[Value]) -> Result<(), AwsError> {
-    if let Some(lb) = load_balancers.first() {
-        if let Some(tg) = lb.get("targetGroupArn").and_then(Value::as_str) {
-            return Err(AwsError::invalid_parameter(format!(
-                "The target group with targetGroupArn {tg} does not exist."
-            )));
-        }
-        if let Some(name) = lb.get("loadBalancerName").and_then(Value::as_str) {
-            return Err(AwsError::invalid_parameter(format!(
-                "Load balancer {name} does not exist."
-            )));
-        }
-        return Err(AwsError::invalid_parameter(
-            "A load balancer entry must name a targetGroupArn or a loadBalancerName.",
-        ));
-    }
-    if let Some(r) = registries.first() {
-        let arn = r.get("registryArn").and_then(Value::as_str).unwrap_or("");
-        return Err(AwsError::invalid_parameter(format!(
-            "The service registry {arn} does not exist (berth has no Cloud Map yet)."
-        )));
-    }
-    Ok(())
 }
 
 impl ControlPlane {
@@ -163,18 +109,6 @@ impl ControlPlane {
         Ok(self.load_service_rev(cluster, name).await?.map(|(r, _)| r))
     }
 
-    /// Every stored service key (`<cluster>/<name>`), for the controller's resync.
-    pub(crate) async fn service_keys(&self) -> Result<Vec<String>, AwsError> {
-        Ok(self
-            .store
-            .list(SERVICE, "")
-            .await
-            .map_err(store_err)?
-            .into_iter()
-            .map(|r| r.key)
-            .collect())
-    }
-
     /// Number of ACTIVE or DRAINING services in `cluster`.
     pub(crate) async fn active_services(&self, cluster: &str) -> Result<i64, AwsError> {
         Ok(self
@@ -185,147 +119,6 @@ impl ControlPlane {
             .iter()
             .filter(|r| r.service.status != ServiceStatus::Inactive)
             .count() as i64)
-    }
-
-    /// What the controller sees of the service's tasks now.
-    async fn observe(&self, cluster: &str, rec: &ServiceRecord) -> Result<Vec<Observed>, AwsError> {
-        let mut out = Vec::with_capacity(rec.tasks.len());
-        for t in &rec.tasks {
-            if let Some(tr) = self.load_task(cluster, &t.id).await? {
-                out.push(observed(&tr));
-            }
-        }
-        Ok(out)
-    }
-
-    /// The API view of a service: deployments and counts from its tasks as they are now.
-    async fn service_view(
-        &self,
-        cluster: &str,
-        rec: &ServiceRecord,
-        with_tags: bool,
-    ) -> Result<Service, AwsError> {
-        let obs = self.observe(cluster, rec).await?;
-        Ok(view(rec, &obs, with_tags))
-    }
-
-    /// One reconcile of the service at `key` (`<cluster>/<name>`): plan, then commit the new
-    /// service state, the new tasks and the stops in one atomic write (re-planned on conflict).
-    /// Returns when to look again without a wake-up, if ever.
-    pub(crate) async fn reconcile_service(&self, key: &str) -> Result<Option<f64>, AwsError> {
-        let Some((cluster, _)) = key.split_once('/') else {
-            return Ok(None);
-        };
-        for _ in 0..20 {
-            let Some((rec, rev)) = self
-                .store
-                .get_json::<ServiceRecord>(SERVICE, key)
-                .await
-                .map_err(store_err)?
-            else {
-                return Ok(None);
-            };
-            let obs = self.observe(cluster, &rec).await?;
-            let mut gen = id_gen;
-            let plan = reconcile(&rec, &obs, epoch_now(), &mut gen);
-            if !plan.changed(&rec) {
-                return Ok(plan.requeue_after);
-            }
-            let ops = self.plan_ops(cluster, key, rev, &plan).await?;
-            match self.store.commit(ops).await {
-                Ok(_) => {
-                    return Ok(plan.requeue_after);
-                }
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(store_err(e)),
-            }
-        }
-        Err(AwsError::server("service reconcile kept conflicting"))
-    }
-
-    async fn plan_ops(
-        &self,
-        cluster: &str,
-        key: &str,
-        rev: i64,
-        plan: &Plan,
-    ) -> Result<Vec<Op>, AwsError> {
-        let mut ops = Vec::new();
-        if plan.delete {
-            ops.push(Op::delete(SERVICE, key, Expect::Revision(rev)));
-            return Ok(ops);
-        }
-        ops.push(Op::put(SERVICE, key, &plan.record, Expect::Revision(rev)).map_err(store_err)?);
-        let r = &plan.record;
-        let cluster_arn = self.scope.cluster(cluster);
-        for (task_id, dep_id) in &plan.start {
-            let d = r
-                .deployments
-                .iter()
-                .find(|d| &d.d.id == dep_id)
-                .ok_or_else(|| AwsError::server("planned task for an unknown deployment"))?;
-            let tdr = self.resolve_task_definition(&d.d.task_definition).await?;
-            let td = &tdr.task_definition;
-            let tags = match r.service.propagate_tags.as_str() {
-                "SERVICE" => r.service.tags.clone().unwrap_or_default(),
-                "TASK_DEFINITION" => tdr.tags.clone(),
-                _ => vec![],
-            };
-            let vpc =
-                d.d.network_configuration
-                    .as_ref()
-                    .and_then(|n| n.awsvpc_configuration.clone());
-            let overrides = TaskOverride::default();
-            let mut rec = self.build_task_record(&NewTask {
-                cluster,
-                cluster_arn: &cluster_arn,
-                td,
-                launch_type: d.d.launch_type.as_deref().unwrap_or("FARGATE"),
-                vpc: vpc.as_ref(),
-                overrides: &overrides,
-                cpu: td.cpu.as_deref().and_then(fargate::parse_cpu),
-                memory: td.memory.as_deref().and_then(fargate::parse_memory),
-                group: format!("service:{}", r.service.service_name),
-                started_by: Some(dep_id.clone()),
-                tags,
-                platform_version: None,
-                enable_execute_command: r.service.enable_execute_command,
-                task_id: Some(task_id.clone()),
-            });
-            rec.task.version = 1;
-            let ordinal = r.tasks.iter().position(|t| &t.id == task_id).unwrap_or(0);
-            rec.task.capacity_provider_name = super::tasks::capacity_provider_for(
-                r.service.capacity_provider_strategy.as_deref(),
-                ordinal,
-            );
-            ops.push(
-                Op::put(TASK, &format!("{cluster}/{task_id}"), &rec, Expect::Absent)
-                    .map_err(store_err)?,
-            );
-            ops.push(Op::put(ACTIVE, task_id, &cluster, Expect::Absent).map_err(store_err)?);
-        }
-        for (task_id, reason) in &plan.stop {
-            let tkey = format!("{cluster}/{task_id}");
-            let Some((mut t, trev)) = self
-                .store
-                .get_json::<TaskRecord>(TASK, &tkey)
-                .await
-                .map_err(store_err)?
-            else {
-                continue;
-            };
-            if t.task.desired_status == DesiredStatus::Stopped {
-                continue;
-            }
-            t.task.desired_status = DesiredStatus::Stopped;
-            t.task.stopping_at = Some(epoch_now());
-            t.task.stop_code = Some(StopCode::ServiceSchedulerInitiated);
-            t.task.stopped_reason = Some(reason.clone());
-            t.scheduler_stop_reason = Some(reason.clone());
-            t.task.version += 1;
-            ops.push(Op::put(TASK, &tkey, &t, Expect::Revision(trev)).map_err(store_err)?);
-        }
-        Ok(ops)
     }
 
     /// Builds a deployment (PRIMARY, IN_PROGRESS), its revision and its service deployment.
@@ -493,32 +286,12 @@ impl ControlPlane {
             .capacity_provider_strategy
             .clone()
             .filter(|c| !c.is_empty());
-        let launch_type = match (&req.launch_type, &cps) {
-            (Some(_), Some(_)) => {
-                return Err(AwsError::invalid_parameter(
-                    "Specifying both a launch type and capacity provider strategy is not supported. Remove one and try again.",
-                ))
-            }
-            (Some(l), None) => l.clone(),
-            _ => "FARGATE".to_string(),
-        };
-        if !matches!(launch_type.as_str(), "FARGATE" | "EC2" | "EXTERNAL") {
-            return Err(AwsError::invalid_parameter(format!(
-                "Invalid launchType: {launch_type}"
-            )));
-        }
-        if launch_type == "FARGATE" && !td.compatibilities.iter().any(|c| c == "FARGATE") {
-            return Err(AwsError::client(
-                "PlatformTaskDefinitionIncompatibilityException",
-                "The specified platform does not satisfy the task definition's required capabilities.",
-            ));
-        }
-        super::taskdef_rules::check_runnable(&td, &launch_type)?;
+        let launch_type = launch::launch_type(req.launch_type.as_deref(), cps.is_some())?;
         check_references(
             req.load_balancers.as_deref().unwrap_or_default(),
             req.service_registries.as_deref().unwrap_or_default(),
         )?;
-        validate_network(&td, req.network_configuration.as_ref())?;
+        launch::check_launch(&td, &launch_type, req.network_configuration.as_ref())?;
         let config = with_defaults(req.deployment_configuration.clone().unwrap_or_default());
         validate_percents(&config)?;
         let now = epoch_now();
@@ -695,14 +468,6 @@ impl ControlPlane {
             let td = match &new_td {
                 Some(td) => {
                     redeploy |= td.task_definition_arn != s.task_definition;
-                    let launch = s.launch_type.as_deref().unwrap_or("FARGATE");
-                    if launch == "FARGATE" && !td.compatibilities.iter().any(|c| c == "FARGATE") {
-                        return Err(AwsError::client(
-                            "PlatformTaskDefinitionIncompatibilityException",
-                            "The specified platform does not satisfy the task definition's required capabilities.",
-                        ));
-                    }
-                    super::taskdef_rules::check_runnable(td, launch)?;
                     td.clone()
                 }
                 None => {
@@ -711,8 +476,15 @@ impl ControlPlane {
                         .task_definition
                 }
             };
+            if new_td.is_some() || req.network_configuration.is_some() {
+                let launch = s.launch_type.as_deref().unwrap_or("FARGATE");
+                let network = req
+                    .network_configuration
+                    .as_ref()
+                    .or(s.network_configuration.as_ref());
+                launch::check_launch(&td, launch, network)?;
+            }
             if let Some(n) = &req.network_configuration {
-                validate_network(&td, Some(n))?;
                 redeploy |= s.network_configuration.as_ref() != Some(n);
                 s.network_configuration = Some(n.clone());
             }
@@ -1101,85 +873,6 @@ impl ControlPlane {
     }
 }
 
-/// The controller's view of one task record.
-pub(crate) fn observed(tr: &TaskRecord) -> Observed {
-    Observed {
-        id: tr.spec.task_id.clone(),
-        last_status: tr.task.last_status,
-        desired_status: tr.task.desired_status,
-        health_status: tr.task.health_status,
-        has_health_check: tr
-            .spec
-            .containers
-            .iter()
-            .any(|c| c.essential && c.health_check.is_some()),
-        stop_code: tr.task.stop_code,
-        started_at: tr.task.started_at,
-    }
-}
-
-/// The API view of a stored service given its observed tasks.
-pub(crate) fn view(rec: &ServiceRecord, obs: &[Observed], with_tags: bool) -> Service {
-    let mut s = rec.service.clone();
-    let (pending, running) = counts(rec, obs, None);
-    s.pending_count = pending;
-    s.running_count = running;
-    s.deployments = rec
-        .deployments
-        .iter()
-        .map(|d| {
-            let (p, r) = counts(rec, obs, Some(&d.d.id));
-            Deployment {
-                pending_count: p,
-                running_count: r,
-                ..d.d.clone()
-            }
-        })
-        .collect();
-    s.current_service_revisions = Some(
-        rec.deployments
-            .iter()
-            .map(|d| {
-                let r = revision_summary(rec, obs, d);
-                berth_api::ecs::ServiceCurrentRevisionSummary {
-                    arn: r.arn,
-                    requested_task_count: r.requested_task_count,
-                    running_task_count: r.running_task_count,
-                    pending_task_count: r.pending_task_count,
-                }
-            })
-            .collect(),
-    );
-    if !with_tags {
-        s.tags = None;
-    }
-    s
-}
-
-/// A service deployment with the live counts of its revisions.
-fn live_sd(rec: &ServiceRecord, obs: &[Observed], s: &SdState) -> ServiceDeployment {
-    let mut sd = s.sd.clone();
-    let finished = sd.finished_at.is_some();
-    if !finished {
-        if let Some(d) = rec
-            .deployments
-            .iter()
-            .find(|d| d.revision_arn == sd.target_service_revision.arn)
-        {
-            sd.target_service_revision = revision_summary(rec, obs, d);
-        }
-        for src in &mut sd.source_service_revisions {
-            if let Some(d) = rec.deployments.iter().find(|d| d.revision_arn == src.arn) {
-                *src = revision_summary(rec, obs, d);
-            } else {
-                src.running_task_count = 0;
-                src.pending_task_count = 0;
-            }
-        }
-    }
-    sd
-}
-
 fn trim_history(rec: &mut ServiceRecord) {
     let in_use: Vec<String> = rec
         .deployments
@@ -1202,44 +895,4 @@ fn trim_history(rec: &mut ServiceRecord) {
             None => break,
         }
     }
-}
-
-/// ECS's defaults for a REPLICA service: circuit breaker off, 200 / 100 percent.
-fn with_defaults(mut c: DeploymentConfiguration) -> DeploymentConfiguration {
-    c.maximum_percent.get_or_insert(200);
-    c.minimum_healthy_percent.get_or_insert(100);
-    c.deployment_circuit_breaker
-        .get_or_insert_with(Default::default);
-    c
-}
-
-fn validate_percents(c: &DeploymentConfiguration) -> Result<(), AwsError> {
-    let (max, min) = crate::controller::service::percents(c);
-    if !(0..=100).contains(&min) {
-        return Err(AwsError::invalid_parameter(
-            "minimumHealthyPercent must be between 0 and 100.",
-        ));
-    }
-    if max < 100 && !(max > 0 && min == 0) || max > 200 {
-        return Err(AwsError::invalid_parameter(
-            "maximumPercent must be between 100 and 200 (or above 0 with a minimumHealthyPercent of 0).",
-        ));
-    }
-    Ok(())
-}
-
-fn validate_network(
-    td: &TaskDefinition,
-    net: Option<&NetworkConfiguration>,
-) -> Result<(), AwsError> {
-    let vpc = net.and_then(|n| n.awsvpc_configuration.as_ref());
-    if td.network_mode.as_deref() == Some("awsvpc") && vpc.is_none() {
-        return Err(AwsError::invalid_parameter(
-            "Network Configuration must be provided when networkMode 'awsvpc' is specified.",
-        ));
-    }
-    if vpc.is_some_and(|v| v.subnets.is_empty()) {
-        return Err(AwsError::invalid_parameter("subnets can not be empty."));
-    }
-    Ok(())
 }

@@ -18,6 +18,7 @@ use berth_store::{Expect, Op, StoreError, StoreExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::launch;
 use super::task_definitions::TaskDefRecord;
 use super::{cluster_name, decode_token, max_results, page, ACTIVE, TASK};
 use crate::{store_err, ControlPlane};
@@ -445,41 +446,15 @@ impl ControlPlane {
         if td.status != TaskDefinitionStatus::Active {
             return Err(AwsError::client_exception("TaskDefinition is inactive"));
         }
-        let launch_type = match (&req.launch_type, &req.capacity_provider_strategy) {
-            (Some(_), Some(_)) => {
-                return Err(AwsError::invalid_parameter(
-                    "Specifying both a launch type and capacity provider strategy is not supported. Remove one and try again.",
-                ))
-            }
-            (Some(l), None) => l.clone(),
-            _ => "FARGATE".to_string(),
-        };
-        if !matches!(launch_type.as_str(), "FARGATE" | "EC2" | "EXTERNAL") {
-            return Err(AwsError::invalid_parameter(format!(
-                "Invalid launchType: {launch_type}"
-            )));
-        }
-        if launch_type == "FARGATE" && !td.compatibilities.iter().any(|c| c == "FARGATE") {
-            return Err(AwsError::invalid_parameter(
-                "Task definition does not support launch_type FARGATE.",
-            ));
-        }
-        super::taskdef_rules::check_runnable(&td, &launch_type)?;
-        let awsvpc = td.network_mode.as_deref() == Some("awsvpc");
+        let launch_type = launch::launch_type(
+            req.launch_type.as_deref(),
+            req.capacity_provider_strategy.is_some(),
+        )?;
+        launch::check_launch(&td, &launch_type, req.network_configuration.as_ref())?;
         let vpc = req
             .network_configuration
             .as_ref()
             .and_then(|n| n.awsvpc_configuration.clone());
-        if awsvpc && vpc.is_none() {
-            return Err(AwsError::invalid_parameter(
-                "Network Configuration must be provided when networkMode 'awsvpc' is specified.",
-            ));
-        }
-        if let Some(v) = &vpc {
-            if v.subnets.is_empty() {
-                return Err(AwsError::invalid_parameter("subnets can not be empty."));
-            }
-        }
         let overrides = req.overrides.clone().unwrap_or_default();
         for o in &overrides.container_overrides {
             let n = o.name.as_deref().unwrap_or("");
