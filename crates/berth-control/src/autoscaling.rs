@@ -26,7 +26,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use berth_api::operation::{AutoScalingOperation, Operation as _};
 use berth_api::proto::{parse_body, AwsError};
+use berth_apiserver::{AwsService, ErrorKind, ErrorTable, Input};
 use berth_core::epoch_now;
 use berth_store::metrics::MetricKind;
 use berth_store::{Expect, Store, StoreExt};
@@ -230,35 +232,43 @@ fn cooldowns() -> &'static Cooldowns {
 }
 
 impl ControlPlane {
-    /// Runs one Application Auto Scaling operation; `body` is the raw JSON request.
+    /// Runs one Application Auto Scaling operation named `operation` (an unknown name gives
+    /// `UnknownOperationException`); `body` is the raw JSON request.
     pub async fn handle_autoscaling(
         &self,
         operation: &str,
         body: &[u8],
     ) -> Result<Value, AwsError> {
+        self.autoscaling(AutoScalingOperation::parse(operation)?, body)
+            .await
+    }
+
+    /// Runs Application Auto Scaling operation `op`; `body` is the raw JSON request.
+    pub async fn autoscaling(
+        &self,
+        op: AutoScalingOperation,
+        body: &[u8],
+    ) -> Result<Value, AwsError> {
+        use AutoScalingOperation as Op;
         let req: Value = parse_body(body)?;
-        match operation {
-            "RegisterScalableTarget" => self.register_scalable_target(&req).await,
-            "DeregisterScalableTarget" => self.deregister_scalable_target(&req),
-            "DescribeScalableTargets" => self.describe_aas(TARGET, &req, "ScalableTargets", None),
-            "PutScalingPolicy" => self.put_scaling_policy(&req),
-            "DescribeScalingPolicies" => {
+        match op {
+            Op::RegisterScalableTarget => self.register_scalable_target(&req).await,
+            Op::DeregisterScalableTarget => self.deregister_scalable_target(&req),
+            Op::DescribeScalableTargets => self.describe_aas(TARGET, &req, "ScalableTargets", None),
+            Op::PutScalingPolicy => self.put_scaling_policy(&req),
+            Op::DescribeScalingPolicies => {
                 self.describe_aas(POLICY, &req, "ScalingPolicies", Some("PolicyNames"))
             }
-            "DeleteScalingPolicy" => self.delete_scaling_policy(&req),
-            "DescribeScalingActivities" => {
+            Op::DeleteScalingPolicy => self.delete_scaling_policy(&req),
+            Op::DescribeScalingActivities => {
                 self.describe_aas(ACTIVITY, &req, "ScalingActivities", None)
             }
-            "TagResource" => self.tag_target(&req),
-            "UntagResource" => self.untag_target(&req),
-            "ListTagsForResource" => {
+            Op::TagResource => self.tag_target(&req),
+            Op::UntagResource => self.untag_target(&req),
+            Op::ListTagsForResource => {
                 let (_, t, _) = self.target_by_arn(&req)?;
                 Ok(json!({"Tags": t.get("Tags").cloned().unwrap_or(json!({}))}))
             }
-            _ => Err(AwsError::unknown_operation(
-                "Application Auto Scaling",
-                operation,
-            )),
         }
     }
 
@@ -759,6 +769,41 @@ pub fn spawn(cp: Arc<ControlPlane>, interval: Duration, window: Duration) {
             }
         }
     });
+}
+
+/// Application Auto Scaling's error names (botocore `application-autoscaling/2016-02-06`).
+pub static ERRORS: ErrorTable = ErrorTable {
+    rows: &[],
+    defaults: &[
+        (ErrorKind::NotFound, "ObjectNotFoundException", 400),
+        (ErrorKind::AlreadyExists, "ValidationException", 400),
+        (ErrorKind::InvalidArgument, "ValidationException", 400),
+        (ErrorKind::Conflict, "ConcurrentUpdateException", 400),
+        (ErrorKind::LimitExceeded, "LimitExceededException", 400),
+        (ErrorKind::Unauthorized, "AccessDeniedException", 400),
+        (ErrorKind::Unsupported, "ValidationException", 400),
+        (ErrorKind::Internal, "InternalServiceException", 500),
+    ],
+};
+
+/// Application Auto Scaling as an [`AwsService`] (awsJson1.1, target prefix
+/// `AnyScaleFrontendService`, signing name `application-autoscaling`).
+pub struct AutoScalingApi(pub Arc<ControlPlane>);
+
+impl AwsService for AutoScalingApi {
+    type Operation = AutoScalingOperation;
+    fn signing_name(&self) -> &'static str {
+        "application-autoscaling"
+    }
+    fn json_target_prefix(&self) -> &'static str {
+        TARGET_PREFIX
+    }
+    fn errors(&self) -> &'static ErrorTable {
+        &ERRORS
+    }
+    async fn call(&self, op: AutoScalingOperation, input: Input<'_>) -> Result<Value, AwsError> {
+        self.0.autoscaling(op, &input.json_bytes()).await
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,11 @@ mod task_definitions;
 mod taskdef_rules;
 pub(crate) mod tasks;
 
+use std::sync::Arc;
+
+use berth_api::operation::{EcsOperation, Operation as _};
 use berth_api::proto::{parse_body, AwsError};
+use berth_apiserver::{AwsService, ErrorKind, ErrorTable, Input};
 use serde_json::Value;
 
 use crate::ControlPlane;
@@ -94,35 +98,108 @@ pub(crate) fn page<T>(
 }
 
 impl ControlPlane {
-    /// Runs one ECS operation; `body` is the raw JSON request.
+    /// Runs one ECS operation named `operation` (a wire name; an unknown one gives
+    /// `UnknownOperationException`); `body` is the raw JSON request.
     pub async fn handle_ecs(&self, operation: &str, body: &[u8]) -> Result<Value, AwsError> {
-        match operation {
-            "CreateCluster" => self.create_cluster(parse_body(body)?),
-            "DescribeClusters" => self.describe_clusters(parse_body(body)?),
-            "ListClusters" => self.list_clusters(parse_body(body)?),
-            "DeleteCluster" => self.delete_cluster(parse_body(body)?),
-            "RegisterTaskDefinition" => self.register_task_definition(parse_body(body)?),
-            "DescribeTaskDefinition" => self.describe_task_definition(parse_body(body)?),
-            "ListTaskDefinitions" => self.list_task_definitions(parse_body(body)?),
-            "ListTaskDefinitionFamilies" => self.list_task_definition_families(parse_body(body)?),
-            "DeregisterTaskDefinition" => self.deregister_task_definition(parse_body(body)?),
-            "RunTask" => self.run_task(parse_body(body)?),
-            "StopTask" => self.stop_task(parse_body(body)?),
-            "DescribeTasks" => self.describe_tasks(parse_body(body)?),
-            "ListTasks" => self.list_tasks(parse_body(body)?),
-            "CreateService" => self.create_service(parse_body(body)?),
-            "UpdateService" => self.update_service(parse_body(body)?),
-            "DeleteService" => self.delete_service(parse_body(body)?),
-            "DescribeServices" => self.describe_services(parse_body(body)?),
-            "ListServices" => self.list_services(parse_body(body)?),
-            "ListServiceDeployments" => self.list_service_deployments(parse_body(body)?),
-            "DescribeServiceDeployments" => self.describe_service_deployments(parse_body(body)?),
-            "DescribeServiceRevisions" => self.describe_service_revisions(parse_body(body)?),
-            "StopServiceDeployment" => self.stop_service_deployment(parse_body(body)?),
-            "TagResource" => self.tag_resource(parse_body(body)?),
-            "UntagResource" => self.untag_resource(parse_body(body)?),
-            "ListTagsForResource" => self.list_tags_for_resource(parse_body(body)?),
-            _ => Err(AwsError::unknown_operation("ECS", operation)),
+        self.ecs(EcsOperation::parse(operation)?, body).await
+    }
+
+    /// Runs ECS operation `op`; `body` is the raw JSON request.
+    pub async fn ecs(&self, op: EcsOperation, body: &[u8]) -> Result<Value, AwsError> {
+        use EcsOperation as Op;
+        match op {
+            Op::CreateCluster => self.create_cluster(parse_body(body)?),
+            Op::DescribeClusters => self.describe_clusters(parse_body(body)?),
+            Op::ListClusters => self.list_clusters(parse_body(body)?),
+            Op::DeleteCluster => self.delete_cluster(parse_body(body)?),
+            Op::RegisterTaskDefinition => self.register_task_definition(parse_body(body)?),
+            Op::DescribeTaskDefinition => self.describe_task_definition(parse_body(body)?),
+            Op::ListTaskDefinitions => self.list_task_definitions(parse_body(body)?),
+            Op::ListTaskDefinitionFamilies => self.list_task_definition_families(parse_body(body)?),
+            Op::DeregisterTaskDefinition => self.deregister_task_definition(parse_body(body)?),
+            Op::RunTask => self.run_task(parse_body(body)?),
+            Op::StopTask => self.stop_task(parse_body(body)?),
+            Op::DescribeTasks => self.describe_tasks(parse_body(body)?),
+            Op::ListTasks => self.list_tasks(parse_body(body)?),
+            Op::CreateService => self.create_service(parse_body(body)?),
+            Op::UpdateService => self.update_service(parse_body(body)?),
+            Op::DeleteService => self.delete_service(parse_body(body)?),
+            Op::DescribeServices => self.describe_services(parse_body(body)?),
+            Op::ListServices => self.list_services(parse_body(body)?),
+            Op::ListServiceDeployments => self.list_service_deployments(parse_body(body)?),
+            Op::DescribeServiceDeployments => self.describe_service_deployments(parse_body(body)?),
+            Op::DescribeServiceRevisions => self.describe_service_revisions(parse_body(body)?),
+            Op::StopServiceDeployment => self.stop_service_deployment(parse_body(body)?),
+            Op::TagResource => self.tag_resource(parse_body(body)?),
+            Op::UntagResource => self.untag_resource(parse_body(body)?),
+            Op::ListTagsForResource => self.list_tags_for_resource(parse_body(body)?),
         }
+    }
+}
+
+/// ECS's error names (botocore `ecs/2014-11-13`): every ECS error is HTTP 400 except
+/// `ServerException` (500).
+pub static ERRORS: ErrorTable = ErrorTable {
+    rows: &[
+        (
+            ErrorKind::NotFound,
+            Some("Cluster"),
+            "ClusterNotFoundException",
+            400,
+        ),
+        (
+            ErrorKind::NotFound,
+            Some("Service"),
+            "ServiceNotFoundException",
+            400,
+        ),
+        (
+            ErrorKind::NotFound,
+            Some("ServiceDeployment"),
+            "ServiceDeploymentNotFoundException",
+            400,
+        ),
+        (
+            ErrorKind::NotFound,
+            Some("TaskDefinition"),
+            "ClientException",
+            400,
+        ),
+        (
+            ErrorKind::Conflict,
+            Some("Service"),
+            "ServiceNotActiveException",
+            400,
+        ),
+    ],
+    defaults: &[
+        (ErrorKind::NotFound, "ResourceNotFoundException", 400),
+        (ErrorKind::AlreadyExists, "InvalidParameterException", 400),
+        (ErrorKind::InvalidArgument, "InvalidParameterException", 400),
+        (ErrorKind::Conflict, "ConflictException", 400),
+        (ErrorKind::LimitExceeded, "LimitExceededException", 400),
+        (ErrorKind::Unauthorized, "AccessDeniedException", 400),
+        (ErrorKind::Unsupported, "UnsupportedFeatureException", 400),
+        (ErrorKind::Internal, "ServerException", 500),
+    ],
+};
+
+/// ECS as an [`AwsService`] (awsJson1.1, target prefix `AmazonEC2ContainerServiceV20141113`,
+/// signing name `ecs`).
+pub struct EcsApi(pub Arc<ControlPlane>);
+
+impl AwsService for EcsApi {
+    type Operation = EcsOperation;
+    fn signing_name(&self) -> &'static str {
+        "ecs"
+    }
+    fn json_target_prefix(&self) -> &'static str {
+        berth_api::proto::ECS_PREFIX
+    }
+    fn errors(&self) -> &'static ErrorTable {
+        &ERRORS
+    }
+    async fn call(&self, op: EcsOperation, input: Input<'_>) -> Result<Value, AwsError> {
+        self.0.ecs(op, &input.json_bytes()).await
     }
 }
