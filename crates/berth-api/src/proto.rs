@@ -1,8 +1,9 @@
-//! awsJson1.1 plumbing shared by every AWS service berth serves (ECS, ECR, CloudWatch Logs):
-//! the `X-Amz-Target` split, the error body, and the SigV4 credential scope.
+//! What every AWS service handler berth serves shares: the wire error ([`AwsError`]), the JSON
+//! request parser ([`parse_body`]) and the services' awsJson target prefixes. The HTTP side (the
+//! `X-Amz-Target` split, content types, codecs, SigV4) is `berth-apiserver`'s.
 //!
-//! Source: AWS "JSON 1.1 protocol" (Smithy `awsJson1_1`): `POST /`, `Content-Type:
-//! application/x-amz-json-1.1`, errors as HTTP 4xx/5xx with `{"__type": "<Name>", "message": ...}`.
+//! Source: AWS "JSON 1.1 protocol" (Smithy `awsJson1_1`): errors as HTTP 4xx/5xx with
+//! `{"__type": "<Name>", "message": ...}`.
 
 use serde::Serialize;
 
@@ -12,15 +13,6 @@ pub const ECS_PREFIX: &str = "AmazonEC2ContainerServiceV20141113";
 pub const ECR_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921";
 /// CloudWatch Logs target prefix.
 pub const LOGS_PREFIX: &str = "Logs_20140328";
-/// The content type of awsJson1.1 requests and responses.
-pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
-
-/// Splits `X-Amz-Target: <prefix>.<Operation>` into its two parts.
-pub fn split_target(target: &str) -> Option<(&str, &str)> {
-    target
-        .split_once('.')
-        .filter(|(p, o)| !p.is_empty() && !o.is_empty())
-}
 
 /// An AWS error as sent on the wire: HTTP `status` plus the JSON body
 /// `{"__type": error_type, "message": message}`.
@@ -97,54 +89,17 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AwsE
     serde_json::from_slice(body).map_err(|e| AwsError::serialization(e.to_string()))
 }
 
-/// The credential scope of a SigV4 `Authorization` header:
-/// `AWS4-HMAC-SHA256 Credential=<key>/<date>/<region>/<service>/aws4_request, ...`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CredentialScope {
-    pub access_key: String,
-    pub date: String,
-    pub region: String,
-    pub service: String,
-}
-
-/// Extracts the credential scope from an `Authorization` header value; `None` when the header is
-/// not SigV4. (Signatures are not checked yet.)
-pub fn credential_scope(authorization: &str) -> Option<CredentialScope> {
-    let rest = authorization.strip_prefix("AWS4-HMAC-SHA256")?;
-    let cred = rest
-        .split(',')
-        .map(str::trim)
-        .find_map(|p| p.strip_prefix("Credential="))?;
-    let mut parts = cred.split('/');
-    Some(CredentialScope {
-        access_key: parts.next()?.to_string(),
-        date: parts.next()?.to_string(),
-        region: parts.next()?.to_string(),
-        service: parts.next()?.to_string(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn scope_and_target() {
-        let h = "AWS4-HMAC-SHA256 Credential=AKID/20261124/eu-west-1/ecs/aws4_request, SignedHeaders=host, Signature=x";
-        let s = credential_scope(h).unwrap();
-        assert_eq!(
-            (s.region.as_str(), s.service.as_str()),
-            ("eu-west-1", "ecs")
-        );
-        assert_eq!(
-            split_target("AmazonEC2ContainerServiceV20141113.RunTask"),
-            Some((ECS_PREFIX, "RunTask"))
-        );
-        assert_eq!(split_target("nodot"), None);
+    fn error_body() {
         let e = AwsError::client("ClusterNotFoundException", "Cluster not found.");
         assert_eq!(
             String::from_utf8(e.body()).unwrap(),
             r#"{"__type":"ClusterNotFoundException","message":"Cluster not found."}"#
         );
+        assert_eq!(AwsError::server("x").status, 500);
     }
 }

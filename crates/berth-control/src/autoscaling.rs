@@ -26,7 +26,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use berth_api::operation::{AutoScalingOperation, Operation as _};
 use berth_api::proto::{parse_body, AwsError};
+use berth_apiserver::{AwsService, ErrorKind, ErrorTable, Input};
 use berth_core::epoch_now;
 use berth_core::status::ServiceStatus;
 use berth_store::metrics::MetricKind;
@@ -231,49 +233,57 @@ fn cooldowns() -> &'static Cooldowns {
 }
 
 impl ControlPlane {
-    /// Runs one Application Auto Scaling operation; `body` is the raw JSON request. A store
-    /// conflict that escapes the handler runs it again ([`crate::retry_conflicts`]).
+    /// Runs one Application Auto Scaling operation named `operation` (an unknown name gives
+    /// `UnknownOperationException`); `body` is the raw JSON request.
     pub async fn handle_autoscaling(
         &self,
         operation: &str,
         body: &[u8],
     ) -> Result<Value, AwsError> {
-        let req: Value = parse_body(body)?;
-        crate::retry_conflicts(|| self.handle_autoscaling_once(operation, &req)).await
+        self.autoscaling(AutoScalingOperation::parse(operation)?, body)
+            .await
     }
 
-    async fn handle_autoscaling_once(
+    /// Runs Application Auto Scaling operation `op`; `body` is the raw JSON request. A store
+    /// conflict that escapes the handler runs it again ([`crate::retry_conflicts`]).
+    pub async fn autoscaling(
         &self,
-        operation: &str,
+        op: AutoScalingOperation,
+        body: &[u8],
+    ) -> Result<Value, AwsError> {
+        let req: Value = parse_body(body)?;
+        crate::retry_conflicts(|| self.autoscaling_once(op, &req)).await
+    }
+
+    async fn autoscaling_once(
+        &self,
+        op: AutoScalingOperation,
         req: &Value,
     ) -> Result<Value, AwsError> {
-        match operation {
-            "RegisterScalableTarget" => self.register_scalable_target(req).await,
-            "DeregisterScalableTarget" => self.deregister_scalable_target(req).await,
-            "DescribeScalableTargets" => {
+        use AutoScalingOperation as Op;
+        match op {
+            Op::RegisterScalableTarget => self.register_scalable_target(req).await,
+            Op::DeregisterScalableTarget => self.deregister_scalable_target(req).await,
+            Op::DescribeScalableTargets => {
                 self.describe_aas(TARGET, req, "ScalableTargets", None)
                     .await
             }
-            "PutScalingPolicy" => self.put_scaling_policy(req).await,
-            "DescribeScalingPolicies" => {
+            Op::PutScalingPolicy => self.put_scaling_policy(req).await,
+            Op::DescribeScalingPolicies => {
                 self.describe_aas(POLICY, req, "ScalingPolicies", Some("PolicyNames"))
                     .await
             }
-            "DeleteScalingPolicy" => self.delete_scaling_policy(req).await,
-            "DescribeScalingActivities" => {
+            Op::DeleteScalingPolicy => self.delete_scaling_policy(req).await,
+            Op::DescribeScalingActivities => {
                 self.describe_aas(ACTIVITY, req, "ScalingActivities", None)
                     .await
             }
-            "TagResource" => self.tag_target(req).await,
-            "UntagResource" => self.untag_target(req).await,
-            "ListTagsForResource" => {
+            Op::TagResource => self.tag_target(req).await,
+            Op::UntagResource => self.untag_target(req).await,
+            Op::ListTagsForResource => {
                 let (_, t, _) = self.target_by_arn(req).await?;
                 Ok(json!({"Tags": t.get("Tags").cloned().unwrap_or(json!({}))}))
             }
-            _ => Err(AwsError::unknown_operation(
-                "Application Auto Scaling",
-                operation,
-            )),
         }
     }
 
@@ -817,6 +827,41 @@ pub fn spawn(cp: Arc<ControlPlane>, interval: Duration, window: Duration) {
             }
         }
     });
+}
+
+/// Application Auto Scaling's error names (botocore `application-autoscaling/2016-02-06`).
+pub static ERRORS: ErrorTable = ErrorTable {
+    rows: &[],
+    defaults: &[
+        (ErrorKind::NotFound, "ObjectNotFoundException", 400),
+        (ErrorKind::AlreadyExists, "ValidationException", 400),
+        (ErrorKind::InvalidArgument, "ValidationException", 400),
+        (ErrorKind::Conflict, "ConcurrentUpdateException", 400),
+        (ErrorKind::LimitExceeded, "LimitExceededException", 400),
+        (ErrorKind::Unauthorized, "AccessDeniedException", 400),
+        (ErrorKind::Unsupported, "ValidationException", 400),
+        (ErrorKind::Internal, "InternalServiceException", 500),
+    ],
+};
+
+/// Application Auto Scaling as an [`AwsService`] (awsJson1.1, target prefix
+/// `AnyScaleFrontendService`, signing name `application-autoscaling`).
+pub struct AutoScalingApi(pub Arc<ControlPlane>);
+
+impl AwsService for AutoScalingApi {
+    type Operation = AutoScalingOperation;
+    fn signing_name(&self) -> &'static str {
+        "application-autoscaling"
+    }
+    fn json_target_prefix(&self) -> &'static str {
+        TARGET_PREFIX
+    }
+    fn errors(&self) -> &'static ErrorTable {
+        &ERRORS
+    }
+    async fn call(&self, op: AutoScalingOperation, input: Input<'_>) -> Result<Value, AwsError> {
+        self.0.autoscaling(op, &input.json_bytes()).await
+    }
 }
 
 #[cfg(test)]

@@ -20,14 +20,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
 use berth_api::agent::MetricsBatch;
+use berth_api::operation::{CloudWatchOperation, Operation as _};
 use berth_api::proto::AwsError;
+use berth_apiserver::{AwsService, ErrorKind, ErrorTable, Input, JsonVersion, QuerySupport};
 use berth_store::metrics::{MetricKind, MetricSample};
 use serde_json::{json, Map, Value};
 
@@ -50,25 +46,6 @@ pub(crate) fn missing(name: &str) -> AwsError {
         "MissingRequiredParameterException",
         format!("The parameter {name} is required."),
     )
-}
-
-/// The query-protocol error code and fault type of an error (`awsQueryError` in the model).
-pub fn query_code(e: &AwsError) -> (String, &'static str) {
-    let code = match e.error_type.as_str() {
-        "InvalidParameterValueException" => "InvalidParameterValue",
-        "MissingRequiredParameterException" => "MissingParameter",
-        "InvalidParameterCombinationException" => "InvalidParameterCombination",
-        "InternalServiceFault" | "ServerException" => "InternalServiceError",
-        // The query protocol's name for an operation the service does not have.
-        "UnknownOperationException" => "InvalidAction",
-        other => other,
-    };
-    let fault = if e.status >= 500 {
-        "Receiver"
-    } else {
-        "Sender"
-    };
-    (code.to_string(), fault)
 }
 
 /// A number member; the query protocol sends numbers as text.
@@ -102,29 +79,6 @@ pub fn parse_iso8601(s: &str) -> Option<f64> {
     let mi: i64 = t.next()?.parse().ok()?;
     let sec: f64 = t.next().unwrap_or("0").parse().ok()?;
     Some((berth_core::time::days_from_civil(y, mo, da) * 86_400 + h * 3600 + mi * 60) as f64 + sec)
-}
-
-/// ISO 8601 UTC text of epoch seconds, as the query protocol writes timestamps.
-pub fn format_iso8601(t: f64) -> String {
-    let ms = (t * 1000.0).round() as i64;
-    let (secs, ms) = (ms.div_euclid(1000), ms.rem_euclid(1000));
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
 }
 
 /// A timestamp member: epoch seconds (JSON, CBOR) or ISO 8601 text (query).
@@ -257,32 +211,40 @@ impl ControlPlane {
         Ok(statistic("Average", &v))
     }
 
-    /// Runs one CloudWatch operation on a request decoded to JSON (timestamps as epoch seconds
+    /// Runs one CloudWatch operation named `operation` (an unknown name gives
+    /// `UnknownOperationException`) on a request decoded to JSON (timestamps as epoch seconds
     /// or ISO 8601 text); the reply carries timestamps as epoch seconds.
-    /// A store conflict that escapes the handler runs it again ([`crate::retry_conflicts`]).
     pub async fn handle_cloudwatch(&self, operation: &str, req: &Value) -> Result<Value, AwsError> {
-        crate::retry_conflicts(|| self.handle_cloudwatch_once(operation, req)).await
+        self.cloudwatch(CloudWatchOperation::parse(operation)?, req)
+            .await
     }
 
-    async fn handle_cloudwatch_once(
+    /// Runs CloudWatch operation `op` (see [`ControlPlane::handle_cloudwatch`]). A store
+    /// conflict that escapes the handler runs it again ([`crate::retry_conflicts`]).
+    pub async fn cloudwatch(
         &self,
-        operation: &str,
+        op: CloudWatchOperation,
         req: &Value,
     ) -> Result<Value, AwsError> {
-        match operation {
-            "GetMetricStatistics" => self.get_metric_statistics(req),
-            "GetMetricData" => self.get_metric_data(req),
-            "ListMetrics" => self.list_metrics(req),
-            "PutMetricAlarm" => self.put_metric_alarm(req).await,
-            "DescribeAlarms" => self.describe_alarms(req).await,
-            "DeleteAlarms" => self.delete_alarms(req).await,
-            "TagResource" => self.tag_alarm(req).await,
-            "UntagResource" => self.untag_alarm(req).await,
-            "ListTagsForResource" => self.list_alarm_tags(req).await,
-            _ => Err(AwsError::client(
-                "UnknownOperationException",
-                format!("berth's CloudWatch does not implement {operation}"),
-            )),
+        crate::retry_conflicts(|| self.cloudwatch_once(op, req)).await
+    }
+
+    async fn cloudwatch_once(
+        &self,
+        op: CloudWatchOperation,
+        req: &Value,
+    ) -> Result<Value, AwsError> {
+        use CloudWatchOperation as Op;
+        match op {
+            Op::GetMetricStatistics => self.get_metric_statistics(req),
+            Op::GetMetricData => self.get_metric_data(req),
+            Op::ListMetrics => self.list_metrics(req),
+            Op::PutMetricAlarm => self.put_metric_alarm(req).await,
+            Op::DescribeAlarms => self.describe_alarms(req).await,
+            Op::DeleteAlarms => self.delete_alarms(req).await,
+            Op::TagResource => self.tag_alarm(req).await,
+            Op::UntagResource => self.untag_alarm(req).await,
+            Op::ListTagsForResource => self.list_alarm_tags(req).await,
         }
     }
 
@@ -492,58 +454,9 @@ impl ControlPlane {
     }
 }
 
-// ---- wire protocols ------------------------------------------------------------------------
+// ---- the service ----------------------------------------------------------------------------
 
-fn request_id() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-fn finish(
-    status: StatusCode,
-    ctype: &'static str,
-    body: Vec<u8>,
-    e: Option<&AwsError>,
-) -> Response {
-    let mut resp = (status, body).into_response();
-    let h = resp.headers_mut();
-    h.insert("content-type", HeaderValue::from_static(ctype));
-    if let Ok(v) = HeaderValue::from_str(&request_id()) {
-        h.insert("x-amzn-requestid", v);
-    }
-    if let Some(e) = e {
-        let (code, fault) = query_code(e);
-        if let Ok(v) = HeaderValue::from_str(&format!("{code};{fault}")) {
-            h.insert("x-amzn-query-error", v);
-        }
-    }
-    resp
-}
-
-fn status_of(e: &AwsError) -> StatusCode {
-    StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST)
-}
-
-/// awsJson1.0 (`X-Amz-Target: GraniteServiceVersion20100801.<op>`): JSON in, JSON out.
-pub async fn json_response(cp: &ControlPlane, op: &str, body: &[u8]) -> Response {
-    const CT: &str = "application/x-amz-json-1.0";
-    let started = std::time::Instant::now();
-    let req: Result<Value, AwsError> = berth_api::proto::parse_body(body);
-    let result = match req {
-        Ok(r) => cp.handle_cloudwatch(op, &r).await,
-        Err(e) => Err(e),
-    };
-    crate::prom::record_api("cloudwatch", op, result.as_ref().err(), started.elapsed());
-    match result {
-        Ok(v) => finish(
-            StatusCode::OK,
-            CT,
-            serde_json::to_vec(&v).unwrap_or_default(),
-            None,
-        ),
-        Err(e) => finish(status_of(&e), CT, e.body(), Some(&e)),
-    }
-}
-
+/// Reply members that are timestamps.
 const TIMESTAMP_KEYS: [&str; 5] = [
     "Timestamp",
     "Timestamps",
@@ -552,188 +465,91 @@ const TIMESTAMP_KEYS: [&str; 5] = [
     "StateTransitionedTimestamp",
 ];
 
-/// smithy-rpc-v2-cbor: `POST /service/GraniteServiceVersion20100801/operation/<op>`.
-async fn cbor_op(
-    State(cp): State<Arc<ControlPlane>>,
-    Path(op): Path<String>,
-    body: Bytes,
-) -> Response {
-    const CT: &str = "application/cbor";
-    let started = std::time::Instant::now();
-    let result = match berth_api::cbor::decode(&body) {
-        Ok(r) => cp.handle_cloudwatch(&op, &r).await,
-        Err(e) => Err(AwsError::serialization(e.to_string())),
-    };
-    crate::prom::record_api("cloudwatch", &op, result.as_ref().err(), started.elapsed());
-    let mut resp = match result {
-        Ok(v) => finish(
-            StatusCode::OK,
-            CT,
-            berth_api::cbor::encode(&v, &TIMESTAMP_KEYS),
-            None,
+/// CloudWatch's query protocol: its namespace, its `awsQueryError` codes, its map members.
+static QUERY: QuerySupport = QuerySupport {
+    xmlns: XMLNS,
+    error_codes: &[
+        ("InvalidParameterValueException", "InvalidParameterValue"),
+        ("MissingRequiredParameterException", "MissingParameter"),
+        (
+            "InvalidParameterCombinationException",
+            "InvalidParameterCombination",
         ),
-        Err(e) => {
-            let body = json!({"__type": format!("com.amazonaws.cloudwatch#{}", e.error_type), "message": e.message});
-            finish(
-                status_of(&e),
-                CT,
-                berth_api::cbor::encode(&body, &[]),
-                Some(&e),
-            )
-        }
-    };
-    resp.headers_mut()
-        .insert("smithy-protocol", HeaderValue::from_static("rpc-v2-cbor"));
-    resp
-}
+        ("InternalServiceFault", "InternalServiceError"),
+        ("ServerException", "InternalServiceError"),
+    ],
+    map_members: &["ExtendedStatistics"],
+};
 
-/// The smithy-rpc-v2-cbor route of CloudWatch.
-pub fn router(cp: Arc<ControlPlane>) -> Router {
-    Router::new()
-        .route(
-            "/service/GraniteServiceVersion20100801/operation/{op}",
-            post(cbor_op),
-        )
-        .with_state(cp)
-}
+/// CloudWatch's error names (botocore `cloudwatch/2010-08-01`).
+pub static ERRORS: ErrorTable = ErrorTable {
+    rows: &[],
+    defaults: &[
+        (ErrorKind::NotFound, "ResourceNotFoundException", 404),
+        (
+            ErrorKind::AlreadyExists,
+            "InvalidParameterValueException",
+            400,
+        ),
+        (
+            ErrorKind::InvalidArgument,
+            "InvalidParameterValueException",
+            400,
+        ),
+        (ErrorKind::Conflict, "ConcurrentModificationException", 429),
+        (ErrorKind::LimitExceeded, "LimitExceededException", 400),
+        (ErrorKind::Unauthorized, "AccessDeniedException", 403),
+        (
+            ErrorKind::Unsupported,
+            "InvalidParameterValueException",
+            400,
+        ),
+        (ErrorKind::Serialization, "SerializationException", 400),
+        (ErrorKind::Internal, "InternalServiceFault", 500),
+    ],
+};
 
-/// Turns query parameters (`A.member.1.B=x`) into a JSON value (`{"A": [{"B": "x"}]}`).
-pub fn query_to_json(pairs: &[(String, String)]) -> Value {
-    fn put(node: &mut Value, path: &[&str], val: &str) {
-        let Some((first, rest)) = path.split_first() else {
-            *node = Value::String(val.to_string());
-            return;
-        };
-        if *first == "member" || *first == "entry" {
-            // `member.<n>`: a list element (1-based).
-            let Some((idx, rest)) = rest.split_first() else {
-                return;
-            };
-            let i: usize = idx.parse().unwrap_or(1).max(1) - 1;
-            if !node.is_array() {
-                *node = Value::Array(Vec::new());
-            }
-            let a = node.as_array_mut().unwrap();
-            while a.len() <= i {
-                a.push(Value::Null);
-            }
-            put(&mut a[i], rest, val);
-            return;
-        }
-        if !node.is_object() {
-            *node = Value::Object(Map::new());
-        }
-        let child = node
-            .as_object_mut()
-            .unwrap()
-            .entry(first.to_string())
-            .or_insert(Value::Null);
-        put(child, rest, val);
+/// CloudWatch as an [`AwsService`]: awsJson1.0 (`X-Amz-Target:
+/// GraniteServiceVersion20100801.<op>`, what aws-cli 1.x sends), smithy-rpc-v2-cbor and the
+/// query protocol (signing name `monitoring`); query-compatible errors. API metrics label
+/// `cloudwatch`.
+pub struct CloudWatchApi(pub Arc<ControlPlane>);
+
+impl AwsService for CloudWatchApi {
+    type Operation = CloudWatchOperation;
+    fn signing_name(&self) -> &'static str {
+        "monitoring"
     }
-    let mut root = Value::Object(Map::new());
-    for (k, v) in pairs {
-        if k == "Action" || k == "Version" {
-            continue;
-        }
-        let path: Vec<&str> = k.split('.').collect();
-        put(&mut root, &path, v);
+    fn json_target_prefix(&self) -> &'static str {
+        TARGET_PREFIX
     }
-    root
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-fn to_xml(out: &mut String, key: &str, v: &Value) {
-    match v {
-        Value::Null => {}
-        Value::Array(a) => {
-            out.push_str(&format!("<{key}>"));
-            for x in a {
-                to_xml(
-                    out,
-                    "member",
-                    &if TIMESTAMP_KEYS.contains(&key) {
-                        ts_text(x)
-                    } else {
-                        x.clone()
-                    },
-                );
-            }
-            out.push_str(&format!("</{key}>"));
-        }
-        Value::Object(m) => {
-            out.push_str(&format!("<{key}>"));
-            for (k, x) in m {
-                if k == "ExtendedStatistics" {
-                    out.push_str("<ExtendedStatistics>");
-                    for (sk, sv) in x.as_object().into_iter().flatten() {
-                        out.push_str(&format!(
-                            "<entry><key>{}</key><value>{sv}</value></entry>",
-                            xml_escape(sk)
-                        ));
-                    }
-                    out.push_str("</ExtendedStatistics>");
-                } else if TIMESTAMP_KEYS.contains(&k.as_str()) && !x.is_array() {
-                    to_xml(out, k, &ts_text(x));
-                } else {
-                    to_xml(out, k, x);
-                }
-            }
-            out.push_str(&format!("</{key}>"));
-        }
-        Value::String(s) => out.push_str(&format!("<{key}>{}</{key}>", xml_escape(s))),
-        other => out.push_str(&format!("<{key}>{other}</{key}>")),
+    fn json_version(&self) -> JsonVersion {
+        JsonVersion::V1_0
     }
-}
-
-fn ts_text(v: &Value) -> Value {
-    Value::String(format_iso8601(v.as_f64().unwrap_or(0.0)))
-}
-
-/// The query protocol (`POST /`, form-encoded `Action=<op>&Version=2010-08-01&...`): XML replies
-/// `<OpResponse><OpResult>...</OpResult><ResponseMetadata>...`, errors as `<ErrorResponse>`.
-pub async fn query_response(cp: &ControlPlane, body: &[u8]) -> Response {
-    const CT: &str = "text/xml";
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
-    let op = pairs
-        .iter()
-        .find(|(k, _)| k == "Action")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
-    let rid = request_id();
-    let started = std::time::Instant::now();
-    let result = cp.handle_cloudwatch(&op, &query_to_json(&pairs)).await;
-    crate::prom::record_api("cloudwatch", &op, result.as_ref().err(), started.elapsed());
-    match result {
-        Ok(v) => {
-            let mut x = format!("<{op}Response xmlns=\"{XMLNS}\">");
-            let mut inner = String::new();
-            to_xml(&mut inner, &format!("{op}Result"), &v);
-            x.push_str(&inner);
-            x.push_str(&format!(
-                "<ResponseMetadata><RequestId>{rid}</RequestId></ResponseMetadata></{op}Response>"
-            ));
-            finish(StatusCode::OK, CT, x.into_bytes(), None)
-        }
-        Err(e) => {
-            let (code, fault) = query_code(&e);
-            let x = format!(
-                "<ErrorResponse xmlns=\"{XMLNS}\"><Error><Type>{fault}</Type><Code>{}</Code><Message>{}</Message></Error><RequestId>{rid}</RequestId></ErrorResponse>",
-                xml_escape(&code),
-                xml_escape(&e.message)
-            );
-            finish(status_of(&e), CT, x.into_bytes(), None)
-        }
+    fn metrics_label(&self) -> &'static str {
+        "cloudwatch"
+    }
+    fn rpc_v2_cbor(&self) -> Option<&'static str> {
+        Some("com.amazonaws.cloudwatch")
+    }
+    fn query(&self) -> Option<&'static QuerySupport> {
+        Some(&QUERY)
+    }
+    fn timestamp_members(&self) -> &'static [&'static str] {
+        &TIMESTAMP_KEYS
+    }
+    fn errors(&self) -> &'static ErrorTable {
+        &ERRORS
+    }
+    async fn call(&self, op: CloudWatchOperation, input: Input<'_>) -> Result<Value, AwsError> {
+        self.0.cloudwatch(op, &input.parse::<Value>()?).await
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use berth_apiserver::query::{format_iso8601, query_to_json};
+
     use super::*;
 
     #[test]

@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_api::logs::*;
+use berth_api::operation::{LogsOperation, Operation as _};
 use berth_api::proto::{parse_body, AwsError};
+use berth_apiserver::{AwsService, ErrorKind, ErrorTable, Input};
 use berth_store::logs::{EventQuery, TagOutcome};
 use serde_json::{json, Value};
 
@@ -240,51 +242,57 @@ fn now_ms() -> i64 {
 }
 
 impl ControlPlane {
-    /// Runs one CloudWatch Logs operation; `body` is the raw JSON request.
+    /// Runs one CloudWatch Logs operation named `operation` (an unknown name gives
+    /// `UnknownOperationException`); `body` is the raw JSON request.
     pub async fn handle_logs(&self, operation: &str, body: &[u8]) -> Result<Value, AwsError> {
-        match operation {
-            "CreateLogGroup" => self.create_log_group(parse_body(body)?),
-            "DeleteLogGroup" => self.delete_log_group(parse_body(body)?).await,
-            "CreateLogStream" => self.create_log_stream(parse_body(body)?),
-            "DeleteLogStream" => self.delete_log_stream(parse_body(body)?).await,
-            "PutLogEvents" => self.put_log_events(parse_body(body)?),
-            "DescribeLogGroups" => self.describe_log_groups(parse_body(body)?),
-            "DescribeLogStreams" => self.describe_log_streams(parse_body(body)?),
-            "GetLogEvents" => self.get_log_events(parse_body(body)?),
-            "FilterLogEvents" => self.filter_log_events(parse_body(body)?),
-            "PutRetentionPolicy" => self.put_retention_policy(parse_body(body)?),
-            "DeleteRetentionPolicy" => self.delete_retention_policy(parse_body(body)?),
-            "TagResource" => {
+        self.logs(LogsOperation::parse(operation)?, body).await
+    }
+
+    /// Runs CloudWatch Logs operation `op`; `body` is the raw JSON request.
+    pub async fn logs(&self, op: LogsOperation, body: &[u8]) -> Result<Value, AwsError> {
+        use LogsOperation as Op;
+        match op {
+            Op::CreateLogGroup => self.create_log_group(parse_body(body)?),
+            Op::DeleteLogGroup => self.delete_log_group(parse_body(body)?).await,
+            Op::CreateLogStream => self.create_log_stream(parse_body(body)?),
+            Op::DeleteLogStream => self.delete_log_stream(parse_body(body)?).await,
+            Op::PutLogEvents => self.put_log_events(parse_body(body)?),
+            Op::DescribeLogGroups => self.describe_log_groups(parse_body(body)?),
+            Op::DescribeLogStreams => self.describe_log_streams(parse_body(body)?),
+            Op::GetLogEvents => self.get_log_events(parse_body(body)?),
+            Op::FilterLogEvents => self.filter_log_events(parse_body(body)?),
+            Op::PutRetentionPolicy => self.put_retention_policy(parse_body(body)?),
+            Op::DeleteRetentionPolicy => self.delete_retention_policy(parse_body(body)?),
+            Op::TagResource => {
                 let r: TagResourceRequest = parse_body(body)?;
                 let g = self.group_of_arn(&r.resource_arn)?;
                 self.tag_group(&g, &r.tags)
             }
-            "UntagResource" => {
+            Op::UntagResource => {
                 let r: UntagResourceRequest = parse_body(body)?;
                 let g = self.group_of_arn(&r.resource_arn)?;
                 self.untag_group(&g, &r.tag_keys)
             }
-            "ListTagsForResource" => {
+            Op::ListTagsForResource => {
                 let r: ListTagsForResourceRequest = parse_body(body)?;
                 let g = self.group_of_arn(&r.resource_arn)?;
                 self.list_group_tags(&g)
             }
-            "TagLogGroup" => {
+            Op::TagLogGroup => {
                 let r: TagLogGroupRequest = parse_body(body)?;
                 check_group_name("logGroupName", &r.log_group_name)?;
                 self.tag_group(&r.log_group_name, &r.tags)
             }
-            "UntagLogGroup" => {
+            Op::UntagLogGroup => {
                 let r: UntagLogGroupRequest = parse_body(body)?;
                 check_group_name("logGroupName", &r.log_group_name)?;
                 self.untag_group(&r.log_group_name, &r.tags)
             }
-            "ListTagsLogGroup" => {
+            Op::ListTagsLogGroup => {
                 let r: LogGroupRequest = parse_body(body)?;
                 check_group_name("logGroupName", &r.log_group_name)?;
                 self.list_group_tags(&r.log_group_name)
             }
-            _ => Err(AwsError::unknown_operation("CloudWatch Logs", operation)),
         }
     }
 
@@ -843,5 +851,44 @@ impl ControlPlane {
             })
             .collect();
         Ok(json!({ "events": out, "searchedLogStreams": [], "nextToken": next }))
+    }
+}
+
+/// CloudWatch Logs' error names (botocore `logs/2014-03-28`).
+pub static ERRORS: ErrorTable = ErrorTable {
+    rows: &[],
+    defaults: &[
+        (ErrorKind::NotFound, "ResourceNotFoundException", 400),
+        (
+            ErrorKind::AlreadyExists,
+            "ResourceAlreadyExistsException",
+            400,
+        ),
+        (ErrorKind::InvalidArgument, "InvalidParameterException", 400),
+        (ErrorKind::Conflict, "OperationAbortedException", 400),
+        (ErrorKind::LimitExceeded, "LimitExceededException", 400),
+        (ErrorKind::Unauthorized, "AccessDeniedException", 400),
+        (ErrorKind::Unsupported, "InvalidOperationException", 400),
+        (ErrorKind::Internal, "ServerException", 500),
+    ],
+};
+
+/// CloudWatch Logs as an [`AwsService`] (awsJson1.1, target prefix `Logs_20140328`, signing
+/// name `logs`).
+pub struct LogsApi(pub Arc<ControlPlane>);
+
+impl AwsService for LogsApi {
+    type Operation = LogsOperation;
+    fn signing_name(&self) -> &'static str {
+        "logs"
+    }
+    fn json_target_prefix(&self) -> &'static str {
+        berth_api::proto::LOGS_PREFIX
+    }
+    fn errors(&self) -> &'static ErrorTable {
+        &ERRORS
+    }
+    async fn call(&self, op: LogsOperation, input: Input<'_>) -> Result<Value, AwsError> {
+        self.0.logs(op, &input.json_bytes()).await
     }
 }

@@ -23,7 +23,9 @@ mod settings;
 pub(crate) use images::images_with_tags;
 
 use base64::Engine as _;
+use berth_api::operation::EcrOperation;
 use berth_api::proto::{parse_body, AwsError};
+use berth_apiserver::{AwsService, ErrorKind, ErrorTable, Input};
 use berth_store::{Expect, Op, StoreError};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -72,50 +74,150 @@ pub fn aws_error(account: &str, e: &RegistryError) -> AwsError {
     }
 }
 
-pub(crate) async fn handle(reg: &Registry, op: &str, body: &[u8]) -> Result<Value, AwsError> {
+/// Runs ECR operation `op` on the raw JSON request `body`.
+pub(crate) async fn handle(
+    reg: &Registry,
+    op: EcrOperation,
+    body: &[u8],
+) -> Result<Value, AwsError> {
+    use EcrOperation as O;
     let account = reg.scope.account.clone();
     let res = match op {
-        "CreateRepository" => create_repository(reg, parse_body(body)?).await,
-        "DescribeRepositories" => describe_repositories(reg, parse_body(body)?).await,
-        "DeleteRepository" => delete_repository(reg, parse_body(body)?).await,
-        "GetAuthorizationToken" => {
+        O::CreateRepository => create_repository(reg, parse_body(body)?).await,
+        O::DescribeRepositories => describe_repositories(reg, parse_body(body)?).await,
+        O::DeleteRepository => delete_repository(reg, parse_body(body)?).await,
+        O::GetAuthorizationToken => {
             let _: Value = parse_body(body)?;
             Ok(get_authorization_token(reg))
         }
-        "ListImages" => images::list_images(reg, parse_body(body)?).await,
-        "DescribeImages" => images::describe_images(reg, parse_body(body)?).await,
-        "BatchGetImage" => images::batch_get_image(reg, parse_body(body)?).await,
-        "PutImage" => images::put_image(reg, parse_body(body)?).await,
-        "BatchDeleteImage" => images::batch_delete_image(reg, parse_body(body)?).await,
-        "BatchCheckLayerAvailability" => layers::batch_check(reg, parse_body(body)?).await,
-        "InitiateLayerUpload" => layers::initiate(reg, parse_body(body)?).await,
-        "UploadLayerPart" => layers::upload_part(reg, parse_body(body)?).await,
-        "CompleteLayerUpload" => layers::complete(reg, parse_body(body)?).await,
-        "GetDownloadUrlForLayer" => layers::download_url(reg, parse_body(body)?).await,
-        "PutImageTagMutability" => settings::put_tag_mutability(reg, parse_body(body)?).await,
-        "PutImageScanningConfiguration" => settings::put_scanning(reg, parse_body(body)?).await,
-        "SetRepositoryPolicy" => settings::set_policy(reg, parse_body(body)?).await,
-        "GetRepositoryPolicy" => settings::get_policy(reg, parse_body(body)?).await,
-        "DeleteRepositoryPolicy" => settings::delete_policy(reg, parse_body(body)?).await,
-        "TagResource" => settings::tag_resource(reg, parse_body(body)?).await,
-        "UntagResource" => settings::untag_resource(reg, parse_body(body)?).await,
-        "ListTagsForResource" => settings::list_tags(reg, parse_body(body)?).await,
-        "DescribeRegistry" => {
+        O::ListImages => images::list_images(reg, parse_body(body)?).await,
+        O::DescribeImages => images::describe_images(reg, parse_body(body)?).await,
+        O::BatchGetImage => images::batch_get_image(reg, parse_body(body)?).await,
+        O::PutImage => images::put_image(reg, parse_body(body)?).await,
+        O::BatchDeleteImage => images::batch_delete_image(reg, parse_body(body)?).await,
+        O::BatchCheckLayerAvailability => layers::batch_check(reg, parse_body(body)?).await,
+        O::InitiateLayerUpload => layers::initiate(reg, parse_body(body)?).await,
+        O::UploadLayerPart => layers::upload_part(reg, parse_body(body)?).await,
+        O::CompleteLayerUpload => layers::complete(reg, parse_body(body)?).await,
+        O::GetDownloadUrlForLayer => layers::download_url(reg, parse_body(body)?).await,
+        O::PutImageTagMutability => settings::put_tag_mutability(reg, parse_body(body)?).await,
+        O::PutImageScanningConfiguration => settings::put_scanning(reg, parse_body(body)?).await,
+        O::SetRepositoryPolicy => settings::set_policy(reg, parse_body(body)?).await,
+        O::GetRepositoryPolicy => settings::get_policy(reg, parse_body(body)?).await,
+        O::DeleteRepositoryPolicy => settings::delete_policy(reg, parse_body(body)?).await,
+        O::TagResource => settings::tag_resource(reg, parse_body(body)?).await,
+        O::UntagResource => settings::untag_resource(reg, parse_body(body)?).await,
+        O::ListTagsForResource => settings::list_tags(reg, parse_body(body)?).await,
+        O::DescribeRegistry => {
             let _: Value = parse_body(body)?;
             Ok(settings::describe_registry(reg))
         }
-        "PutLifecyclePolicy" => lifecycle_ops::put(reg, parse_body(body)?).await,
-        "GetLifecyclePolicy" => lifecycle_ops::get(reg, parse_body(body)?).await,
-        "DeleteLifecyclePolicy" => lifecycle_ops::delete(reg, parse_body(body)?).await,
-        "StartLifecyclePolicyPreview" => lifecycle_ops::start_preview(reg, parse_body(body)?).await,
-        "GetLifecyclePolicyPreview" => lifecycle_ops::get_preview(reg, parse_body(body)?).await,
-        "StartImageScan" => scanning::start_image_scan(reg, parse_body(body)?).await,
-        "DescribeImageScanFindings" => {
+        O::PutLifecyclePolicy => lifecycle_ops::put(reg, parse_body(body)?).await,
+        O::GetLifecyclePolicy => lifecycle_ops::get(reg, parse_body(body)?).await,
+        O::DeleteLifecyclePolicy => lifecycle_ops::delete(reg, parse_body(body)?).await,
+        O::StartLifecyclePolicyPreview => {
+            lifecycle_ops::start_preview(reg, parse_body(body)?).await
+        }
+        O::GetLifecyclePolicyPreview => lifecycle_ops::get_preview(reg, parse_body(body)?).await,
+        O::StartImageScan => scanning::start_image_scan(reg, parse_body(body)?).await,
+        O::DescribeImageScanFindings => {
             scanning::describe_image_scan_findings(reg, parse_body(body)?).await
         }
-        _ => return Err(AwsError::unknown_operation("ECR", op)),
     };
     res.map_err(|e| aws_error(&account, &e))
+}
+
+/// ECR's error names by kind (botocore `ecr/2015-09-21`), for handlers that report an
+/// [`berth_apiserver::ErrorKind`]; [`RegistryError`]s keep their own table above.
+pub static ERRORS: ErrorTable = ErrorTable {
+    rows: &[
+        (
+            ErrorKind::NotFound,
+            Some("Repository"),
+            "RepositoryNotFoundException",
+            400,
+        ),
+        (
+            ErrorKind::NotFound,
+            Some("Image"),
+            "ImageNotFoundException",
+            400,
+        ),
+        (
+            ErrorKind::NotFound,
+            Some("Layer"),
+            "LayersNotFoundException",
+            400,
+        ),
+        (
+            ErrorKind::NotFound,
+            Some("Upload"),
+            "UploadNotFoundException",
+            400,
+        ),
+        (
+            ErrorKind::NotFound,
+            Some("LifecyclePolicy"),
+            "LifecyclePolicyNotFoundException",
+            400,
+        ),
+        (
+            ErrorKind::NotFound,
+            Some("RepositoryPolicy"),
+            "RepositoryPolicyNotFoundException",
+            400,
+        ),
+        (
+            ErrorKind::AlreadyExists,
+            Some("Repository"),
+            "RepositoryAlreadyExistsException",
+            400,
+        ),
+        (
+            ErrorKind::AlreadyExists,
+            Some("Image"),
+            "ImageAlreadyExistsException",
+            400,
+        ),
+        (
+            ErrorKind::AlreadyExists,
+            Some("Layer"),
+            "LayerAlreadyExistsException",
+            400,
+        ),
+        (
+            ErrorKind::Conflict,
+            Some("Repository"),
+            "RepositoryNotEmptyException",
+            400,
+        ),
+    ],
+    defaults: &[
+        (ErrorKind::InvalidArgument, "InvalidParameterException", 400),
+        (ErrorKind::LimitExceeded, "LimitExceededException", 400),
+        (ErrorKind::Unsupported, "UnsupportedImageTypeException", 400),
+        (ErrorKind::Internal, "ServerException", 500),
+    ],
+};
+
+/// ECR as an [`AwsService`] (awsJson1.1, target prefix `AmazonEC2ContainerRegistry_V20150921`,
+/// signing name `ecr`).
+pub struct EcrApi(pub std::sync::Arc<Registry>);
+
+impl AwsService for EcrApi {
+    type Operation = EcrOperation;
+    fn signing_name(&self) -> &'static str {
+        "ecr"
+    }
+    fn json_target_prefix(&self) -> &'static str {
+        berth_api::proto::ECR_PREFIX
+    }
+    fn errors(&self) -> &'static ErrorTable {
+        &ERRORS
+    }
+    async fn call(&self, op: EcrOperation, input: Input<'_>) -> Result<Value, AwsError> {
+        handle(&self.0, op, &input.json_bytes()).await
+    }
 }
 
 fn invalid(field: &str, constraint: &str) -> RegistryError {

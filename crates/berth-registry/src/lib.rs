@@ -100,13 +100,20 @@ impl Registry {
 
     /// Runs one ECR awsJson1.1 operation (`X-Amz-Target:
     /// AmazonEC2ContainerRegistry_V20150921.<operation>`) on a JSON request `body`, returning the
-    /// JSON response body or the AWS error to send (see [`ecr`]).
+    /// JSON response body or the AWS error to send (see [`ecr`]); an unknown operation name is
+    /// `UnknownOperationException`. The front serves ECR through [`ecr::EcrApi`].
     pub async fn handle_ecr(
         &self,
         operation: &str,
         body: &[u8],
     ) -> Result<serde_json::Value, berth_api::proto::AwsError> {
-        ecr::handle(self, operation, body).await
+        use berth_api::operation::Operation as _;
+        ecr::handle(
+            self,
+            berth_api::operation::EcrOperation::parse(operation)?,
+            body,
+        )
+        .await
     }
 
     fn records(&self) -> records::Records<'_> {

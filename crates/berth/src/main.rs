@@ -4,15 +4,12 @@
 //! which the agent installs under its data directory; it is not a subcommand, so that each
 //! running task costs a few dozen KiB instead of a mapping of this whole binary.
 
-mod auth_layer;
-mod body_drain;
 mod client_auth;
 mod credentials_verb;
 mod image_verbs;
 mod pull_args;
 mod scan_db_verb;
 mod server;
-mod unimplemented;
 mod usage_verb;
 
 use std::net::SocketAddr;

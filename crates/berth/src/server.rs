@@ -1,112 +1,56 @@
-//! `berth server`: one HTTP port for the awsJson APIs (`POST /`, dispatched on `X-Amz-Target`),
-//! the OCI registry (`/v2/`), and the agent protocol (`/_berth/agent/`); plus the local agent.
+//! `berth server`: wiring only. One HTTP port for the AWS APIs (served by `berth-apiserver`,
+//! each service registered in one line), the OCI registry (`/v2/`), the agent protocol
+//! (`/_berth/agent/`), the console and `/metrics`; plus the local agent.
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
-use berth_api::proto::{self, AwsError};
-use berth_control::ControlPlane;
+use berth_apiserver::auth::{self, Auth, Hosts};
+use berth_apiserver::ApiServer;
 use berth_registry::Registry;
 
-use crate::auth_layer::{self, Auth};
 use crate::ServerArgs;
 
-struct Apis {
-    control: Arc<ControlPlane>,
-    registry: Arc<Registry>,
-}
-
-fn aws_response(result: Result<serde_json::Value, AwsError>) -> Response {
-    let request_id = uuid::Uuid::new_v4().to_string();
-    let (status, body) = match result {
-        Ok(v) => (StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default()),
-        Err(e) => (
-            StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
-            e.body(),
-        ),
-    };
-    let mut resp = (status, body).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        "content-type",
-        HeaderValue::from_static(proto::CONTENT_TYPE),
+/// Loads (or on first start creates) the account's access key and says in the log how to use
+/// it; `--insecure-any-credentials` swaps in the accept-anything store, loudly. Reads the
+/// `/metrics` token from `<data-dir>/metrics-token`.
+fn open_auth(args: &ServerArgs, data_dir: &std::path::Path) -> anyhow::Result<Auth> {
+    let (credentials, created) =
+        berth_iam::Credentials::open_or_create(data_dir, &args.account_id)?;
+    let key = credentials
+        .primary()
+        .cloned()
+        .context("credentials.json holds no access key")?;
+    tracing::info!(
+        access_key_id = %key.access_key_id,
+        "{} API credentials: `eval $(berth credentials --data-dir {})` exports them for the AWS CLI",
+        if created { "created the account's" } else { "loaded the account's" },
+        data_dir.display()
     );
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        h.insert("x-amzn-requestid", v);
-    }
-    resp
-}
-
-/// `POST /`: awsJson1.1 dispatch on the `X-Amz-Target` prefix.
-async fn aws_json(State(apis): State<Arc<Apis>>, headers: HeaderMap, body: Bytes) -> Response {
-    let target = headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let Some((prefix, op)) = proto::split_target(target) else {
-        let form = headers.get("content-type").and_then(|v| v.to_str().ok());
-        if form.is_some_and(|v| v.starts_with("application/x-www-form-urlencoded")) {
-            // The query protocol (`Action=...`): CloudWatch's (signing name `monitoring`), or a
-            // service berth does not have yet (EC2, IAM, STS, ELBv2, ...).
-            return match crate::unimplemented::signing_service(&headers, None, &body).as_deref() {
-                None | Some("monitoring") => {
-                    berth_control::cloudwatch::query_response(&apis.control, &body).await
-                }
-                Some(service) => {
-                    let action = form_urlencoded::parse(&body)
-                        .find(|(k, _)| k == "Action")
-                        .map(|(_, v)| v.into_owned())
-                        .unwrap_or_default();
-                    crate::unimplemented::query_response(service, &action)
-                }
-            };
-        }
-        return aws_response(Err(AwsError::client(
-            "UnknownOperationException",
-            "berth expects an X-Amz-Target header (awsJson) or an Action parameter (query protocol).",
-        )));
+    let credentials = if args.insecure_any_credentials {
+        tracing::warn!(
+            "--insecure-any-credentials: EVERY request is accepted, signed with any key or not \
+             signed at all; anyone who reaches this port controls this server"
+        );
+        berth_iam::Credentials::insecure_any(&args.account_id).with_primary(key)
+    } else {
+        credentials
     };
-    let started = std::time::Instant::now();
-    let result = match prefix {
-        proto::ECS_PREFIX => apis.control.handle_ecs(op, &body).await,
-        proto::ECR_PREFIX => apis.registry.handle_ecr(op, &body).await,
-        proto::LOGS_PREFIX => apis.control.handle_logs(op, &body).await,
-        berth_control::autoscaling::TARGET_PREFIX => {
-            apis.control.handle_autoscaling(op, &body).await
-        }
-        berth_control::cloudwatch::TARGET_PREFIX => {
-            return berth_control::cloudwatch::json_response(&apis.control, op, &body).await
-        }
-        _ => {
-            let ct = headers.get("content-type").and_then(|v| v.to_str().ok());
-            return crate::unimplemented::json_unknown_service(prefix, op, ct);
-        }
+    let token_file = data_dir.join("metrics-token");
+    let metrics_token = match std::fs::read_to_string(&token_file) {
+        Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+        Ok(_) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", token_file.display())),
     };
-    if let Err(e) = &result {
-        tracing::debug!(target, error = %e, "request failed");
-    }
-    berth_control::prom::record_api(prefix, op, result.as_ref().err(), started.elapsed());
-    aws_response(result)
-}
-
-/// Every AWS API route, behind the SigV4 layer: `POST /` (awsJson and query protocols) and
-/// CloudWatch's rpcv2Cbor paths. An AWS API added later goes here.
-fn aws_routes(apis: Arc<Apis>, control: &Arc<ControlPlane>, auth: &Arc<Auth>) -> Router {
-    Router::new()
-        .route("/", post(aws_json))
-        .with_state(apis)
-        .merge(berth_control::cloudwatch::router(control.clone()))
-        .route_layer(axum::middleware::from_fn_with_state(
-            auth.clone(),
-            auth_layer::sigv4,
-        ))
+    Ok(Auth {
+        credentials,
+        hosts: Hosts::new(args.listen.port(), &args.hostname),
+        metrics_token,
+    })
 }
 
 /// Runs the server until the process is stopped.
@@ -148,7 +92,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             "--no-registry-auth: the registry (/v2/) serves and accepts images WITHOUT credentials"
         );
     }
-    let auth = Arc::new(auth_layer::open(&args, &data_dir)?);
+    let auth = Arc::new(open_auth(&args, &data_dir)?);
     let pricing = match &args.pricing {
         Some(p) => berth_control::metering::Pricing::from_json(
             &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
@@ -196,13 +140,17 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     // Target tracking over the last six sampling intervals (one minute at the default 10 s).
     let tick = args.metrics_interval();
     berth_control::autoscaling::spawn(control.clone(), tick, tick * 6);
-    let apis = Arc::new(Apis {
-        control: control.clone(),
-        registry: registry.clone(),
-    });
+    // Every AWS API: one line each.
+    let apis = ApiServer::new()
+        .service(berth_control::ecs::EcsApi(control.clone()))
+        .service(berth_registry::ecr::EcrApi(registry.clone()))
+        .service(berth_control::logs::LogsApi(control.clone()))
+        .service(berth_control::autoscaling::AutoScalingApi(control.clone()))
+        .service(berth_control::cloudwatch::CloudWatchApi(control.clone()))
+        .on_call(berth_control::prom::record_api);
     let app = Router::new()
         .route("/", get(berth_console::index))
-        .merge(aws_routes(apis, &control, &auth))
+        .merge(apis.signed_router(auth.clone()))
         .merge(registry.router().layer(axum::middleware::from_fn(
             berth_control::prom::track_registry,
         )))
@@ -213,24 +161,17 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             )
             .route_layer(axum::middleware::from_fn_with_state(
                 auth.clone(),
-                auth_layer::metrics_auth,
+                auth::metrics_auth,
             )),
         )
         .merge(
             berth_control::usage_api::router(control.clone(), pricing).route_layer(
-                axum::middleware::from_fn_with_state(auth.clone(), auth_layer::sigv4),
+                axum::middleware::from_fn_with_state(auth.clone(), auth::sigv4),
             ),
         )
         .merge(berth_console::router())
-        .merge(berth_control::agent_api::router(control, join_token))
-        .fallback(crate::unimplemented::fallback)
-        .layer(axum::middleware::from_fn_with_state(
-            auth.clone(),
-            auth_layer::host_check,
-        ))
-        .layer(axum::middleware::from_fn(
-            crate::body_drain::close_if_body_unread,
-        ));
+        .merge(berth_control::agent_api::router(control, join_token));
+    let app = berth_apiserver::outer_layers(app, auth.clone());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?

@@ -15,7 +15,11 @@ mod task_definitions;
 mod taskdef_rules;
 pub(crate) mod tasks;
 
+use std::sync::Arc;
+
+use berth_api::operation::{EcsOperation, Operation as _};
 use berth_api::proto::{parse_body, AwsError};
+use berth_apiserver::{AwsService, ErrorKind, ErrorTable, Input};
 use serde_json::Value;
 
 use crate::ControlPlane;
@@ -95,44 +99,121 @@ pub(crate) fn page<T>(
 }
 
 impl ControlPlane {
-    /// Runs one ECS operation; `body` is the raw JSON request. A store conflict that escapes
-    /// the handler runs it again ([`crate::retry_conflicts`]).
+    /// Runs one ECS operation named `operation` (a wire name; an unknown one gives
+    /// `UnknownOperationException`); `body` is the raw JSON request.
     pub async fn handle_ecs(&self, operation: &str, body: &[u8]) -> Result<Value, AwsError> {
-        crate::retry_conflicts(|| self.handle_ecs_once(operation, body)).await
+        self.ecs(EcsOperation::parse(operation)?, body).await
     }
 
-    async fn handle_ecs_once(&self, operation: &str, body: &[u8]) -> Result<Value, AwsError> {
-        match operation {
-            "CreateCluster" => self.create_cluster(parse_body(body)?).await,
-            "DescribeClusters" => self.describe_clusters(parse_body(body)?).await,
-            "ListClusters" => self.list_clusters(parse_body(body)?).await,
-            "DeleteCluster" => self.delete_cluster(parse_body(body)?).await,
-            "RegisterTaskDefinition" => self.register_task_definition(parse_body(body)?).await,
-            "DescribeTaskDefinition" => self.describe_task_definition(parse_body(body)?).await,
-            "ListTaskDefinitions" => self.list_task_definitions(parse_body(body)?).await,
-            "ListTaskDefinitionFamilies" => {
+    /// Runs ECS operation `op`; `body` is the raw JSON request. A store conflict that escapes
+    /// the handler runs it again ([`crate::retry_conflicts`]).
+    pub async fn ecs(&self, op: EcsOperation, body: &[u8]) -> Result<Value, AwsError> {
+        crate::retry_conflicts(|| self.ecs_once(op, body)).await
+    }
+
+    async fn ecs_once(&self, op: EcsOperation, body: &[u8]) -> Result<Value, AwsError> {
+        use EcsOperation as Op;
+        match op {
+            Op::CreateCluster => self.create_cluster(parse_body(body)?).await,
+            Op::DescribeClusters => self.describe_clusters(parse_body(body)?).await,
+            Op::ListClusters => self.list_clusters(parse_body(body)?).await,
+            Op::DeleteCluster => self.delete_cluster(parse_body(body)?).await,
+            Op::RegisterTaskDefinition => self.register_task_definition(parse_body(body)?).await,
+            Op::DescribeTaskDefinition => self.describe_task_definition(parse_body(body)?).await,
+            Op::ListTaskDefinitions => self.list_task_definitions(parse_body(body)?).await,
+            Op::ListTaskDefinitionFamilies => {
                 self.list_task_definition_families(parse_body(body)?).await
             }
-            "DeregisterTaskDefinition" => self.deregister_task_definition(parse_body(body)?).await,
-            "RunTask" => self.run_task(parse_body(body)?).await,
-            "StopTask" => self.stop_task(parse_body(body)?).await,
-            "DescribeTasks" => self.describe_tasks(parse_body(body)?).await,
-            "ListTasks" => self.list_tasks(parse_body(body)?).await,
-            "CreateService" => self.create_service(parse_body(body)?).await,
-            "UpdateService" => self.update_service(parse_body(body)?).await,
-            "DeleteService" => self.delete_service(parse_body(body)?).await,
-            "DescribeServices" => self.describe_services(parse_body(body)?).await,
-            "ListServices" => self.list_services(parse_body(body)?).await,
-            "ListServiceDeployments" => self.list_service_deployments(parse_body(body)?).await,
-            "DescribeServiceDeployments" => {
+            Op::DeregisterTaskDefinition => {
+                self.deregister_task_definition(parse_body(body)?).await
+            }
+            Op::RunTask => self.run_task(parse_body(body)?).await,
+            Op::StopTask => self.stop_task(parse_body(body)?).await,
+            Op::DescribeTasks => self.describe_tasks(parse_body(body)?).await,
+            Op::ListTasks => self.list_tasks(parse_body(body)?).await,
+            Op::CreateService => self.create_service(parse_body(body)?).await,
+            Op::UpdateService => self.update_service(parse_body(body)?).await,
+            Op::DeleteService => self.delete_service(parse_body(body)?).await,
+            Op::DescribeServices => self.describe_services(parse_body(body)?).await,
+            Op::ListServices => self.list_services(parse_body(body)?).await,
+            Op::ListServiceDeployments => self.list_service_deployments(parse_body(body)?).await,
+            Op::DescribeServiceDeployments => {
                 self.describe_service_deployments(parse_body(body)?).await
             }
-            "DescribeServiceRevisions" => self.describe_service_revisions(parse_body(body)?).await,
-            "StopServiceDeployment" => self.stop_service_deployment(parse_body(body)?).await,
-            "TagResource" => self.tag_resource(parse_body(body)?).await,
-            "UntagResource" => self.untag_resource(parse_body(body)?).await,
-            "ListTagsForResource" => self.list_tags_for_resource(parse_body(body)?).await,
-            _ => Err(AwsError::unknown_operation("ECS", operation)),
+            Op::DescribeServiceRevisions => {
+                self.describe_service_revisions(parse_body(body)?).await
+            }
+            Op::StopServiceDeployment => self.stop_service_deployment(parse_body(body)?).await,
+            Op::TagResource => self.tag_resource(parse_body(body)?).await,
+            Op::UntagResource => self.untag_resource(parse_body(body)?).await,
+            Op::ListTagsForResource => self.list_tags_for_resource(parse_body(body)?).await,
         }
+    }
+}
+
+/// ECS's error names (botocore `ecs/2014-11-13`): every ECS error is HTTP 400 except
+/// `ServerException` (500).
+pub static ERRORS: ErrorTable = ErrorTable {
+    rows: &[
+        (
+            ErrorKind::NotFound,
+            Some("Cluster"),
+            "ClusterNotFoundException",
+            400,
+        ),
+        (
+            ErrorKind::NotFound,
+            Some("Service"),
+            "ServiceNotFoundException",
+            400,
+        ),
+        (
+            ErrorKind::NotFound,
+            Some("ServiceDeployment"),
+            "ServiceDeploymentNotFoundException",
+            400,
+        ),
+        (
+            ErrorKind::NotFound,
+            Some("TaskDefinition"),
+            "ClientException",
+            400,
+        ),
+        (
+            ErrorKind::Conflict,
+            Some("Service"),
+            "ServiceNotActiveException",
+            400,
+        ),
+    ],
+    defaults: &[
+        (ErrorKind::NotFound, "ResourceNotFoundException", 400),
+        (ErrorKind::AlreadyExists, "InvalidParameterException", 400),
+        (ErrorKind::InvalidArgument, "InvalidParameterException", 400),
+        (ErrorKind::Conflict, "ConflictException", 400),
+        (ErrorKind::LimitExceeded, "LimitExceededException", 400),
+        (ErrorKind::Unauthorized, "AccessDeniedException", 400),
+        (ErrorKind::Unsupported, "UnsupportedFeatureException", 400),
+        (ErrorKind::Internal, "ServerException", 500),
+    ],
+};
+
+/// ECS as an [`AwsService`] (awsJson1.1, target prefix `AmazonEC2ContainerServiceV20141113`,
+/// signing name `ecs`).
+pub struct EcsApi(pub Arc<ControlPlane>);
+
+impl AwsService for EcsApi {
+    type Operation = EcsOperation;
+    fn signing_name(&self) -> &'static str {
+        "ecs"
+    }
+    fn json_target_prefix(&self) -> &'static str {
+        berth_api::proto::ECS_PREFIX
+    }
+    fn errors(&self) -> &'static ErrorTable {
+        &ERRORS
+    }
+    async fn call(&self, op: EcsOperation, input: Input<'_>) -> Result<Value, AwsError> {
+        self.0.ecs(op, &input.json_bytes()).await
     }
 }

@@ -1,4 +1,5 @@
-//! Who may call `berth server`: the layers every request goes through (DESIGN §2, berth-iam).
+//! Who may call `berth server`: the layers every request goes through (DESIGN §2, berth-iam;
+//! the signature maths is `berth_iam::sigv4`'s).
 //!
 //! - [`sigv4`]: every AWS API route (`POST /` for ECS, ECR, CloudWatch Logs, Application Auto
 //!   Scaling and CloudWatch awsJson/query, and CloudWatch's rpcv2Cbor paths) needs a valid
@@ -15,7 +16,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode};
@@ -157,45 +157,6 @@ pub async fn metrics_auth(
         .into_response()
 }
 
-/// Loads (or on first start creates) the account's access key and says in the log how to use
-/// it; `--insecure-any-credentials` swaps in the accept-anything store, loudly. Reads the
-/// `/metrics` token from `<data-dir>/metrics-token`.
-pub fn open(args: &crate::ServerArgs, data_dir: &std::path::Path) -> anyhow::Result<Auth> {
-    let (credentials, created) =
-        berth_iam::Credentials::open_or_create(data_dir, &args.account_id)?;
-    let key = credentials
-        .primary()
-        .cloned()
-        .context("credentials.json holds no access key")?;
-    tracing::info!(
-        access_key_id = %key.access_key_id,
-        "{} API credentials: `eval $(berth credentials --data-dir {})` exports them for the AWS CLI",
-        if created { "created the account's" } else { "loaded the account's" },
-        data_dir.display()
-    );
-    let credentials = if args.insecure_any_credentials {
-        tracing::warn!(
-            "--insecure-any-credentials: EVERY request is accepted, signed with any key or not \
-             signed at all; anyone who reaches this port controls this server"
-        );
-        berth_iam::Credentials::insecure_any(&args.account_id).with_primary(key)
-    } else {
-        credentials
-    };
-    let token_file = data_dir.join("metrics-token");
-    let metrics_token = match std::fs::read_to_string(&token_file) {
-        Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
-        Ok(_) => None,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("reading {}", token_file.display())),
-    };
-    Ok(Auth {
-        credentials,
-        hosts: Hosts::new(args.listen.port(), &args.hostname),
-        metrics_token,
-    })
-}
-
 /// The protocol a request speaks, which decides how a refusal is shaped.
 fn protocol_of(req: &Request) -> (Protocol, &'static str) {
     if req.uri().path().starts_with("/service/") {
@@ -211,33 +172,26 @@ fn protocol_of(req: &Request) -> (Protocol, &'static str) {
     } else if ct.starts_with("application/x-amz-json-1.0") {
         (Protocol::AwsJson, "application/x-amz-json-1.0")
     } else {
-        (Protocol::AwsJson, berth_api::proto::CONTENT_TYPE)
+        (Protocol::AwsJson, crate::json::CONTENT_TYPE)
     }
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// A refusal in `protocol`'s error shape, with `x-amzn-RequestId` and `x-amzn-ErrorType`.
 pub fn refusal(e: &AuthError, protocol: Protocol, content_type: &'static str) -> Response {
-    let rid = uuid::Uuid::new_v4().to_string();
+    let rid = crate::new_request_id();
     let (code, message) = (e.code(protocol), e.message(protocol));
     let body = match protocol {
         Protocol::AwsJson => {
             serde_json::to_vec(&serde_json::json!({"__type": code, "message": message}))
                 .unwrap_or_default()
         }
-        Protocol::RpcV2Cbor => berth_api::cbor::encode(
+        Protocol::RpcV2Cbor => crate::cbor::encode(
             &serde_json::json!({"__type": code, "message": message}),
             &[],
         ),
         Protocol::Query => format!(
             "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{}</Message></Error><RequestId>{rid}</RequestId></ErrorResponse>",
-            xml_escape(&message)
+            crate::query::xml_escape(&message)
         )
         .into_bytes(),
     };
@@ -285,8 +239,55 @@ pub async fn sigv4(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> R
     }
 }
 
+/// The credential scope of a SigV4 `Authorization` header:
+/// `AWS4-HMAC-SHA256 Credential=<key>/<date>/<region>/<service>/aws4_request, ...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialScope {
+    /// The access key id.
+    pub access_key: String,
+    /// `YYYYMMDD`.
+    pub date: String,
+    /// The region (`us-east-1`).
+    pub region: String,
+    /// The signing name of the service (`ecs`, `monitoring`).
+    pub service: String,
+}
+
+/// Extracts the credential scope from an `Authorization` header value (the signature is not
+/// checked here); `None` when the header is not SigV4.
+pub fn credential_scope(authorization: &str) -> Option<CredentialScope> {
+    let rest = authorization.strip_prefix("AWS4-HMAC-SHA256")?;
+    let cred = rest
+        .split(',')
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix("Credential="))?;
+    let mut parts = cred.split('/');
+    Some(CredentialScope {
+        access_key: parts.next()?.to_string(),
+        date: parts.next()?.to_string(),
+        region: parts.next()?.to_string(),
+        service: parts.next()?.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_of_an_authorization_header() {
+        let h = "AWS4-HMAC-SHA256 Credential=AKID/20261124/eu-west-1/ecs/aws4_request, SignedHeaders=host, Signature=x";
+        let s = credential_scope(h).unwrap();
+        assert_eq!(
+            (s.access_key.as_str(), s.region.as_str(), s.service.as_str()),
+            ("AKID", "eu-west-1", "ecs")
+        );
+        assert_eq!(credential_scope("Basic QQ=="), None);
+    }
+}
+
+#[cfg(test)]
+mod host_tests {
     use super::*;
 
     #[test]

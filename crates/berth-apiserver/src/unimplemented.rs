@@ -15,6 +15,8 @@ use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::query::xml_escape;
+
 /// The service's full name for a SigV4 signing name or an awsJson target prefix (botocore's
 /// `serviceFullName`); the name itself when unknown.
 pub fn service_name(id: &str) -> &str {
@@ -47,7 +49,7 @@ pub fn signing_service(headers: &HeaderMap, query: Option<&str>, form: &[u8]) ->
     if let Some(scope) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(berth_api::proto::credential_scope)
+        .and_then(crate::auth::credential_scope)
     {
         return Some(scope.service);
     }
@@ -62,27 +64,14 @@ pub fn signing_service(headers: &HeaderMap, query: Option<&str>, form: &[u8]) ->
         .or_else(|| from_pairs(form_urlencoded::parse(form)))
 }
 
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 fn with_headers(status: StatusCode, content_type: &'static str, body: String) -> Response {
-    let mut resp = (status, body).into_response();
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
-        h.insert("x-amzn-requestid", v);
-    }
-    resp
+    crate::reply(status, content_type, body, &crate::new_request_id())
 }
 
 /// A query-protocol (or EC2-protocol) request for `action` of signing service `service`:
 /// `InvalidAction` in that protocol's XML error shape.
 pub fn query_response(service: &str, action: &str) -> Response {
-    let rid = uuid::Uuid::new_v4();
+    let rid = crate::new_request_id();
     let message = xml_escape(&format!(
         "berth does not implement {} ({service}) yet: the action {action} is not valid for this web service.",
         service_name(service)
