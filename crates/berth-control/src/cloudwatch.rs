@@ -91,41 +91,7 @@ pub(crate) fn list<'a>(v: &'a Value, k: &str) -> &'a [Value] {
         .unwrap_or(&[])
 }
 
-/// Epoch seconds of an ISO 8601 UTC time (`2024-01-02T03:04:05[.123]Z`, zone optional).
-pub fn parse_iso8601(s: &str) -> Option<f64> {
-    let s = s.trim().trim_end_matches('Z').trim_end_matches("+00:00");
-    let (date, time) = s.split_once('T').unwrap_or((s, "00:00:00"));
-    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
-    let (y, mo, da) = (d.next()??, d.next()??, d.next()??);
-    let mut t = time.split(':');
-    let h: i64 = t.next()?.parse().ok()?;
-    let mi: i64 = t.next()?.parse().ok()?;
-    let sec: f64 = t.next().unwrap_or("0").parse().ok()?;
-    Some((berth_core::time::days_from_civil(y, mo, da) * 86_400 + h * 3600 + mi * 60) as f64 + sec)
-}
-
-/// ISO 8601 UTC text of epoch seconds, as the query protocol writes timestamps.
-pub fn format_iso8601(t: f64) -> String {
-    let ms = (t * 1000.0).round() as i64;
-    let (secs, ms) = (ms.div_euclid(1000), ms.rem_euclid(1000));
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
+pub use berth_core::time::{format_iso8601, parse_iso8601};
 
 /// A timestamp member: epoch seconds (JSON, CBOR) or ISO 8601 text (query).
 fn time(v: &Value, k: &str) -> Result<f64, AwsError> {
