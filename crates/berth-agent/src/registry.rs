@@ -255,9 +255,7 @@ impl Puller {
         let url = oci::manifest_url(&r.base_url, &r.repository, reference);
         let resp = self
             .send_retry(r, || {
-                self.client
-                    .get(&url)
-                    .header("Accept", oci::MANIFEST_ACCEPT)
+                self.client.get(&url).header("Accept", oci::MANIFEST_ACCEPT)
             })
             .await?;
         let m = oci::read_manifest(resp, reference)
@@ -385,9 +383,7 @@ impl Puller {
                         && (st == reqwest::StatusCode::UNAUTHORIZED
                             || st == reqwest::StatusCode::FORBIDDEN)
                     {
-                        let body = oci::read_limited(resp, 64 << 10)
-                            .await
-                            .unwrap_or_default();
+                        let body = oci::read_limited(resp, 64 << 10).await.unwrap_or_default();
                         return Err(FetchError::Other(format!(
                             "pull access denied, repository does not exist or may require authorization: server message: {}",
                             oci::server_message(&body)

@@ -121,7 +121,7 @@ impl Snapshots {
                     Compression::Gzip => unpack_layer(flate2::read::GzDecoder::new(f), &tmp_fs)?,
                     Compression::None => unpack_layer(f, &tmp_fs)?,
                 };
-                if got != diff_id.to_string() {
+                if got != diff_id {
                     return Err(AgentError::Image(format!(
                         "layer unpacked to {got}, expected diff id {diff_id}"
                     )));

@@ -130,6 +130,5 @@ impl Registry {
     }
 }
 
-
 #[cfg(all(test, feature = "server"))]
 mod testutil;

@@ -51,9 +51,9 @@ fn short(digest: &Digest) -> String {
 fn references(manifest: &Value) -> Result<Vec<(Digest, u64, bool)>, ClientError> {
     let mut out = Vec::new();
     let entry = |d: &Value, is_manifest: bool| {
-        d["digest"].as_str().map(|s| {
-            parse_digest(s).map(|s| (s, d["size"].as_u64().unwrap_or(0), is_manifest))
-        })
+        d["digest"]
+            .as_str()
+            .map(|s| parse_digest(s).map(|s| (s, d["size"].as_u64().unwrap_or(0), is_manifest)))
     };
     if let Some(ms) = manifest["manifests"].as_array() {
         for e in ms.iter().filter_map(|m| entry(m, true)) {
@@ -91,15 +91,18 @@ impl Client {
     }
 
     async fn login(&self) -> Result<(), ClientError> {
-        let header =
-            super::ecr_authorization(&self.http, &self.token_endpoint, self.credentials.as_ref())
-                .await
-                .map_err(|e| match e {
-                    ClientError::Registry(m) => ClientError::Registry(format!(
-                        "{m} (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY: `eval $(berth credentials)`)"
-                    )),
-                    e => e,
-                })?;
+        let header = super::ecr_authorization(
+            &self.http,
+            &self.token_endpoint,
+            self.credentials.as_ref(),
+        )
+        .await
+        .map_err(|e| match e {
+            ClientError::Registry(m) => ClientError::Registry(format!(
+                "{m} (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY: `eval $(berth credentials)`)"
+            )),
+            e => e,
+        })?;
         *self.auth.lock().await = Some(header);
         Ok(())
     }
@@ -216,11 +219,7 @@ impl Client {
             .as_str()
             .unwrap_or("application/vnd.oci.image.manifest.v1+json")
             .to_string();
-        let url = manifest_url(
-            &self.base,
-            repo,
-            tag.unwrap_or(&digest.to_string()),
-        );
+        let url = manifest_url(&self.base, repo, tag.unwrap_or(&digest.to_string()));
         let resp = self
             .send(|| {
                 self.http

@@ -114,10 +114,9 @@ pub async fn read_manifest(
         .await
         .map_err(|e| ClientError::Transfer(format!("reading manifest: {e}")))?;
     let pin = pinned(reference)?;
-    let alg = pin.as_ref().map_or(
-        berth_core::digest::Algorithm::Sha256,
-        Digest::algorithm,
-    );
+    let alg = pin
+        .as_ref()
+        .map_or(berth_core::digest::Algorithm::Sha256, Digest::algorithm);
     let digest = Digest::of_with(alg, &bytes);
     if let Some(want) = pin.filter(|w| *w != digest) {
         return Err(ClientError::DigestMismatch {
