@@ -91,18 +91,15 @@ impl Client {
     }
 
     async fn login(&self) -> Result<(), ClientError> {
-        let header = super::ecr_authorization(
-            &self.http,
-            &self.token_endpoint,
-            self.credentials.as_ref(),
-        )
-        .await
-        .map_err(|e| match e {
-            ClientError::Registry(m) => ClientError::Registry(format!(
+        let header =
+            super::ecr_authorization(&self.http, &self.token_endpoint, self.credentials.as_ref())
+                .await
+                .map_err(|e| match e {
+                    ClientError::Registry(m) => ClientError::Registry(format!(
                 "{m} (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY: `eval $(berth credentials)`)"
             )),
-            e => e,
-        })?;
+                    e => e,
+                })?;
         *self.auth.lock().await = Some(header);
         Ok(())
     }
