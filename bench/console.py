@@ -24,7 +24,6 @@ import hmac
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,20 +31,8 @@ import tempfile
 import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def log(msg):
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import ROOT, credentials, free_port, log, wait_http, write_json  # noqa: E402
 
 KEY = {}  # the server's access key (credentials.json), set once it has started
 
@@ -118,15 +105,9 @@ def main():
     srv = subprocess.Popen([binary, "server", "--no-agent", "--listen", f"127.0.0.1:{port}", "--data-dir", data],
                            stdout=subprocess.DEVNULL, stderr=open(os.path.join(data, "server.log"), "w"))
     try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(ep + "/", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.05)
-        with open(os.path.join(data, "credentials.json")) as f:
-            k = json.load(f)["AccessKeys"][0]
-        KEY.update(id=k["AccessKeyId"], secret=k["SecretAccessKey"])
+        wait_http(ep + "/", srv, "berth server", timeout=15)
+        key_id, secret = credentials(data)
+        KEY.update(id=key_id, secret=secret)
         call(ep, "RegisterTaskDefinition", {
             "family": "bench", "networkMode": "awsvpc", "requiresCompatibilities": ["FARGATE"],
             "cpu": "256", "memory": "512",
@@ -154,9 +135,7 @@ def main():
             "git": subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
             "samples": results,
         }
-        os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-        with open(os.path.join(ROOT, "bench", "results", "console.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        write_json("console.json", summary)
         print(json.dumps({k: v for k, v in summary.items() if k != "samples"}, indent=2))
     finally:
         srv.terminate()

@@ -225,9 +225,7 @@ def main():
                p["start_net_after_idle_ms"]["median_ms"] / b["start_net_after_idle_ms"]["median_ms"],
            "ratio_rss_berth_over_podman": (b["shim_rss_kib_per_task"] + max(0, b["server_rss_growth_kib_per_task"])) / p["conmon_rss_kib_per_ctr"],
            "ratio_pss_berth_over_podman": (b["shim_pss_kib_per_task"] + max(0, b["server_rss_growth_kib_per_task"])) / p["conmon_pss_kib_per_ctr"]}
-    os.makedirs(os.path.join(ts.ROOT, "bench", "results"), exist_ok=True)
-    with open(os.path.join(ts.ROOT, "bench", "results", "isolation.json"), "w") as f:
-        json.dump(out, f, indent=2)
+    ts.common.write_json("isolation.json", out)
     print(json.dumps(out, indent=2))
 
 

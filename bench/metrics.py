@@ -24,22 +24,9 @@ import tempfile
 import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VENV_PY = os.path.join(ROOT, ".venv", "bin", "python")
-try:
-    try:
-        import awscli  # noqa: F401
-    except ImportError:
-        pass
-    import botocore.session
-    from botocore.config import Config
-except ImportError:
-    if os.path.exists(VENV_PY) and os.path.realpath(sys.executable) != os.path.realpath(VENV_PY):
-        os.execv(VENV_PY, [VENV_PY] + sys.argv)
-    raise
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from services import NET, cpu_seconds, credentials, dest_creds, free_port, log, taskdef, wait_up  # noqa: E402
+from common import ROOT, credentials, free_port, log, write_json  # noqa: E402
+from services import NET, Config, botocore, cpu_seconds, dest_creds, taskdef, wait_up  # noqa: E402
 
 
 def run_one(binary, image, interval, tasks, window):
@@ -116,9 +103,7 @@ def main():
             r["sampling_overhead_percent_of_one_core"] = round(
                 r["cpu_percent_of_one_core"] - base["cpu_percent_of_one_core"], 3)
     out = {"binary": binary, "tasks": args.tasks, "runs": runs}
-    os.makedirs(os.path.join(ROOT, "bench/results"), exist_ok=True)
-    with open(os.path.join(ROOT, "bench/results/metrics.json"), "w") as f:
-        json.dump(out, f, indent=2)
+    write_json("metrics.json", out)
     print(json.dumps(out, indent=2))
 
 

@@ -37,6 +37,20 @@ MT_TAR_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 REF = "org.opencontainers.image.ref.name"
 
 
+def sha256_file(path):
+    """(sha256 hex digest, size) of the file at `path`, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(1 << 20)
+            if not b:
+                break
+            h.update(b)
+            size += len(b)
+    return h.hexdigest(), size
+
+
 def canonical(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
@@ -62,16 +76,7 @@ class Layout:
         return {"mediaType": media_type, "digest": "sha256:" + d, "size": len(data)}
 
     def put_file(self, path, media_type):
-        h = hashlib.sha256()
-        size = 0
-        with open(path, "rb") as f:
-            while True:
-                b = f.read(1 << 20)
-                if not b:
-                    break
-                h.update(b)
-                size += len(b)
-        d = h.hexdigest()
+        d, size = sha256_file(path)
         os.replace(path, os.path.join(self.blobs, d))
         return {"mediaType": media_type, "digest": "sha256:" + d, "size": size}
 
@@ -127,13 +132,7 @@ def build_layer(layout, spec, compress, tmpdir):
                 with open(src, "rb") as f:
                     t.addfile(tar_info("data/random.bin", size=n), f)
                 os.remove(src)
-    diff = hashlib.sha256()
-    with open(raw_path, "rb") as f:
-        while True:
-            b = f.read(1 << 20)
-            if not b:
-                break
-            diff.update(b)
+    diff, _ = sha256_file(raw_path)
     if compress == "gzip":
         gz_path = raw_path + ".gz"
         with open(raw_path, "rb") as src, open(gz_path, "wb") as dst:
@@ -144,8 +143,8 @@ def build_layer(layout, spec, compress, tmpdir):
                         break
                     z.write(b)
         os.remove(raw_path)
-        return layout.put_file(gz_path, MT_TAR_GZIP), "sha256:" + diff.hexdigest()
-    return layout.put_file(raw_path, MT_TAR), "sha256:" + diff.hexdigest()
+        return layout.put_file(gz_path, MT_TAR_GZIP), "sha256:" + diff
+    return layout.put_file(raw_path, MT_TAR), "sha256:" + diff
 
 
 def main():

@@ -30,28 +30,16 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import ROOT, credentials, log, free_port, wait_http, write_json  # noqa: E402
+
 VENV_AWS = os.path.join(ROOT, ".venv", "bin", "aws")
-
-
-def log(msg):
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def ensure_tools():
@@ -63,20 +51,6 @@ def ensure_tools():
         subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=300", "install", "-y", "-qq",
                         "--no-install-recommends"] + missing, check=True, env=env,
                        stdout=subprocess.DEVNULL)
-
-
-def wait_http(url, proc, what, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status in (200, 401):
-                    return
-        except Exception:
-            time.sleep(0.05)
-    raise SystemExit(f"{what} did not answer at {url}")
 
 
 def build_image(tmp, big_mib, n):
@@ -176,9 +150,8 @@ http:
         wait_http(f"http://127.0.0.1:{bport}/v2/", berth, "berth")
         wait_http(f"http://127.0.0.1:{dport}/v2/", dist, "distribution")
         version = subprocess.run(["docker-registry", "--version"], capture_output=True, text=True).stdout.strip()
-        with open(os.path.join(bdata, "credentials.json")) as f:
-            key = json.load(f)["AccessKeys"][0]
-        env = dict(os.environ, AWS_ACCESS_KEY_ID=key["AccessKeyId"], AWS_SECRET_ACCESS_KEY=key["SecretAccessKey"],
+        key_id, secret = credentials(bdata)
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=key_id, AWS_SECRET_ACCESS_KEY=secret,
                    AWS_DEFAULT_REGION="us-east-1")
         for i in range(args.rounds):
             subprocess.run([aws, "--endpoint-url", f"http://127.0.0.1:{bport}", "ecr", "create-repository",
@@ -233,10 +206,7 @@ http:
             "host": {"cpus": os.cpu_count(), "kernel": os.uname().release},
             "git_revision": rev, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        os.makedirs(os.path.dirname(args.out), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
+        write_json(args.out, report)
         print(f"{'':24}{'berth':>12}{'distribution':>14}{'ratio':>8}{'target':>8}")
         rows = [("manifest GET tag req/s", "manifest_get_by_tag_rps", "manifest_get_by_tag"),
                 ("manifest GET digest req/s", "manifest_get_by_digest_rps", "manifest_get_by_digest"),

@@ -27,57 +27,23 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VENV_PY = os.path.join(ROOT, ".venv", "bin", "python")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import ROOT, credentials, free_port, log  # noqa: E402,F401
+import common  # noqa: E402
 
-try:
-    try:
-        import awscli  # noqa: F401  (awscli 1.4x vendors botocore as awscli.botocore)
-    except ImportError:
-        pass
-    import botocore.session
-    from botocore.config import Config
-except ImportError:
-    if os.path.exists(VENV_PY) and os.path.realpath(sys.executable) != os.path.realpath(VENV_PY):
-        os.execv(VENV_PY, [VENV_PY] + sys.argv)
-    raise
+botocore, Config = common.load_botocore()
 
 NET = {"awsvpcConfiguration": {"subnets": ["subnet-12345678"]}}
 
 
-def credentials(data_dir, timeout=30):
-    """(access key id, secret) berth created in `data_dir/credentials.json` on start."""
-    path = os.path.join(data_dir, "credentials.json")
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{path} never appeared")
-        time.sleep(0.05)
-    with open(path) as f:
-        k = json.load(f)["AccessKeys"][0]
-    return k["AccessKeyId"], k["SecretAccessKey"]
-
-
 def wait_up(ep, timeout=15):
     """Waits until berth answers GET /v2/ (401 without a registry login counts)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{ep}/v2/", timeout=1).close()
-            return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{ep} did not answer")
+    common.wait_http(f"{ep}/v2/", timeout=timeout)
 
 
 def dest_creds(ecr):
@@ -85,18 +51,6 @@ def dest_creds(ecr):
     import base64
     token = ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
     return base64.b64decode(token).decode()
-
-
-def log(msg):
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def cpu_seconds(pid):
@@ -235,9 +189,7 @@ def main():
         except subprocess.TimeoutExpired:
             srv.kill()
         shutil.rmtree(data, ignore_errors=True)
-    os.makedirs(os.path.join(ROOT, "bench/results"), exist_ok=True)
-    with open(os.path.join(ROOT, "bench/results/services.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    common.write_json("services.json", results)
     print(json.dumps(results, indent=2))
 
 

@@ -27,64 +27,22 @@ import platform
 import shutil
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VENV_PY = os.path.join(ROOT, ".venv", "bin", "python")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import ROOT, free_port, log, run, stats, tool_version  # noqa: E402,F401
+import common  # noqa: E402
 
-try:
-    # awscli v1 (>= 1.44) vendors botocore as awscli.botocore and aliases the top-level name
-    # `botocore` once anything from awscli is imported; a standalone botocore works as well.
-    try:
-        import awscli  # noqa: F401
-    except ImportError:
-        pass
-    import botocore.session
-    from botocore.config import Config
-except ImportError:  # re-run under the project venv, which has botocore (via awscli)
-    if os.path.exists(VENV_PY) and os.path.realpath(sys.executable) != os.path.realpath(VENV_PY):
-        os.execv(VENV_PY, [VENV_PY] + sys.argv)
-    botocore = None
+botocore, Config = common.load_botocore(required=False)
 
 ACCOUNT = "000000000000"
 REGION = "us-east-1"
 PODMAN_REF = "localhost/berth-bench-busybox:1"
-
-
-def log(msg):
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-def run(cmd, **kw):
-    kw.setdefault("check", True)
-    return subprocess.run(cmd, **kw)
-
-
-def stats(samples_s):
-    ms = sorted(s * 1000.0 for s in samples_s)
-    n = len(ms)
-
-    def pct(p):  # nearest-rank percentile
-        k = max(1, -(-p * n // 100))  # ceil(p*n/100)
-        return ms[int(k) - 1]
-
-    return {
-        "n": n,
-        "median_ms": round(statistics.median(ms), 3),
-        "p90_ms": round(pct(90), 3),
-        "min_ms": round(ms[0], 3),
-        "max_ms": round(ms[-1], 3),
-        "mean_ms": round(statistics.fmean(ms), 3),
-        "samples_ms": [round(x, 3) for x in ms],
-    }
 
 
 # ---------------------------------------------------------------------------------------- image
@@ -176,12 +134,6 @@ def bench_podman(image_dir, tag, n):
 # ---------------------------------------------------------------------------------------- berth
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Berth:
     def __init__(self, binary, workdir, poll_s, timeout_s):
         self.binary = binary
@@ -202,26 +154,16 @@ class Berth:
             [self.binary, "server", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir,
              "--task-bridge", self.bridge, "--task-subnet", self.subnet],
             stdin=subprocess.DEVNULL, stdout=self.log_file, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"berth server exited ({self.proc.returncode}):\n{self.tail_log()}")
-            try:
-                urllib.request.urlopen(self.endpoint + "/v2/", timeout=1).close()
-                break
-            except urllib.error.HTTPError:
-                break  # any HTTP answer (e.g. 401) means it is up
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("berth server did not answer GET /v2/ within 30s")
-                time.sleep(0.05)
-        with open(os.path.join(self.data_dir, "credentials.json")) as f:
-            key = json.load(f)["AccessKeys"][0]
+        try:
+            common.wait_http(self.endpoint + "/v2/", self.proc, "berth server")
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}:\n{self.tail_log()}")
+        key_id, secret = common.credentials(self.data_dir)
         session = botocore.session.get_session()
         cfg = Config(retries={"mode": "standard", "max_attempts": 2},
                      connect_timeout=5, read_timeout=60, max_pool_connections=4)
         kw = dict(region_name=REGION, endpoint_url=self.endpoint, config=cfg,
-                  aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
+                  aws_access_key_id=key_id, aws_secret_access_key=secret)
         self.ecs = session.create_client("ecs", **kw)
         self.ecr = session.create_client("ecr", **kw)
 
@@ -418,14 +360,6 @@ def unmount_under(path):
         subprocess.run(["umount", "-l", t], capture_output=True)
 
 
-def tool_version(cmd):
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.splitlines()[0] if out else None
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-
-
 def main():
     ap = argparse.ArgumentParser(description="task start latency: berth vs crun vs podman")
     ap.add_argument("-n", "--count", type=int, default=30, help="measured starts per system (>= 30)")
@@ -512,10 +446,7 @@ def main():
             "git_rev": git_rev,
         },
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(doc, f, indent=2)
-        f.write("\n")
+    common.write_json(args.out, doc)
     print(f"wrote {args.out}")
 
 

@@ -22,7 +22,6 @@ mod health;
 mod metadata;
 mod network;
 mod registry;
-mod registry_auth;
 mod resolve;
 mod runtime;
 mod sampler;

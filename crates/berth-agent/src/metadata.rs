@@ -90,33 +90,10 @@ fn iso(t: Option<f64>) -> Value {
         Some(t) => {
             let secs = t.floor() as i64;
             let nanos = ((t - t.floor()) * 1e9) as u32;
-            Value::String(rfc3339(secs, nanos))
+            Value::String(berth_core::time::format_rfc3339(secs, nanos))
         }
         None => Value::Null,
     }
-}
-
-/// `2024-01-02T03:04:05.123456789Z` from epoch seconds (UTC, proleptic Gregorian).
-fn rfc3339(secs: i64, nanos: u32) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
 }
 
 impl Metadata {
@@ -482,12 +459,6 @@ pub async fn serve(l: tokio::net::TcpListener, m: Arc<Metadata>) {
 mod tests {
     use super::*;
     use berth_api::agent::ContainerSpec;
-
-    #[test]
-    fn times() {
-        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(rfc3339(1_700_000_000, 5), "2023-11-14T22:13:20.000000005Z");
-    }
 
     #[test]
     fn documents() {

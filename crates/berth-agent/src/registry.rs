@@ -4,26 +4,19 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use futures_util::StreamExt;
+use berth_core::digest::Digest;
+use berth_registry::client::{self as oci, ClientError, Credentials, TokenCache};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
-use crate::registry_auth::{self, Credentials, TokenCache};
 use crate::resolve::{resolve, InsecureRegistries, Resolved, Transport};
-use crate::snapshot::{chain_ids, digest_hex, Compression, Snapshots};
+use crate::snapshot::{chain_ids, Compression, Snapshots};
 use crate::AgentError;
-
-const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const MT_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 #[derive(Debug, Clone, Deserialize)]
 struct Descriptor {
     #[serde(rename = "mediaType", default)]
     media_type: String,
-    digest: String,
+    digest: Digest,
     #[serde(default)]
     platform: Option<Platform>,
 }
@@ -118,10 +111,6 @@ pub struct Puller {
 /// How long a registry's HTTPS-or-HTTP answer is kept.
 const SCHEME_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 
-fn sha256_digest(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
-
 fn host_platform() -> (&'static str, Option<&'static str>) {
     match std::env::consts::ARCH {
         "x86_64" => ("amd64", None),
@@ -135,6 +124,7 @@ fn host_platform() -> (&'static str, Option<&'static str>) {
 enum FetchError {
     NotFound,
     Other(String),
+    Client(ClientError),
     /// Layer `diff_id` was fetched but could not be unpacked (a malicious or corrupt layer).
     Extract {
         diff_id: String,
@@ -151,8 +141,8 @@ impl Puller {
         insecure: InsecureRegistries,
         credentials: Option<berth_iam::AccessKey>,
     ) -> Result<Puller, AgentError> {
-        let blobs = data_dir.join("blobs").join("sha256");
-        std::fs::create_dir_all(&blobs)?;
+        let blobs = data_dir.join("blobs");
+        std::fs::create_dir_all(blobs.join("sha256"))?;
         Ok(Puller {
             client,
             server_url: server_url.trim_end_matches('/').to_string(),
@@ -168,56 +158,39 @@ impl Puller {
 
     /// Asks the control plane for a registry password (ECR `GetAuthorizationToken`, the same
     /// call `aws ecr get-login-password` makes) and keeps it for berth's own registry.
-    async fn refresh_own_auth(&self) -> Result<String, String> {
-        const TARGET: &str = "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken";
-        const CT: &str = "application/x-amz-json-1.1";
-        let mut req = self
-            .client
-            .post(format!("{}/", self.server_url))
-            .header("X-Amz-Target", TARGET)
-            .header("Content-Type", CT)
-            .body("{}");
-        if let Some(key) = &self.credentials {
-            for (k, v) in berth_iam::sign_json_call(key, &self.server_url, "ecr", TARGET, b"{}") {
-                req = req.header(k, v);
-            }
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| format!("GetAuthorizationToken: {e}"))?;
-        let v: serde_json::Value = resp
-            .json()
-            .await
-            .map_err(|e| format!("GetAuthorizationToken: {e}"))?;
-        let token = v["authorizationData"][0]["authorizationToken"]
-            .as_str()
-            .ok_or("GetAuthorizationToken returned no token")?;
-        let header = format!("Basic {token}");
+    async fn refresh_own_auth(&self) -> Result<String, ClientError> {
+        let header =
+            oci::ecr_authorization(&self.client, &self.server_url, self.credentials.as_ref())
+                .await?;
         *self.own_auth.lock().await = Some(header.clone());
         Ok(header)
     }
 
-    fn blob_path(&self, digest: &str) -> Result<PathBuf, AgentError> {
-        Ok(self.blobs.join(digest_hex(digest)?))
+    /// `<data_dir>/blobs/<alg>/<hex>`.
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.blobs
+            .join(digest.algorithm().name())
+            .join(digest.hex())
     }
 
-    async fn read_cached(&self, digest: &str) -> Option<Vec<u8>> {
-        let p = self.blob_path(digest).ok()?;
-        tokio::fs::read(p).await.ok()
+    async fn read_cached(&self, digest: &Digest) -> Option<Vec<u8>> {
+        tokio::fs::read(self.blob_path(digest))
+            .await
+            .ok()
+            .filter(|b| digest.verifies(b))
     }
 
     /// Caches a verified manifest or config under its digest (content-addressed: an existing
     /// file already holds these bytes).
-    async fn store_small(&self, digest: &str, data: &[u8]) -> Result<(), AgentError> {
-        let p = self.blob_path(digest)?;
+    async fn store_small(&self, digest: &Digest, data: &[u8]) -> Result<(), ClientError> {
+        let p = self.blob_path(digest);
         if tokio::fs::try_exists(&p).await.unwrap_or(false) {
             return Ok(());
         }
-        let tmp = p.with_extension(format!("tmp-{}", rand_suffix()));
-        tokio::fs::write(&tmp, data).await?;
-        tokio::fs::rename(&tmp, &p).await?;
-        Ok(())
+        if let Some(dir) = p.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        oci::write_atomic(&p, data).await
     }
 
     /// Pulls `image` (as written): manifests, config, and the layers whose snapshots are
@@ -259,6 +232,7 @@ impl Puller {
             Ok(img) => Ok(img),
             Err(FetchError::NotFound) => Err(fail(format!("{}: not found", r.display))),
             Err(FetchError::Other(e)) => Err(fail(format!("{}: {e}", r.display))),
+            Err(FetchError::Client(e)) => Err(fail(format!("{}: {e}", r.display))),
             Err(FetchError::Extract { diff_id, reason }) => Err(PullError {
                 message: format!(
                     "CannotPullContainerError: ref pull has been retried 1 time(s): failed to extract layer {diff_id}: {reason}"
@@ -271,33 +245,24 @@ impl Puller {
         &self,
         r: &Resolved,
         reference: &str,
-    ) -> Result<(Vec<u8>, String), FetchError> {
+    ) -> Result<(Vec<u8>, Digest), FetchError> {
         // A digest reference already in the cache costs no request.
-        if reference.starts_with("sha256:") {
-            if let Some(b) = self.read_cached(reference).await {
-                if sha256_digest(&b) == reference {
-                    return Ok((b, reference.to_string()));
-                }
+        if let Ok(d) = Digest::parse(reference) {
+            if let Some(b) = self.read_cached(&d).await {
+                return Ok((b, d));
             }
         }
-        let url = format!("{}/v2/{}/manifests/{}", r.base_url, r.repository, reference);
-        let accept =
-            format!("{MT_OCI_MANIFEST}, {MT_OCI_INDEX}, {MT_DOCKER_MANIFEST}, {MT_DOCKER_LIST}");
+        let url = oci::manifest_url(&r.base_url, &r.repository, reference);
         let resp = self
-            .send_retry(r, || self.client.get(&url).header("Accept", &accept))
+            .send_retry(r, || {
+                self.client.get(&url).header("Accept", oci::MANIFEST_ACCEPT)
+            })
             .await?;
-        let body = resp
-            .bytes()
+        let m = oci::read_manifest(resp, reference)
             .await
-            .map_err(|e| FetchError::Other(format!("reading manifest: {e}")))?;
-        let digest = sha256_digest(&body);
-        if reference.starts_with("sha256:") && digest != reference {
-            return Err(FetchError::Other(format!(
-                "manifest digest mismatch: got {digest}, expected {reference}"
-            )));
-        }
-        let _ = self.store_small(&digest, &body).await;
-        Ok((body.to_vec(), digest))
+            .map_err(FetchError::Client)?;
+        let _ = self.store_small(&m.digest, &m.bytes).await;
+        Ok((m.bytes, m.digest))
     }
 
     /// For a registry that may speak plain HTTP (loopback, `--insecure-registry`): HTTPS
@@ -384,12 +349,12 @@ impl Puller {
                     }
                     if st == reqwest::StatusCode::UNAUTHORIZED && own && !refreshed {
                         refreshed = true;
-                        self.refresh_own_auth().await.map_err(FetchError::Other)?;
+                        self.refresh_own_auth().await.map_err(FetchError::Client)?;
                         continue;
                     }
                     if st == reqwest::StatusCode::UNAUTHORIZED && !own && !challenged {
                         challenged = true;
-                        let ch = registry_auth::challenge(resp.headers());
+                        let ch = oci::challenge(resp.headers());
                         let allowed = |u: &reqwest::Url| {
                             u.scheme() == "https"
                                 || (u.scheme() == "http"
@@ -407,9 +372,10 @@ impl Puller {
                                 ch,
                                 r.credentials.as_ref(),
                                 allowed,
+                                |e| crate::transport::describe(e, Transport::Https, &r.authority),
                             )
                             .await
-                            .map_err(FetchError::Other)?;
+                            .map_err(FetchError::Client)?;
                         auth = Some(h);
                         continue;
                     }
@@ -417,12 +383,10 @@ impl Puller {
                         && (st == reqwest::StatusCode::UNAUTHORIZED
                             || st == reqwest::StatusCode::FORBIDDEN)
                     {
-                        let body = registry_auth::read_limited(resp, 64 << 10)
-                            .await
-                            .unwrap_or_default();
+                        let body = oci::read_limited(resp, 64 << 10).await.unwrap_or_default();
                         return Err(FetchError::Other(format!(
                             "pull access denied, repository does not exist or may require authorization: server message: {}",
-                            registry_auth::server_message(&body)
+                            oci::server_message(&body)
                         )));
                     }
                     if st == reqwest::StatusCode::NOT_FOUND {
@@ -475,7 +439,7 @@ impl Puller {
                     })?
                     .clone();
                 let _ = &pick.media_type;
-                (body, digest) = self.get_manifest(r, &pick.digest).await?;
+                (body, digest) = self.get_manifest(r, &pick.digest.to_string()).await?;
                 m = serde_json::from_slice(&body)
                     .map_err(|e| FetchError::Other(format!("invalid manifest: {e}")))?;
             }
@@ -486,25 +450,15 @@ impl Puller {
             .ok_or_else(|| FetchError::Other("manifest has no config".into()))?;
         let layers = m.layers.unwrap_or_default();
         let config_bytes = match self.read_cached(&config_desc.digest).await {
-            Some(b) if sha256_digest(&b) == config_desc.digest => b,
-            _ => {
-                let url = format!(
-                    "{}/v2/{}/blobs/{}",
-                    r.base_url, r.repository, config_desc.digest
-                );
+            Some(b) => b,
+            None => {
+                let url = oci::blob_url(&r.base_url, &r.repository, &config_desc.digest);
                 let resp = self.send_retry(r, || self.client.get(&url)).await?;
-                let b = resp
-                    .bytes()
+                let b = oci::read_blob(resp, &config_desc.digest, "config")
                     .await
-                    .map_err(|e| FetchError::Other(format!("reading config: {e}")))?;
-                if sha256_digest(&b) != config_desc.digest {
-                    return Err(FetchError::Other(format!(
-                        "config digest mismatch for {}",
-                        config_desc.digest
-                    )));
-                }
+                    .map_err(FetchError::Client)?;
                 let _ = self.store_small(&config_desc.digest, &b).await;
-                b.to_vec()
+                b
             }
         };
         let config: ImageConfig = serde_json::from_slice(&config_bytes)
@@ -512,8 +466,9 @@ impl Puller {
         let diff_ids = config
             .rootfs
             .as_ref()
-            .map(|r| r.diff_ids.clone())
-            .unwrap_or_default();
+            .map(|r| r.diff_ids.iter().map(|d| Digest::parse(d)).collect())
+            .unwrap_or(Ok(Vec::new()))
+            .map_err(|e| FetchError::Other(format!("invalid image config: diff id: {e}")))?;
         if diff_ids.len() != layers.len() {
             return Err(FetchError::Other(format!(
                 "image config lists {} diff ids for {} layers",
@@ -530,10 +485,7 @@ impl Puller {
                 .zip(chains.iter())
                 .map(|((l, d), c)| async move {
                     if self.snapshots.exists(c) {
-                        return self
-                            .snapshots
-                            .fs_dir(c)
-                            .map_err(|e| FetchError::Other(e.to_string()));
+                        return Ok(self.snapshots.fs_dir(c));
                     }
                     let comp = Compression::from_media_type(&l.media_type).ok_or_else(|| {
                         FetchError::Other(format!(
@@ -546,7 +498,7 @@ impl Puller {
                         .ensure(c, d, blob, comp)
                         .await
                         .map_err(|e| FetchError::Extract {
-                            diff_id: d.clone(),
+                            diff_id: d.to_string(),
                             reason: e.to_string(),
                         })
                 });
@@ -556,61 +508,28 @@ impl Puller {
             out.push(d?);
         }
         Ok(Image {
-            digest,
+            digest: digest.to_string(),
             config,
             layers: out,
         })
     }
 
     /// Downloads a blob into the cache (streaming, verifying the digest), unless present.
-    async fn fetch_blob(&self, r: &Resolved, digest: &str) -> Result<PathBuf, FetchError> {
-        let path = self
-            .blob_path(digest)
-            .map_err(|e| FetchError::Other(e.to_string()))?;
+    async fn fetch_blob(&self, r: &Resolved, digest: &Digest) -> Result<PathBuf, FetchError> {
+        let path = self.blob_path(digest);
         if tokio::fs::metadata(&path).await.is_ok() {
             return Ok(path);
         }
-        let url = format!("{}/v2/{}/blobs/{}", r.base_url, r.repository, digest);
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| FetchError::Other(e.to_string()))?;
+        }
+        let url = oci::blob_url(&r.base_url, &r.repository, digest);
         let resp = self.send_retry(r, || self.client.get(&url)).await?;
-        let tmp = path.with_extension(format!("tmp-{}", rand_suffix()));
-        let res = async {
-            let mut f = tokio::fs::File::create(&tmp)
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut h = Sha256::new();
-            let mut stream = resp.bytes_stream();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| format!("reading blob {digest}: {e}"))?;
-                h.update(&chunk);
-                f.write_all(&chunk).await.map_err(|e| e.to_string())?;
-            }
-            f.flush().await.map_err(|e| e.to_string())?;
-            let got = format!("sha256:{}", hex::encode(h.finalize()));
-            if got != digest {
-                return Err(format!(
-                    "blob digest mismatch: got {got}, expected {digest}"
-                ));
-            }
-            tokio::fs::rename(&tmp, &path)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(())
-        }
-        .await;
-        if let Err(e) = res {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(FetchError::Other(e));
-        }
+        oci::download_blob(resp, digest, &path, |_| {})
+            .await
+            .map_err(FetchError::Client)?;
         Ok(path)
     }
-}
-
-fn rand_suffix() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }

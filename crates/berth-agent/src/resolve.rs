@@ -76,7 +76,7 @@ pub struct Resolved {
     /// `<registry>/<repo>:<tag>` (or `@digest`) as used in error messages.
     pub display: String,
     /// Credentials for the registry's challenge (a task's `repositoryCredentials`).
-    pub credentials: Option<crate::registry_auth::Credentials>,
+    pub credentials: Option<berth_registry::client::Credentials>,
 }
 
 /// `host:port` of a URL like `http://127.0.0.1:5150/`, with the scheme's default port filled in.

@@ -8,38 +8,23 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex as StdMutex};
 
-use sha2::{Digest, Sha256};
+use berth_core::digest::Digest;
 
 use crate::unpack::unpack_layer;
 use crate::AgentError;
 
-/// Chain ids for a list of layer diff ids (`sha256:<hex>`), per the OCI image spec:
+/// Chain ids for a list of layer diff ids, per the OCI image spec:
 /// `chain(0) = diff(0)`, `chain(n) = sha256(chain(n-1) + " " + diff(n))`.
-pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
+    let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
     for d in diff_ids {
         let next = match out.last() {
             None => d.clone(),
-            Some(prev) => {
-                let h = Sha256::digest(format!("{prev} {d}").as_bytes());
-                format!("sha256:{}", hex::encode(h))
-            }
+            Some(prev) => Digest::of(format!("{prev} {d}").as_bytes()),
         };
         out.push(next);
     }
     out
-}
-
-/// `sha256:<hex>` -> `<hex>`, refusing anything that is not a plain hex digest (so it is safe in
-/// a path).
-pub fn digest_hex(digest: &str) -> Result<&str, AgentError> {
-    let hex = digest
-        .strip_prefix("sha256:")
-        .ok_or_else(|| AgentError::Image(format!("unsupported digest {digest:?}")))?;
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(AgentError::Image(format!("invalid digest {digest:?}")));
-    }
-    Ok(hex)
 }
 
 /// The snapshot store under `<data_dir>/snapshots`.
@@ -87,16 +72,17 @@ impl Snapshots {
         })
     }
 
-    /// The `fs` directory of the snapshot for `chain_id`.
-    pub fn fs_dir(&self, chain_id: &str) -> Result<PathBuf, AgentError> {
-        Ok(self.root.join(digest_hex(chain_id)?).join("fs"))
+    /// The `fs` directory of the snapshot for `chain_id` (`snapshots/<hex>/fs`; a [`Digest`]'s
+    /// hex is safe in a path).
+    pub fn fs_dir(&self, chain_id: &Digest) -> PathBuf {
+        self.root.join(chain_id.hex()).join("fs")
     }
 
-    pub fn exists(&self, chain_id: &str) -> bool {
-        self.fs_dir(chain_id).map(|p| p.is_dir()).unwrap_or(false)
+    pub fn exists(&self, chain_id: &Digest) -> bool {
+        self.fs_dir(chain_id).is_dir()
     }
 
-    fn lock_for(&self, chain_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    fn lock_for(&self, chain_id: &Digest) -> Arc<tokio::sync::Mutex<()>> {
         let mut m = self.locks.lock().unwrap_or_else(|e| e.into_inner());
         m.entry(chain_id.to_string()).or_default().clone()
     }
@@ -106,12 +92,12 @@ impl Snapshots {
     /// id wait for each other.
     pub async fn ensure(
         &self,
-        chain_id: &str,
-        diff_id: &str,
+        chain_id: &Digest,
+        diff_id: &Digest,
         blob: PathBuf,
         compression: Compression,
     ) -> Result<PathBuf, AgentError> {
-        let fs = self.fs_dir(chain_id)?;
+        let fs = self.fs_dir(chain_id);
         if fs.is_dir() {
             return Ok(fs);
         }
@@ -120,7 +106,7 @@ impl Snapshots {
         if fs.is_dir() {
             return Ok(fs);
         }
-        let hex = digest_hex(chain_id)?.to_string();
+        let hex = chain_id.hex().to_string();
         let tmp = self.root.join(format!("{hex}.tmp-{}", std::process::id()));
         let final_dir = self.root.join(&hex);
         let diff_id = diff_id.to_string();
@@ -158,19 +144,22 @@ impl Snapshots {
 mod tests {
     use super::*;
 
+    use sha2::{Digest as _, Sha256};
+
     #[test]
     fn chain_id_computation() {
-        let a = format!("sha256:{}", "a".repeat(64));
-        let b = format!("sha256:{}", "b".repeat(64));
+        let d = |s: String| Digest::parse(&s).unwrap();
+        let a = d(format!("sha256:{}", "a".repeat(64)));
+        let b = d(format!("sha256:{}", "b".repeat(64)));
         let ids = chain_ids(&[a.clone(), b.clone()]);
         assert_eq!(ids[0], a);
         let want = hex::encode(Sha256::digest(format!("{a} {b}").as_bytes()));
-        assert_eq!(ids[1], format!("sha256:{want}"));
+        assert_eq!(ids[1].to_string(), format!("sha256:{want}"));
         assert!(chain_ids(&[]).is_empty());
         // A known vector: the single-layer chain is the diff id itself; three layers chain.
-        let c = format!("sha256:{}", "c".repeat(64));
+        let c = d(format!("sha256:{}", "c".repeat(64)));
         let ids3 = chain_ids(&[a.clone(), b.clone(), c.clone()]);
         let want3 = hex::encode(Sha256::digest(format!("{} {c}", ids[1]).as_bytes()));
-        assert_eq!(ids3[2], format!("sha256:{want3}"));
+        assert_eq!(ids3[2].to_string(), format!("sha256:{want3}"));
     }
 }

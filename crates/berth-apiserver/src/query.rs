@@ -86,20 +86,7 @@ pub fn xml_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// ISO 8601 UTC text of epoch seconds with milliseconds (`2024-03-01T12:30:15.000Z`), as the
-/// query protocol writes timestamps.
-pub fn format_iso8601(t: f64) -> String {
-    let ms = (t * 1000.0).round() as i64;
-    let (secs, ms) = (ms.div_euclid(1000), ms.rem_euclid(1000));
-    let (y, m, d) = berth_core::time::civil_from_days(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
+pub use berth_core::time::format_iso8601;
 
 /// How a reply is written: which members are timestamps and which are maps.
 struct Xml<'a> {

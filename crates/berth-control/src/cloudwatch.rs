@@ -68,18 +68,7 @@ pub(crate) fn list<'a>(v: &'a Value, k: &str) -> &'a [Value] {
         .unwrap_or(&[])
 }
 
-/// Epoch seconds of an ISO 8601 UTC time (`2024-01-02T03:04:05[.123]Z`, zone optional).
-pub fn parse_iso8601(s: &str) -> Option<f64> {
-    let s = s.trim().trim_end_matches('Z').trim_end_matches("+00:00");
-    let (date, time) = s.split_once('T').unwrap_or((s, "00:00:00"));
-    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
-    let (y, mo, da) = (d.next()??, d.next()??, d.next()??);
-    let mut t = time.split(':');
-    let h: i64 = t.next()?.parse().ok()?;
-    let mi: i64 = t.next()?.parse().ok()?;
-    let sec: f64 = t.next().unwrap_or("0").parse().ok()?;
-    Some((berth_core::time::days_from_civil(y, mo, da) * 86_400 + h * 3600 + mi * 60) as f64 + sec)
-}
+pub use berth_core::time::{format_iso8601, parse_iso8601};
 
 /// A timestamp member: epoch seconds (JSON, CBOR) or ISO 8601 text (query).
 fn time(v: &Value, k: &str) -> Result<f64, AwsError> {

@@ -342,60 +342,7 @@ pub fn parse_time(s: &str) -> Result<f64, MeteringError> {
     if let Ok(v) = s.parse::<f64>() {
         return if v.is_finite() { Ok(v) } else { Err(bad()) };
     }
-    let b = s.as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Result<i64, MeteringError> {
-        s.get(r)
-            .filter(|t| t.bytes().all(|c| c.is_ascii_digit()))
-            .and_then(|t| t.parse().ok())
-            .ok_or_else(bad)
-    };
-    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
-        return Err(bad());
-    }
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
-        return Err(bad());
-    }
-    let mut secs = (berth_core::time::days_from_civil(y, mo, d) as f64) * DAY;
-    if b.len() == 10 {
-        return Ok(secs);
-    }
-    if !matches!(b[10], b'T' | b't' | b' ') || b.len() < 19 || b[13] != b':' || b[16] != b':' {
-        return Err(bad());
-    }
-    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if h > 23 || mi > 59 || se > 60 {
-        return Err(bad());
-    }
-    secs += (h * 3600 + mi * 60 + se) as f64;
-    let mut rest = &s[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if n == 0 {
-            return Err(bad());
-        }
-        secs += format!("0.{}", &frac[..n])
-            .parse::<f64>()
-            .map_err(|_| bad())?;
-        rest = &frac[n..];
-    }
-    match rest {
-        "Z" | "z" => Ok(secs),
-        _ if rest.len() == 6
-            && (rest.starts_with('+') || rest.starts_with('-'))
-            && &rest[3..4] == ":" =>
-        {
-            let oh: i64 = rest[1..3].parse().map_err(|_| bad())?;
-            let om: i64 = rest[4..6].parse().map_err(|_| bad())?;
-            let off = (oh * 3600 + om * 60) as f64;
-            Ok(if rest.starts_with('+') {
-                secs - off
-            } else {
-                secs + off
-            })
-        }
-        _ => Err(bad()),
-    }
+    berth_core::time::parse_iso8601(s).ok_or_else(bad)
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! berth-core: the domain model without IO (DESIGN §2): ARNs and ids, CPU units and MiB, the
-//! Fargate size table, image references, task life-cycle states.
+//! Fargate size table, image references, content digests, date/time helpers, task life-cycle
+//! states.
 
 pub mod arn;
+pub mod digest;
 pub mod fargate;
 pub mod image_ref;
 pub mod status;

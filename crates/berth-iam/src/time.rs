@@ -1,6 +1,6 @@
 //! The `YYYYMMDDTHHMMSSZ` timestamps of SigV4 (`X-Amz-Date`), to and from Unix seconds (UTC).
 
-use berth_core::time::{civil_from_days, days_from_civil};
+use berth_core::time::{civil_time, days_from_civil, DAY_SECS};
 
 /// Parses `20150830T123600Z`; `None` unless it is exactly that shape and a valid time.
 pub fn parse_amz_date(s: &str) -> Option<i64> {
@@ -19,19 +19,13 @@ pub fn parse_amz_date(s: &str) -> Option<i64> {
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
         return None;
     }
-    Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se)
+    Some(days_from_civil(y, mo, d) * DAY_SECS + h * 3600 + mi * 60 + se)
 }
 
 /// Formats Unix seconds as `20150830T123600Z`.
 pub fn format_amz_date(t: i64) -> String {
-    let (y, m, d) = civil_from_days(t.div_euclid(86_400));
-    let s = t.rem_euclid(86_400);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
+    let (y, m, d, h, mi, s) = civil_time(t);
+    format!("{y:04}{m:02}{d:02}T{h:02}{mi:02}{s:02}Z")
 }
 
 /// Unix seconds of a system time (negative before 1970).

@@ -115,3 +115,9 @@ pub enum RegistryError {
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }
+
+impl From<berth_core::digest::DigestError> for RegistryError {
+    fn from(e: berth_core::digest::DigestError) -> Self {
+        RegistryError::DigestInvalid(e.to_string())
+    }
+}

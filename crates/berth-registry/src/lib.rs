@@ -1,5 +1,11 @@
-//! berth-registry: the image registry (DESIGN §4).
+//! berth-registry: the image registry (DESIGN §4) and berth's one OCI client.
 //!
+//! Without the default `server` feature only [`client`] and [`digest`] are built (the agent's
+//! pull path uses them without depending on the state store).
+//!
+//! - [`client`]: the OCI distribution client: manifests and blobs fetched and verified by digest,
+//!   registry authentication, and copies between an OCI image layout and a registry.
+//! - [`digest`]: content digests ([`berth_core::digest::Digest`]).
 //! - [`blobs`]: the global content-addressed blob store on disk (`blobs/sha256/<hex>`).
 //! - [`uploads`]: blob upload sessions (`uploads/<id>`), verified before they become blobs.
 //! - [`manifests`]: manifest parsing/validation (OCI manifest + index, Docker schema 2 + list).
@@ -13,33 +19,42 @@
 //! - [`gc`]: garbage collection of unreferenced blobs and abandoned uploads; periodic maintenance.
 //! - [`wildcard`]: `*` patterns (tag mutability exclusions, lifecycle `tagPatternList`).
 
-pub mod auth;
-pub mod blobs;
+/// Items of the registry server: built with the `server` feature only.
+macro_rules! server {
+    ($($item:item)*) => { $(#[cfg(feature = "server")] $item)* };
+}
+
 pub mod client;
 pub mod digest;
-pub mod ecr;
-mod error;
-pub mod gc;
-pub mod images;
-pub mod lifecycle;
-pub mod manifests;
-pub mod names;
-pub mod oci;
-pub mod records;
-pub mod scan;
-pub mod uploads;
-pub mod wildcard;
 
-use std::path::Path;
-use std::sync::Arc;
+server! {
+    pub mod auth;
+    pub mod blobs;
+    pub mod ecr;
+    mod error;
+    pub mod gc;
+    pub mod images;
+    pub mod lifecycle;
+    pub mod manifests;
+    pub mod names;
+    pub mod oci;
+    pub mod records;
+    pub mod scan;
+    pub mod uploads;
+    pub mod wildcard;
 
-use berth_core::arn::Scope;
-use berth_store::Store;
+    use std::path::Path;
+    use std::sync::Arc;
 
-pub use error::RegistryError;
+    use berth_core::arn::Scope;
+    use berth_store::Store;
+
+    pub use error::RegistryError;
+}
 
 /// One registry: blob store, upload sessions and token authority under a data directory, plus
 /// repository/image/tag records in the shared state [`Store`].
+#[cfg(feature = "server")]
 pub struct Registry {
     store: Arc<dyn Store>,
     scope: Scope,
@@ -51,6 +66,7 @@ pub struct Registry {
     scanner: Arc<scan::Scanner>,
 }
 
+#[cfg(feature = "server")]
 impl Registry {
     /// Opens the registry rooted at `data_dir` (created if missing; holds `blobs/sha256/<hex>`,
     /// `uploads/<id>` and `auth.key`). `public_host` is the `host:port` clients reach the
@@ -121,5 +137,5 @@ impl Registry {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "server"))]
 mod testutil;

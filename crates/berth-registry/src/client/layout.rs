@@ -1,39 +1,19 @@
-//! An OCI Distribution client (spec v1.1, "Pulling" and "Pushing" workflows) that copies images
-//! between an OCI image layout on disk (OCI image-layout spec: `oci-layout`, `index.json`,
-//! `blobs/<alg>/<hex>`) and a registry, reporting bytes moved through [`Progress`]. Used by the
-//! `berth push` / `berth pull` verbs.
+//! Copies images between an OCI image layout on disk (OCI image-layout spec: `oci-layout`,
+//! `index.json`, `blobs/<alg>/<hex>`) and a registry, reporting bytes moved through
+//! [`Progress`]. Used by the `berth push` / `berth pull` verbs.
 //!
-//! Every blob and manifest is verified against its sha256 digest while it moves. Indexes are
-//! copied with all the manifests they reference. A registry that answers 401 is asked for a
-//! password with ECR `GetAuthorizationToken` on `token_endpoint` (what `aws ecr
-//! get-login-password` does) and the request is retried with `Basic AWS:<password>`.
+//! Every blob and manifest is verified against its digest while it moves. Indexes are copied
+//! with all the manifests they reference. A registry that answers 401 is asked for a password
+//! with ECR `GetAuthorizationToken` on `token_endpoint` ([`super::ecr_authorization`]) and the
+//! request is retried with `Basic AWS:<password>`.
 
 use std::path::{Path, PathBuf};
 
+use berth_core::digest::Digest;
 use futures_util::StreamExt;
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncWriteExt;
 
-/// Media types a client accepts for manifests.
-const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
-
-/// Errors of a push or pull; the message says what failed and where.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// The local OCI layout is missing or malformed.
-    #[error("OCI layout {0}")]
-    Layout(String),
-    /// The registry answered something unexpected.
-    #[error("registry: {0}")]
-    Registry(String),
-    /// A blob or manifest did not match its digest.
-    #[error("digest mismatch for {0}")]
-    DigestMismatch(String),
-    /// Reading or writing local files failed.
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-}
+use super::{blob_url, manifest_url, ClientError, MANIFEST_ACCEPT};
 
 /// Receives progress: one `begin` per blob, `advance` as bytes move, `end` when it is done.
 pub trait Progress: Send + Sync {
@@ -58,39 +38,37 @@ pub struct Client {
     credentials: Option<berth_iam::AccessKey>,
 }
 
-fn sha256_hex(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
+fn parse_digest(digest: &str) -> Result<Digest, ClientError> {
+    Digest::parse(digest).map_err(|e| ClientError::Layout(e.to_string()))
 }
 
-fn hex_of(digest: &str) -> Result<&str, ClientError> {
-    digest
-        .strip_prefix("sha256:")
-        .filter(|h| h.len() == 64 && h.bytes().all(|c| c.is_ascii_hexdigit()))
-        .ok_or_else(|| ClientError::Layout(format!("unsupported digest {digest}")))
+fn short(digest: &Digest) -> String {
+    digest.to_string().chars().take(19).collect()
 }
 
-fn short(digest: &str) -> String {
-    digest.chars().take(19).collect()
-}
-
-/// The blobs and child manifests a manifest references: `(digest, size, is_manifest)`.
-fn references(manifest: &Value) -> Vec<(String, u64, bool)> {
+/// The blobs and child manifests a manifest references: `(digest, size, is_manifest)`; a
+/// malformed digest is an error.
+fn references(manifest: &Value) -> Result<Vec<(Digest, u64, bool)>, ClientError> {
     let mut out = Vec::new();
     let entry = |d: &Value, is_manifest: bool| {
         d["digest"]
             .as_str()
-            .map(|s| (s.to_string(), d["size"].as_u64().unwrap_or(0), is_manifest))
+            .map(|s| parse_digest(s).map(|s| (s, d["size"].as_u64().unwrap_or(0), is_manifest)))
     };
     if let Some(ms) = manifest["manifests"].as_array() {
-        out.extend(ms.iter().filter_map(|m| entry(m, true)));
+        for e in ms.iter().filter_map(|m| entry(m, true)) {
+            out.push(e?);
+        }
     }
     if let Some(c) = entry(&manifest["config"], false) {
-        out.push(c);
+        out.push(c?);
     }
     if let Some(ls) = manifest["layers"].as_array() {
-        out.extend(ls.iter().filter_map(|l| entry(l, false)));
+        for e in ls.iter().filter_map(|l| entry(l, false)) {
+            out.push(e?);
+        }
     }
-    out
+    Ok(out)
 }
 
 impl Client {
@@ -113,38 +91,16 @@ impl Client {
     }
 
     async fn login(&self) -> Result<(), ClientError> {
-        const TARGET: &str = "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken";
-        const CT: &str = "application/x-amz-json-1.1";
-        let mut req = self
-            .http
-            .post(format!("{}/", self.token_endpoint))
-            .header("X-Amz-Target", TARGET)
-            .header("Content-Type", CT)
-            .body("{}");
-        if let Some(key) = &self.credentials {
-            for (k, v) in berth_iam::sign_json_call(key, &self.token_endpoint, "ecr", TARGET, b"{}")
-            {
-                req = req.header(k, v);
-            }
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| ClientError::Registry(format!("GetAuthorizationToken: {e}")))?;
-        if !resp.status().is_success() {
-            let body = resp.text().await.unwrap_or_default();
-            return Err(ClientError::Registry(format!(
-                "GetAuthorizationToken: {body} (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY: `eval $(berth credentials)`)"
-            )));
-        }
-        let v: Value = resp
-            .json()
-            .await
-            .map_err(|e| ClientError::Registry(format!("GetAuthorizationToken: {e}")))?;
-        let token = v["authorizationData"][0]["authorizationToken"]
-            .as_str()
-            .ok_or_else(|| ClientError::Registry("no authorization token".into()))?;
-        *self.auth.lock().await = Some(format!("Basic {token}"));
+        let header =
+            super::ecr_authorization(&self.http, &self.token_endpoint, self.credentials.as_ref())
+                .await
+                .map_err(|e| match e {
+                    ClientError::Registry(m) => ClientError::Registry(format!(
+                "{m} (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY: `eval $(berth credentials)`)"
+            )),
+                    e => e,
+                })?;
+        *self.auth.lock().await = Some(header);
         Ok(())
     }
 
@@ -213,34 +169,43 @@ impl Client {
                 tag.unwrap_or("(only one expected)")
             ))
         })?;
-        let digest = chosen["digest"]
-            .as_str()
-            .ok_or_else(|| ClientError::Layout("manifest without digest".into()))?
-            .to_string();
+        let digest = parse_digest(
+            chosen["digest"]
+                .as_str()
+                .ok_or_else(|| ClientError::Layout("manifest without digest".into()))?,
+        )?;
         self.push_manifest(layout, repo, &digest, Some(dest_tag), progress)
             .await?;
-        Ok(digest)
+        Ok(digest.to_string())
     }
 
-    fn layout_blob(layout: &Path, digest: &str) -> Result<PathBuf, ClientError> {
-        Ok(layout.join("blobs").join("sha256").join(hex_of(digest)?))
+    fn layout_blob(layout: &Path, digest: &Digest) -> PathBuf {
+        layout
+            .join("blobs")
+            .join(digest.algorithm().name())
+            .join(digest.hex())
     }
 
     async fn push_manifest(
         &self,
         layout: &Path,
         repo: &str,
-        digest: &str,
+        digest: &Digest,
         tag: Option<&str>,
         progress: &dyn Progress,
     ) -> Result<(), ClientError> {
-        let bytes = std::fs::read(Self::layout_blob(layout, digest)?)?;
-        if format!("sha256:{}", sha256_hex(&bytes)) != digest {
-            return Err(ClientError::DigestMismatch(digest.to_string()));
+        let bytes = std::fs::read(Self::layout_blob(layout, digest))?;
+        let got = Digest::of_with(digest.algorithm(), &bytes);
+        if got != *digest {
+            return Err(ClientError::DigestMismatch {
+                what: "manifest",
+                expected: digest.to_string(),
+                got: got.to_string(),
+            });
         }
         let manifest: Value = serde_json::from_slice(&bytes)
             .map_err(|e| ClientError::Layout(format!("manifest {digest}: {e}")))?;
-        for (d, size, is_manifest) in references(&manifest) {
+        for (d, size, is_manifest) in references(&manifest)? {
             if is_manifest {
                 Box::pin(self.push_manifest(layout, repo, &d, None, progress)).await?;
             } else {
@@ -251,11 +216,7 @@ impl Client {
             .as_str()
             .unwrap_or("application/vnd.oci.image.manifest.v1+json")
             .to_string();
-        let url = format!(
-            "{}/v2/{repo}/manifests/{}",
-            self.base,
-            tag.unwrap_or(digest)
-        );
+        let url = manifest_url(&self.base, repo, tag.unwrap_or(&digest.to_string()));
         let resp = self
             .send(|| {
                 self.http
@@ -272,12 +233,12 @@ impl Client {
         &self,
         layout: &Path,
         repo: &str,
-        digest: &str,
+        digest: &Digest,
         size: u64,
         progress: &dyn Progress,
     ) -> Result<(), ClientError> {
         let what = format!("blob {}", short(digest));
-        let head_url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
+        let head_url = blob_url(&self.base, repo, digest);
         let head = self.send(|| self.http.head(&head_url)).await?;
         if head.status().is_success() {
             progress.begin(&what, size, true);
@@ -303,7 +264,7 @@ impl Client {
         };
         put_url.push(if put_url.contains('?') { '&' } else { '?' });
         put_url.push_str(&format!("digest={digest}"));
-        let path = Self::layout_blob(layout, digest)?;
+        let path = Self::layout_blob(layout, digest);
         let len = std::fs::metadata(&path)?.len();
         progress.begin(&what, len, false);
         // Stream the file, counting bytes as they go out.
@@ -355,7 +316,7 @@ impl Client {
         tag: &str,
         progress: &dyn Progress,
     ) -> Result<String, ClientError> {
-        std::fs::create_dir_all(layout.join("blobs").join("sha256"))?;
+        std::fs::create_dir_all(layout.join("blobs"))?;
         let (digest, media_type, size) = self
             .pull_manifest(repo, reference, layout, progress)
             .await?;
@@ -376,7 +337,7 @@ impl Client {
         });
         list.push(serde_json::json!({
             "mediaType": media_type,
-            "digest": digest,
+            "digest": digest.to_string(),
             "size": size,
             "annotations": {"org.opencontainers.image.ref.name": tag},
         }));
@@ -384,7 +345,7 @@ impl Client {
             &index_path,
             serde_json::to_vec_pretty(&index).unwrap_or_default(),
         )?;
-        Ok(digest)
+        Ok(digest.to_string())
     }
 
     async fn pull_manifest(
@@ -393,80 +354,55 @@ impl Client {
         reference: &str,
         layout: &Path,
         progress: &dyn Progress,
-    ) -> Result<(String, String, u64), ClientError> {
-        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
+    ) -> Result<(Digest, String, u64), ClientError> {
+        let url = manifest_url(&self.base, repo, reference);
         let resp = Self::check(
-            self.send(|| self.http.get(&url).header("Accept", ACCEPT))
+            self.send(|| self.http.get(&url).header("Accept", MANIFEST_ACCEPT))
                 .await?,
             &format!("manifest {repo}:{reference}"),
         )
         .await?;
-        let content_type = resp
-            .headers()
-            .get("content-type")
-            .and_then(|c| c.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Registry(e.to_string()))?;
-        let digest = format!("sha256:{}", sha256_hex(&bytes));
-        if reference.starts_with("sha256:") && reference != digest {
-            return Err(ClientError::DigestMismatch(reference.to_string()));
-        }
-        let manifest: Value = serde_json::from_slice(&bytes)
+        let m = super::read_manifest(resp, reference).await?;
+        let manifest: Value = serde_json::from_slice(&m.bytes)
             .map_err(|e| ClientError::Registry(format!("manifest is not JSON: {e}")))?;
-        for (d, size, is_manifest) in references(&manifest) {
+        for (d, size, is_manifest) in references(&manifest)? {
             if is_manifest {
-                Box::pin(self.pull_manifest(repo, &d, layout, progress)).await?;
+                Box::pin(self.pull_manifest(repo, &d.to_string(), layout, progress)).await?;
             } else {
                 self.pull_blob(repo, &d, size, layout, progress).await?;
             }
         }
-        std::fs::write(Self::layout_blob(layout, &digest)?, &bytes)?;
+        let path = Self::layout_blob(layout, &m.digest);
+        std::fs::create_dir_all(path.parent().unwrap_or(layout))?;
+        super::write_atomic(&path, &m.bytes).await?;
         let media_type = manifest["mediaType"]
             .as_str()
             .map(str::to_string)
-            .unwrap_or(content_type);
-        Ok((digest, media_type, bytes.len() as u64))
+            .unwrap_or(m.content_type);
+        Ok((m.digest, media_type, m.bytes.len() as u64))
     }
 
     async fn pull_blob(
         &self,
         repo: &str,
-        digest: &str,
+        digest: &Digest,
         size: u64,
         layout: &Path,
         progress: &dyn Progress,
     ) -> Result<(), ClientError> {
         let what = format!("blob {}", short(digest));
-        let path = Self::layout_blob(layout, digest)?;
+        let path = Self::layout_blob(layout, digest);
         if path.exists() {
             progress.begin(&what, size, true);
             progress.end();
             return Ok(());
         }
-        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
+        std::fs::create_dir_all(path.parent().unwrap_or(layout))?;
+        let url = blob_url(&self.base, repo, digest);
         let resp = Self::check(self.send(|| self.http.get(&url)).await?, &what).await?;
         progress.begin(&what, resp.content_length().unwrap_or(size), false);
-        let tmp = path.with_extension("partial");
-        let mut out = tokio::fs::File::create(&tmp).await?;
-        let mut hasher = Sha256::new();
-        let mut body = resp.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| ClientError::Registry(e.to_string()))?;
-            hasher.update(&chunk);
-            out.write_all(&chunk).await?;
-            progress.advance(chunk.len() as u64);
-        }
-        out.sync_all().await?;
+        let res = super::download_blob(resp, digest, &path, |n| progress.advance(n)).await;
         progress.end();
-        if format!("sha256:{}", hex::encode(hasher.finalize())) != digest {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(ClientError::DigestMismatch(digest.to_string()));
-        }
-        std::fs::rename(&tmp, &path)?;
-        Ok(())
+        res
     }
 }

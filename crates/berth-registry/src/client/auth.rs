@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use futures_util::StreamExt;
 
+use super::ClientError;
+
 /// Registry credentials (from a task's `repositoryCredentials`). `Debug` hides the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
@@ -191,9 +193,11 @@ impl TokenCache {
 
     /// Answers `challenge` for a pull from `repository` of `registry` and caches the
     /// result: the `Authorization` header value to retry with. `realm_allowed` says whether
-    /// a realm URL may be used (HTTPS, or plain HTTP where the registry policy allows it).
-    /// Errors read like containerd's (`failed to authorize: failed to fetch anonymous token:
-    /// ...`).
+    /// a realm URL may be used (HTTPS, or plain HTTP where the registry policy allows it);
+    /// `describe` words a failed token request (the caller knows its TLS policy). Errors are
+    /// [`ClientError::Auth`] and read like containerd's (`failed to authorize: failed to fetch
+    /// anonymous token: ...`).
+    #[allow(clippy::too_many_arguments)]
     pub async fn authorize(
         &self,
         client: &reqwest::Client,
@@ -202,7 +206,8 @@ impl TokenCache {
         challenge: Option<Challenge>,
         credentials: Option<&Credentials>,
         realm_allowed: impl Fn(&reqwest::Url) -> bool,
-    ) -> Result<String, String> {
+        describe: impl Fn(&reqwest::Error) -> String,
+    ) -> Result<String, ClientError> {
         let default_scope = format!("repository:{repository}:pull");
         let (realm, service, scope) = match challenge {
             Some(Challenge::Bearer {
@@ -216,17 +221,16 @@ impl TokenCache {
             ),
             Some(Challenge::Basic) => {
                 let Some(c) = credentials else {
-                    return Err("failed to authorize: the registry asks for Basic credentials and the task has no repositoryCredentials".into());
+                    return Err(ClientError::Auth("the registry asks for Basic credentials and the task has no repositoryCredentials".into()));
                 };
                 let h = c.basic();
                 self.put(registry, &default_scope, &h, Duration::from_secs(3600));
                 return Ok(h);
             }
             None => {
-                return Err(
-                    "failed to authorize: 401 Unauthorized without a Bearer or Basic challenge"
-                        .into(),
-                )
+                return Err(ClientError::Auth(
+                    "401 Unauthorized without a Bearer or Basic challenge".into(),
+                ))
             }
         };
         if let Some(h) = self.get(registry, &scope) {
@@ -239,11 +243,11 @@ impl TokenCache {
             "failed to fetch anonymous token"
         };
         let mut url = reqwest::Url::parse(&realm)
-            .map_err(|e| format!("failed to authorize: invalid token realm {realm:?}: {e}"))?;
+            .map_err(|e| ClientError::Auth(format!("invalid token realm {realm:?}: {e}")))?;
         if !realm_allowed(&url) {
-            return Err(format!(
-                "failed to authorize: token realm {realm} is not HTTPS (plain HTTP is allowed only for loopback hosts and --insecure-registry ones)"
-            ));
+            return Err(ClientError::Auth(format!(
+                "token realm {realm} is not HTTPS (plain HTTP is allowed only for loopback hosts and --insecure-registry ones)"
+            )));
         }
         {
             let mut q = url.query_pairs_mut();
@@ -259,21 +263,19 @@ impl TokenCache {
         if let Some(c) = credentials {
             req = req.header(reqwest::header::AUTHORIZATION, c.basic());
         }
-        let resp = req.send().await.map_err(|e| {
-            format!(
-                "failed to authorize: {what}: {}",
-                crate::transport::describe(&e, crate::resolve::Transport::Https, registry)
-            )
-        })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ClientError::Auth(format!("{what}: {}", describe(&e))))?;
         let st = resp.status();
         if !st.is_success() {
-            return Err(format!(
-                "failed to authorize: {what}: unexpected status from GET request to {url}: {st}"
-            ));
+            return Err(ClientError::Auth(format!(
+                "{what}: unexpected status from GET request to {url}: {st}"
+            )));
         }
         let body = read_limited(resp, 1 << 20)
             .await
-            .map_err(|e| format!("failed to authorize: {what}: {e}"))?;
+            .map_err(|e| ClientError::Auth(format!("{what}: {e}")))?;
         #[derive(serde::Deserialize)]
         struct TokenAnswer {
             #[serde(default)]
@@ -284,18 +286,18 @@ impl TokenCache {
             expires_in: Option<u64>,
         }
         let t: TokenAnswer = serde_json::from_slice(&body)
-            .map_err(|e| format!("failed to authorize: {what}: invalid token answer: {e}"))?;
+            .map_err(|e| ClientError::Auth(format!("{what}: invalid token answer: {e}")))?;
         let token = t
             .token
             .filter(|t| !t.is_empty())
             .or(t.access_token)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| format!("failed to authorize: {what}: the answer has no token"))?;
+            .ok_or_else(|| ClientError::Auth(format!("{what}: the answer has no token")))?;
         let header = format!("Bearer {token}");
         if reqwest::header::HeaderValue::from_str(&header).is_err() {
-            return Err(format!(
-                "failed to authorize: {what}: the token is not a valid header value"
-            ));
+            return Err(ClientError::Auth(format!(
+                "{what}: the token is not a valid header value"
+            )));
         }
         // Kept until shortly before it expires; the spec's minimum lifetime is 60 s.
         let secs = t.expires_in.unwrap_or(60).clamp(60, 86_400);
